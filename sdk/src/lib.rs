@@ -1,1 +1,103 @@
+//! `ctxhost-sdk`: what a bounded-context component needs besides its domain logic.
+//!
+//! * [`generate!`] generates a plugin's bindings for its world, sharing the platform and
+//!   `wasi:http` types with this crate.
+//! * [`http`]: plain [`Request`]/[`Response`] types and [`http::serve`], the whole wasi:http glue.
+//! * [`router`]: `/cars/{id}`-style path matching.
+//! * [`body`]: JSON body parsing whose errors are 400 problems naming the field.
+//! * [`store`], [`events`], [`config`], [`log`]: JSON-friendly wrappers over the host imports.
+//!
+//! The smallest complete context: a `cdylib` crate with a world file `wit/hello.wit`
+//!
+//! ```wit
+//! package my:hello;
+//! world hello {
+//!     include ctxhost:platform/platform@0.1.0;
+//!     export wasi:http/incoming-handler@0.2.12;
+//! }
+//! ```
+//!
+//! and this `src/lib.rs` (build with `cargo build --release --target wasm32-wasip2`):
+//!
+//! ```ignore
+//! ctxhost_sdk::generate!("my:hello/hello", "../../wit", "wit");
+//!
+//! use ctxhost_sdk::{Request, Response, router::route};
+//! use exports::ctxhost::platform::{context, subscriber};
+//! use exports::wasi::http::incoming_handler;
+//!
+//! struct Hello;
+//!
+//! impl context::Guest for Hello {
+//!     fn describe() -> context::Manifest {
+//!         context::Manifest {
+//!             version: env!("CARGO_PKG_VERSION").into(),
+//!             routes: vec![context::Route { method: "GET".into(), path: "/hello/{name}".into() }],
+//!             subscriptions: vec![],
+//!         }
+//!     }
+//! }
+//!
+//! impl subscriber::Guest for Hello {
+//!     fn handle(_event: subscriber::Event) -> Result<(), String> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! impl incoming_handler::Guest for Hello {
+//!     fn handle(req: incoming_handler::IncomingRequest, out: incoming_handler::ResponseOutparam) {
+//!         ctxhost_sdk::http::serve(req, out, |req: Request| match route("/hello/{name}", &req.path) {
+//!             Some(p) => Response::json(200, &serde_json::json!({ "hello": p.get("name") })),
+//!             None => Response::not_found("no such route"),
+//!         })
+//!     }
+//! }
+//!
+//! export!(Hello);
+//! ```
 
+pub mod bindings;
+pub mod body;
+pub mod config;
+mod error;
+pub mod events;
+pub mod http;
+pub mod log;
+pub mod router;
+pub mod store;
+
+pub use bindings::ctxhost::platform::types::{CallError, Event};
+pub use error::Error;
+pub use http::{ApiResult, Request, Response};
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// Generates a plugin's bindings for `world` (for example `"ctxhost:rental/order"`) from the
+/// given WIT directories (relative to the plugin's `Cargo.toml`; later ones may depend on
+/// earlier ones), reusing this SDK's types for every platform import and `wasi:http/types`.
+/// Everything else (the exports, other imports) is generated in the calling module, including
+/// the `export!` macro.
+#[macro_export]
+macro_rules! generate {
+    ($world:literal, $($path:literal),+ $(,)?) => {
+        $crate::__wit_bindgen::generate!({
+            world: $world,
+            path: [$($path),+],
+            runtime_path: "::ctxhost_sdk::__wit_bindgen::rt",
+            with: {
+                "ctxhost:platform/types@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::types,
+                "ctxhost:platform/store@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::store,
+                "ctxhost:platform/events@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::events,
+                "ctxhost:platform/config@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::config,
+                "ctxhost:platform/log@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::log,
+                "wasi:http/types@0.2.12": ::ctxhost_sdk::bindings::wasi::http::types,
+                "wasi:io/error@0.2.12": ::ctxhost_sdk::bindings::wasi::io::error,
+                "wasi:io/poll@0.2.12": ::ctxhost_sdk::bindings::wasi::io::poll,
+                "wasi:io/streams@0.2.12": ::ctxhost_sdk::bindings::wasi::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": ::ctxhost_sdk::bindings::wasi::clocks::monotonic_clock,
+            },
+            generate_all,
+        });
+    };
+}

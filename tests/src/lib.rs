@@ -1,1 +1,829 @@
-//! End-to-end tests live in `tests/`.
+//! Helpers for the end-to-end tests in `tests/tests/`: they start the real `ctxhost` binary
+//! with the real plugins, each test on its own free port with its own data directory, and
+//! speak HTTP to it like any API client.
+//!
+//! - [`Host`]: start, SIGKILL, SIGTERM and restart a host on the same data directory.
+//! - [`Api`]: HTTP calls and the domain calls of the rental API, with strict checks.
+//! - [`eventually`]: bounded polling for what the saga and the view settle asynchronously.
+//!
+//! The binary and the plugins come from `CTXHOST_BIN` and `CTXHOST_PLUGIN_DIR` (set by
+//! `cargo xtask test`) or from the workspace's `target/` directory (`cargo xtask build`).
+
+use std::fs::{self, OpenOptions};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// The four rental contexts every test host loads.
+pub const PLUGINS: [&str; 4] = ["order", "payment", "car", "view"];
+
+/// The line the host prints on stdout once it serves; the address follows it.
+const READY_PREFIX: &str = "ctxhost listening on http://";
+/// How long a host may take to compile its plugins and start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a host may take to shut down after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound for one HTTP request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the saga and the view get to converge, unless a test says otherwise.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// Field names of a row of `GET /customers/{customerId}/orders` (the view's own table).
+pub mod view_row {
+    /// The order's id.
+    pub const ORDER_ID: &str = "orderId";
+    /// The order's status: `PAID`, `RENTED`, `REJECTED` or `CANCELLED`.
+    pub const ORDER_STATUS: &str = "orderStatus";
+    /// The payment's id.
+    pub const PAYMENT_ID: &str = "paymentId";
+    /// The payment's status: `APPROVED` or `CANCELLED`.
+    pub const PAYMENT_STATUS: &str = "paymentStatus";
+}
+
+/// Returns `Err(format!(...))` from the enclosing function when the condition is false; for
+/// the closures given to [`eventually`].
+#[macro_export]
+macro_rules! ensure_that {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+/// What a test host loads besides the four rental contexts.
+#[derive(Clone, Debug, Default)]
+pub struct HostOptions {
+    chaos: bool,
+    config: Vec<(String, String, String)>,
+    data_dir: Option<PathBuf>,
+}
+
+impl HostOptions {
+    /// The four rental contexts with their default configuration and a fresh data directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also load the `chaos` test component (`<plugin dir>/chaos.wasm`).
+    pub fn with_chaos(mut self) -> Self {
+        self.chaos = true;
+        self
+    }
+
+    /// Adds `key = "value"` to `[plugins.<plugin>.config]`.
+    pub fn plugin_config(mut self, plugin: &str, key: &str, value: &str) -> Self {
+        self.config
+            .push((plugin.to_owned(), key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Use this data directory instead of a fresh one.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+}
+
+/// A running `ctxhost serve` process; killed when dropped. Derefs to the [`Api`] of the
+/// current process (a restart changes the port, so take a fresh [`Host::api`] after one).
+pub struct Host {
+    child: Option<Child>,
+    api: Api,
+    dir: TestDir,
+    data_dir: PathBuf,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    binary: PathBuf,
+    starts: u32,
+}
+
+impl Host {
+    /// Writes a config for `opts` and starts a host on 127.0.0.1 with a free port; returns
+    /// once the host has printed its `ctxhost listening on http://<addr>` line.
+    pub fn start(opts: HostOptions) -> Host {
+        let binary = host_binary();
+        let plugin_dir = plugin_dir();
+        let mut names: Vec<&str> = PLUGINS.to_vec();
+        if opts.chaos {
+            names.push("chaos");
+        }
+        for name in &names {
+            let wasm = plugin_dir.join(format!("{name}.wasm"));
+            assert!(
+                wasm.is_file(),
+                "plugin {} not found: run `cargo xtask build` first",
+                wasm.display()
+            );
+        }
+
+        let dir = TestDir::new();
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let config_path = dir.path().join("ctxhost.toml");
+        let log_path = dir.path().join("ctxhost.log");
+
+        let mut config = String::new();
+        config.push_str("listen = \"127.0.0.1:0\"\n");
+        config.push_str(&format!(
+            "data_dir = {}\n",
+            toml_string(&data_dir.to_string_lossy())
+        ));
+        for name in &names {
+            let wasm = plugin_dir.join(format!("{name}.wasm"));
+            config.push_str(&format!("\n[plugins.{name}]\n"));
+            config.push_str(&format!(
+                "path = {}\n",
+                toml_string(&wasm.to_string_lossy())
+            ));
+            let entries: Vec<_> = opts.config.iter().filter(|(p, _, _)| p == name).collect();
+            if !entries.is_empty() {
+                config.push_str(&format!("\n[plugins.{name}.config]\n"));
+                for (_, key, value) in entries {
+                    config.push_str(&format!("{} = {}\n", toml_key(key), toml_string(value)));
+                }
+            }
+        }
+        for (plugin, _, _) in &opts.config {
+            assert!(
+                names.contains(&plugin.as_str()),
+                "config for a plugin not loaded: {plugin}"
+            );
+        }
+        fs::write(&config_path, config).expect("write the test host config");
+
+        let mut host = Host {
+            child: None,
+            api: Api::new("127.0.0.1:9".parse().expect("placeholder address")),
+            dir,
+            data_dir,
+            config_path,
+            log_path,
+            binary,
+            starts: 0,
+        };
+        host.spawn();
+        host
+    }
+
+    /// The address the host listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.api.addr
+    }
+
+    /// A handle for HTTP calls that can be moved into tasks; valid until the next restart.
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    /// The host's data directory (kept across restarts).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Kills the host with SIGKILL (no chance to clean up) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the host with SIGTERM and waits up to 10 s for it to exit; panics (after a
+    /// SIGKILL) if it does not.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: plain kill(2) on the pid of a child we own and have not yet reaped.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(
+            rc,
+            0,
+            "SIGTERM to the host failed: {}",
+            std::io::Error::last_os_error()
+        );
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_status)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "the host did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                        self.log_tail(60)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Starts the host again with the same config and data directory (after [`Host::kill`]
+    /// or [`Host::stop`]).
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "start_again: the host is still running"
+        );
+        self.spawn();
+    }
+
+    /// SIGTERM, then start again on the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// The last `lines` lines of the host's log (its stderr, across restarts).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        format!(
+            "--- last lines of {} ---\n{}",
+            self.log_path.display(),
+            all[from..].join("\n")
+        )
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open the host log");
+        writeln!(log, "===== ctxhost start #{} =====", self.starts).expect("write the host log");
+
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .current_dir(self.dir.path())
+            .env("CTXHOST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        // The test's config must decide; variables of the caller's shell must not override it.
+        for var in [
+            "CTXHOST_LISTEN",
+            "CTXHOST_DATA_DIR",
+            "CTXHOST_CONFIG",
+            "CTXHOST_CONTEXTS",
+            "CTXHOST_AMQP_URL",
+            "CTXHOST_ADMIN_TOKEN",
+        ] {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            // Keep reading to the end so the host never blocks on a full pipe.
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.trim().strip_prefix(READY_PREFIX)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim_end_matches('/').to_owned());
+                }
+            }
+        });
+
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => {
+                let addr: SocketAddr = addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("bad address in the ready line `{addr}`: {e}"));
+                self.child = Some(child);
+                self.api = Api::new(addr);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the host did not print `{READY_PREFIX}<addr>` within {START_TIMEOUT:?}\n{}",
+                    self.log_tail(60)
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait();
+                panic!(
+                    "the host exited before it was ready ({status:?})\n{}",
+                    self.log_tail(60)
+                );
+            }
+        }
+    }
+}
+
+impl Deref for Host {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(80));
+            eprintln!("(test files kept in {})", self.dir.path().display());
+            self.dir.keep = true;
+        }
+    }
+}
+
+/// A uniquely named temporary directory, removed on drop unless `keep` is set.
+struct TestDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TestDir {
+    fn new() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("ctxhost-e2e-{}-{n}-{nanos}", std::process::id()));
+        fs::create_dir_all(&path).expect("create the test directory");
+        Self { path, keep: false }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+fn host_binary() -> PathBuf {
+    let path = std::env::var_os("CTXHOST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join("target")
+                .join("debug")
+                .join(format!("ctxhost{}", std::env::consts::EXE_SUFFIX))
+        });
+    assert!(
+        path.is_file(),
+        "host binary {} not found: run `cargo xtask build` first",
+        path.display()
+    );
+    path
+}
+
+fn plugin_dir() -> PathBuf {
+    let path = std::env::var_os("CTXHOST_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join("target")
+                .join("wasm32-wasip2")
+                .join("release")
+        });
+    assert!(
+        path.is_dir(),
+        "plugin directory {} not found: run `cargo xtask build` first",
+        path.display()
+    );
+    path
+}
+
+/// A TOML key: bare when it can be, quoted otherwise.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare {
+        key.to_owned()
+    } else {
+        toml_string(key)
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// An HTTP answer, read in full.
+#[derive(Clone, Debug)]
+pub struct Resp {
+    /// The request, for messages (`GET /cars`).
+    pub request: String,
+    /// The status code.
+    pub status: u16,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Resp {
+    /// The body as JSON; panics when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{}: body is not JSON ({e}): {}", self.request, self.body))
+    }
+
+    /// Asserts the status and returns the JSON body.
+    pub fn expect(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status, status,
+            "{}: unexpected status; body: {}",
+            self.request, self.body
+        );
+        self.json()
+    }
+
+    /// Asserts an RFC 9457 problem with this status (content type `application/problem+json`,
+    /// `type`, `title`, `status` and `detail` members) and returns it.
+    pub fn expect_problem(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status, status,
+            "{}: unexpected status; body: {}",
+            self.request, self.body
+        );
+        let ct = self.content_type.as_deref().unwrap_or("");
+        assert!(
+            ct.starts_with("application/problem+json"),
+            "{}: content type `{ct}` is not application/problem+json; body: {}",
+            self.request,
+            self.body
+        );
+        let problem = self.json();
+        assert_eq!(
+            problem["status"],
+            json!(status),
+            "{}: problem.status: {problem}",
+            self.request
+        );
+        assert!(
+            problem["title"].is_string(),
+            "{}: problem.title missing: {problem}",
+            self.request
+        );
+        assert!(
+            problem["type"].is_string(),
+            "{}: problem.type missing: {problem}",
+            self.request
+        );
+        assert!(
+            problem["detail"].is_string(),
+            "{}: problem.detail missing: {problem}",
+            self.request
+        );
+        problem
+    }
+
+    /// Asserts a problem whose `detail` names `field`.
+    pub fn expect_problem_naming(&self, status: u16, field: &str) -> Value {
+        let problem = self.expect_problem(status);
+        let detail = problem["detail"].as_str().unwrap_or("");
+        assert!(
+            detail.contains(field),
+            "{}: problem detail does not name `{field}`: {problem}",
+            self.request
+        );
+        problem
+    }
+}
+
+/// HTTP access to one host process; cheap to clone and move into tasks.
+#[derive(Clone, Debug)]
+pub struct Api {
+    addr: SocketAddr,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    fn new(addr: SocketAddr) -> Self {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("build the HTTP client");
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            client,
+        }
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request; `Err` only for transport failures (connection refused, reset, ...).
+    pub async fn try_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<Resp, reqwest::Error> {
+        let request = format!("{method} {path}");
+        let mut builder = self.client.request(method, self.url(path));
+        if let Some((bytes, content_type)) = body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
+        }
+        let response = builder.send().await?;
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let retry_after = header(reqwest::header::RETRY_AFTER);
+        let status = response.status().as_u16();
+        let body = response.text().await?;
+        Ok(Resp {
+            request,
+            status,
+            content_type,
+            retry_after,
+            body,
+        })
+    }
+
+    /// Sends a request; panics on transport failures.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Resp {
+        let what = format!("{method} {path}");
+        self.try_send(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: request failed: {e}"))
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.post_raw(path, body.to_string().into_bytes(), "application/json")
+            .await
+    }
+
+    /// `POST path` with any body.
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> Resp {
+        self.send(reqwest::Method::POST, path, Some((body, content_type)))
+            .await
+    }
+
+    /// `POST path` with a JSON body; `Err` on transport failures.
+    pub async fn try_post_json(&self, path: &str, body: &Value) -> Result<Resp, reqwest::Error> {
+        self.try_send(
+            reqwest::Method::POST,
+            path,
+            Some((body.to_string().into_bytes(), "application/json")),
+        )
+        .await
+    }
+
+    /// `GET path`, asserting 200, as JSON.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        self.get(path).await.expect(200)
+    }
+
+    /// `GET path`, asserting 200, as a list (a JSON array, or an object with an `items` array).
+    pub async fn get_list(&self, path: &str) -> Vec<Value> {
+        let value = self.get_ok(path).await;
+        as_list(&value).unwrap_or_else(|| panic!("GET {path}: not a list: {value}"))
+    }
+
+    /// `POST /cars`, asserting 201 and the echoed fields; returns the car's id.
+    pub async fn create_car(&self, name: &str, stock: u64) -> u64 {
+        let car = self
+            .post_json("/cars", &json!({"name": name, "stock": stock}))
+            .await
+            .expect(201);
+        assert_eq!(car["name"], json!(name), "POST /cars: name: {car}");
+        assert_eq!(car["stock"], json!(stock), "POST /cars: stock: {car}");
+        assert_eq!(
+            car["available"],
+            json!(stock),
+            "POST /cars: available: {car}"
+        );
+        id(&car, "id")
+    }
+
+    /// `POST /orders`, asserting 201, status `PAID`, a payment id and the echoed fields.
+    pub async fn place_order(&self, car_id: u64, qty: u64, customer: &str) -> Value {
+        let order = self
+            .post_json(
+                "/orders",
+                &json!({"carId": car_id, "qty": qty, "customerId": customer}),
+            )
+            .await
+            .expect(201);
+        check_placed_order(&order, car_id, qty, customer);
+        order
+    }
+
+    /// `GET /cars/{id}`.
+    pub async fn car(&self, car_id: u64) -> Value {
+        self.get_ok(&format!("/cars/{car_id}")).await
+    }
+
+    /// `GET /orders/{id}`.
+    pub async fn order(&self, order_id: u64) -> Value {
+        self.get_ok(&format!("/orders/{order_id}")).await
+    }
+
+    /// `GET /payments/{id}`.
+    pub async fn payment(&self, payment_id: u64) -> Value {
+        self.get_ok(&format!("/payments/{payment_id}")).await
+    }
+
+    /// `GET /orders`.
+    pub async fn orders(&self) -> Vec<Value> {
+        self.get_list("/orders").await
+    }
+
+    /// `GET /payments`.
+    pub async fn payments(&self) -> Vec<Value> {
+        self.get_list("/payments").await
+    }
+
+    /// `GET /cars`.
+    pub async fn cars(&self) -> Vec<Value> {
+        self.get_list("/cars").await
+    }
+
+    /// `GET /availability/{carId}` as `(available, whole answer)`, or `None` while the view
+    /// does not know the car yet (404).
+    pub async fn availability(&self, car_id: u64) -> Option<(i64, Value)> {
+        let resp = self.get(&format!("/availability/{car_id}")).await;
+        if resp.status == 404 {
+            return None;
+        }
+        let value = resp.expect(200);
+        assert_eq!(
+            value["carId"],
+            json!(car_id),
+            "availability: carId: {value}"
+        );
+        let available = value["available"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("availability: `available` is not an integer: {value}"));
+        Some((available, value))
+    }
+
+    /// `GET /customers/{customerId}/orders`; an unknown customer (404) counts as no rows.
+    pub async fn customer_orders(&self, customer: &str) -> Vec<Value> {
+        let path = format!("/customers/{customer}/orders");
+        let resp = self.get(&path).await;
+        if resp.status == 404 {
+            return Vec::new();
+        }
+        let value = resp.expect(200);
+        as_list(&value).unwrap_or_else(|| panic!("GET {path}: not a list: {value}"))
+    }
+}
+
+/// Checks the answer of a successful `POST /orders`.
+pub fn check_placed_order(order: &Value, car_id: u64, qty: u64, customer: &str) {
+    assert_eq!(
+        order["status"],
+        json!("PAID"),
+        "POST /orders: status: {order}"
+    );
+    assert_eq!(
+        order["carId"],
+        json!(car_id),
+        "POST /orders: carId: {order}"
+    );
+    assert_eq!(order["qty"], json!(qty), "POST /orders: qty: {order}");
+    assert_eq!(
+        order["customerId"],
+        json!(customer),
+        "POST /orders: customerId: {order}"
+    );
+    id(order, "id");
+    id(order, "paymentId");
+}
+
+/// A list answer: a JSON array, or an object whose `items` member is one.
+pub fn as_list(value: &Value) -> Option<Vec<Value>> {
+    match value {
+        Value::Array(items) => Some(items.clone()),
+        Value::Object(map) => map.get("items").and_then(Value::as_array).cloned(),
+        _ => None,
+    }
+}
+
+/// The non-negative integer member `field` of `value`; panics when absent or not one.
+pub fn id(value: &Value, field: &str) -> u64 {
+    value[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{field}` is not a non-negative integer in {value}"))
+}
+
+/// The string member `field` of `value` (empty when absent).
+pub fn text<'a>(value: &'a Value, field: &str) -> &'a str {
+    value[field].as_str().unwrap_or("")
+}
+
+/// The row of the customer-orders view for `order_id`, if any.
+pub fn view_row_for(rows: &[Value], order_id: u64) -> Option<&Value> {
+    rows.iter()
+        .find(|row| row[view_row::ORDER_ID].as_u64() == Some(order_id))
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`, for at most `timeout`; panics with the
+/// last error otherwise. Each attempt is bounded by the time left (at least 5 s).
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(5));
+        let last = match tokio::time::timeout(left, check()).await {
+            Ok(Ok(value)) => return value,
+            Ok(Err(err)) => err,
+            Err(_) => "an attempt did not finish in time".to_owned(),
+        };
+        if Instant::now() >= deadline {
+            panic!(
+                "not reached within {timeout:?} ({attempts} attempts, {:?}); last: {last}",
+                start.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

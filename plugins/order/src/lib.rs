@@ -1,1 +1,51 @@
+//! The `order` context: customers' orders, paid through a synchronous call to `payment`.
+//!
+//! This file is the glue (bindings, manifest, exports); the domain lives in [`model`] (types
+//! and status rules), [`api`] (HTTP resources) and [`events`] (event handlers).
 
+mod api;
+mod events;
+mod model;
+
+ctxhost_sdk::generate!("ctxhost:rental/order", "../../wit", "../../wit/rental");
+
+use exports::ctxhost::platform::{context, subscriber};
+use exports::wasi::http::incoming_handler;
+
+struct Order;
+
+impl context::Guest for Order {
+    fn describe() -> context::Manifest {
+        let route = |method: &str, path: &str| context::Route {
+            method: method.into(),
+            path: path.into(),
+        };
+        context::Manifest {
+            version: env!("CARGO_PKG_VERSION").into(),
+            routes: vec![
+                route("POST", "/orders"),
+                route("GET", "/orders"),
+                route("GET", "/orders/{id}"),
+                route("POST", "/orders/{id}/cancel"),
+            ],
+            subscriptions: events::SUBSCRIPTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+impl subscriber::Guest for Order {
+    fn handle(event: subscriber::Event) -> Result<(), String> {
+        events::handle(&event)
+    }
+}
+
+impl incoming_handler::Guest for Order {
+    fn handle(req: incoming_handler::IncomingRequest, out: incoming_handler::ResponseOutparam) {
+        ctxhost_sdk::http::serve(req, out, api::handle);
+    }
+}
+
+export!(Order);

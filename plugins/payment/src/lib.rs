@@ -1,1 +1,57 @@
+//! The `payment` context: approves payments for orders (called synchronously by `order`) and
+//! cancels them when the rental is rejected or the order cancelled.
+//!
+//! This file is the glue (bindings, manifest, exports); the domain lives in [`model`] (types
+//! and rules), [`api`] (HTTP resources and `payments.authorize`) and [`events`] (event
+//! handlers).
 
+mod api;
+mod events;
+mod model;
+
+ctxhost_sdk::generate!("ctxhost:rental/payment", "../../wit", "../../wit/rental");
+
+use exports::ctxhost::platform::{context, subscriber};
+use exports::ctxhost::rental::payments;
+use exports::wasi::http::incoming_handler;
+
+struct Payment;
+
+impl context::Guest for Payment {
+    fn describe() -> context::Manifest {
+        let route = |method: &str, path: &str| context::Route {
+            method: method.into(),
+            path: path.into(),
+        };
+        context::Manifest {
+            version: env!("CARGO_PKG_VERSION").into(),
+            routes: vec![route("GET", "/payments"), route("GET", "/payments/{id}")],
+            subscriptions: events::SUBSCRIPTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+impl subscriber::Guest for Payment {
+    fn handle(event: subscriber::Event) -> Result<(), String> {
+        events::handle(&event)
+    }
+}
+
+impl payments::Guest for Payment {
+    fn authorize(
+        request: payments::PaymentRequest,
+    ) -> Result<payments::Payment, payments::PaymentError> {
+        api::authorize(request)
+    }
+}
+
+impl incoming_handler::Guest for Payment {
+    fn handle(req: incoming_handler::IncomingRequest, out: incoming_handler::ResponseOutparam) {
+        ctxhost_sdk::http::serve(req, out, api::handle);
+    }
+}
+
+export!(Payment);

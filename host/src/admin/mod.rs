@@ -1,0 +1,121 @@
+//! The host's own endpoints: liveness, readiness, the loaded plugins, dead letters and
+//! redelivery of events to a context.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::bus::BusError;
+use crate::gateway::problem::Problem;
+use crate::server::App;
+use crate::state::DEAD_LETTERS;
+
+/// `GET /healthz`: the process is alive and serving.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: every configured context is loaded and the event transport is ready.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let mut contexts = Vec::new();
+    let mut ready = true;
+    for name in &app.contexts {
+        let loaded = app.runtime.registry().get(name).is_some();
+        ready &= loaded;
+        contexts.push(json!({ "name": name, "state": if loaded { "running" } else { "missing" } }));
+    }
+    let transport = app.transport.status();
+    ready &= transport.ready;
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "contexts": contexts,
+        "transport": transport,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /admin/plugins`: each loaded context with its version, digest, routes and events.
+pub async fn plugins(State(app): State<Arc<App>>) -> Json<Value> {
+    let list: Vec<Value> = app
+        .runtime
+        .registry()
+        .all()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": &*c.name,
+                "version": c.version,
+                "digest": c.digest,
+                "state": "running",
+                "routes": c.routes,
+                "subscriptions": c.subscriptions,
+                "imports": c.imports,
+                "exports": c.exports,
+                "loadedAt": c.loaded_at,
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `GET /admin/dead-letters`: events a context could not handle after every retry.
+pub async fn dead_letters(State(app): State<Arc<App>>) -> Response {
+    match app.runtime.db().read_prefix(DEAD_LETTERS, "") {
+        Ok(rows) => {
+            let list: Vec<Value> = rows
+                .into_iter()
+                .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+                .collect();
+            Json(Value::Array(list)).into_response()
+        }
+        Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Body of a redelivery request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redeliver {
+    #[serde(default)]
+    from_seq: u64,
+}
+
+/// `POST /admin/subscriptions/{context}/redeliver`: deliver every event after `fromSeq`
+/// to the context again; events it already applied are skipped by its inbox.
+pub async fn redeliver(
+    State(app): State<Arc<App>>,
+    Path(context): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: Redeliver = if body.is_empty() {
+        Redeliver { from_seq: 0 }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected {{\"fromSeq\": integer >= 0}}: {e}"),
+                )
+                .into_response();
+            }
+        }
+    };
+    match app.transport.redeliver(&context, req.from_seq).await {
+        Ok(()) => Json(json!({ "context": context, "fromSeq": req.from_seq })).into_response(),
+        Err(e @ BusError::UnknownSubscriber(_)) => {
+            Problem::new(StatusCode::NOT_FOUND, e.to_string()).into_response()
+        }
+        Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

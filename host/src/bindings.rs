@@ -1,0 +1,19 @@
+//! Host bindings of the `ctxhost:platform/platform` world, generated from `wit/`.
+//!
+//! Imports (store, events, config, log) are implemented in `capabilities/`; they return
+//! `wasmtime::Result<T>` so a host bug traps while guest-visible failures are WIT values.
+//! Exports (`context`, `subscriber`) are called asynchronously by the runtime. HTTP ingress
+//! uses the `wasi:http` bindings of `wasmtime-wasi-http`.
+
+#![allow(missing_docs, clippy::all)]
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "ctxhost:platform/platform",
+    imports: { default: trappable },
+    exports: { default: async },
+    require_store_data_send: true,
+});
+
+pub use ctxhost::platform::{config, events, log, store, types};
+pub use exports::ctxhost::platform::context::Manifest;

@@ -1,0 +1,207 @@
+//! The embedded durable bus: no broker, the event log itself is the queue. Each subscribing
+//! context has a worker that reads the log in order from its cursor and applies the events
+//! of the types it declared; the cursor moves in the same commit as the effect, so a
+//! restart resumes exactly where the context stopped.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::delivery::{Delivered, RetryPolicy, deliver};
+use super::envelope::Envelope;
+use super::{BusError, EventTransport, TransportStatus};
+use crate::runtime::Runtime;
+use crate::state::{CURSORS, CommitOutcome, StateError, Table, UnitOfWork};
+
+/// Events read from the log per batch.
+const BATCH: usize = 256;
+const NO_REWIND: u64 = u64::MAX;
+
+/// Control of one subscriber's worker.
+struct Subscriber {
+    /// Set by `redeliver`: the cursor to restart from.
+    rewind: AtomicU64,
+    wake: Notify,
+}
+
+/// The broker-less transport.
+pub struct EmbeddedBus {
+    runtime: Runtime,
+    policy: RetryPolicy,
+    subscribers: Mutex<HashMap<String, Arc<Subscriber>>>,
+}
+
+impl EmbeddedBus {
+    pub fn new(runtime: Runtime, policy: RetryPolicy) -> Self {
+        EmbeddedBus {
+            runtime,
+            policy,
+            subscribers: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn cursors() -> Table {
+    Arc::from(CURSORS)
+}
+
+fn read_cursor(runtime: &Runtime, context: &str) -> Result<u64, StateError> {
+    Ok(runtime
+        .db()
+        .read(CURSORS, context)?
+        .and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0))
+}
+
+async fn write_cursor(runtime: &Runtime, context: &str, seq: u64) -> Result<(), StateError> {
+    loop {
+        let mut unit = UnitOfWork::begin(runtime.db())?;
+        unit.put(&cursors(), context, Some(seq.to_be_bytes().to_vec()));
+        if let CommitOutcome::Committed { .. } = runtime.committer().commit(unit).await? {
+            return Ok(());
+        }
+    }
+}
+
+impl EventTransport for EmbeddedBus {
+    fn start(&self, contexts: Vec<String>, shutdown: watch::Receiver<bool>) {
+        for name in contexts {
+            let subscribes = self
+                .runtime
+                .registry()
+                .get(&name)
+                .is_some_and(|c| !c.subscriptions.is_empty());
+            if !subscribes {
+                continue;
+            }
+            let sub = Arc::new(Subscriber {
+                rewind: AtomicU64::new(NO_REWIND),
+                wake: Notify::new(),
+            });
+            if let Ok(mut m) = self.subscribers.lock() {
+                m.insert(name.clone(), sub.clone());
+            }
+            let runtime = self.runtime.clone();
+            let policy = self.policy.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = worker(runtime, name.clone(), sub, policy, shutdown).await {
+                    tracing::error!(context = %name, error = %e, "event worker stopped");
+                }
+            });
+        }
+    }
+
+    fn redeliver<'a>(
+        &'a self,
+        context: &'a str,
+        from_seq: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BusError>> + Send + 'a>> {
+        Box::pin(async move {
+            let sub = self
+                .subscribers
+                .lock()
+                .ok()
+                .and_then(|m| m.get(context).cloned())
+                .ok_or_else(|| BusError::UnknownSubscriber(context.to_string()))?;
+            write_cursor(&self.runtime, context, from_seq).await?;
+            sub.rewind.store(from_seq, Ordering::SeqCst);
+            sub.wake.notify_one();
+            tracing::info!(context, from_seq, "redelivery requested");
+            Ok(())
+        })
+    }
+
+    fn status(&self) -> TransportStatus {
+        TransportStatus {
+            transport: "embedded",
+            ready: true,
+            detail: "events are delivered from the local event log".into(),
+        }
+    }
+}
+
+async fn worker(
+    runtime: Runtime,
+    context: String,
+    sub: Arc<Subscriber>,
+    policy: RetryPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StateError> {
+    let mut committed = runtime.committer().committed_events();
+    let mut cursor = read_cursor(&runtime, &context)?;
+    let mut persisted = cursor;
+    let cursor_table = cursors();
+    tracing::debug!(context = %context, cursor, "event worker started");
+    'outer: loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let rewind = sub.rewind.swap(NO_REWIND, Ordering::SeqCst);
+        if rewind != NO_REWIND {
+            cursor = rewind;
+            persisted = rewind;
+        }
+        committed.borrow_and_update();
+        let batch = runtime.db().events_after(cursor, BATCH)?;
+        if batch.is_empty() {
+            if persisted != cursor {
+                write_cursor(&runtime, &context, cursor).await?;
+                persisted = cursor;
+            }
+            tokio::select! {
+                _ = committed.changed() => {}
+                _ = sub.wake.notified() => {}
+                _ = shutdown.changed() => {}
+                // A safety net against a missed wake-up.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        let subscriptions = match runtime.registry().get(&context) {
+            Some(c) => c.subscriptions.clone(),
+            None => break,
+        };
+        for (seq, bytes) in batch {
+            if sub.rewind.load(Ordering::SeqCst) != NO_REWIND || *shutdown.borrow() {
+                continue 'outer;
+            }
+            let event = match Envelope::decode(&bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(context = %context, seq, error = %e, "skipping unreadable event");
+                    cursor = seq;
+                    continue;
+                }
+            };
+            if !subscriptions.iter().any(|s| *s == event.event_type) {
+                cursor = seq;
+                continue;
+            }
+            let outcome = deliver(
+                &runtime,
+                &context,
+                seq,
+                &event,
+                Some((&cursor_table, &context)),
+                &policy,
+            )
+            .await?;
+            match outcome {
+                Delivered::Applied | Delivered::Duplicate | Delivered::DeadLettered(_) => {
+                    tracing::debug!(context = %context, seq, event_type = %event.event_type, ?outcome, "event delivered");
+                    cursor = seq;
+                    persisted = seq;
+                }
+                Delivered::NoSuchContext => break 'outer,
+            }
+        }
+    }
+    tracing::debug!(context = %context, "event worker stopped");
+    Ok(())
+}

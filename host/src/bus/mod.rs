@@ -1,0 +1,48 @@
+//! Event transports. Every event a committed unit of work published is in the event log
+//! (the outbox); a transport carries it from there to each subscribed context, which applies
+//! it through `delivery` (inbox check, handler, cursor, one commit).
+//!
+//! The embedded bus is the transport when no broker is configured.
+
+mod delivery;
+mod embedded;
+pub mod envelope;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use delivery::{Delivered, RetryPolicy, deliver};
+pub use embedded::EmbeddedBus;
+pub use envelope::Envelope;
+
+/// Failures of a transport's operator commands.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("context {0} is not subscribed to any event in this host")]
+    UnknownSubscriber(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+/// What a transport reports to readiness checks and operators.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TransportStatus {
+    pub transport: &'static str,
+    pub ready: bool,
+    pub detail: String,
+}
+
+/// A way of carrying committed events to subscribers.
+pub trait EventTransport: Send + Sync + 'static {
+    /// Start delivering to the subscribing contexts among `contexts`, until `shutdown`.
+    fn start(&self, contexts: Vec<String>, shutdown: tokio::sync::watch::Receiver<bool>);
+    /// Deliver every event after `from_seq` to `context` again; the inbox skips those
+    /// already applied.
+    fn redeliver<'a>(
+        &'a self,
+        context: &'a str,
+        from_seq: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BusError>> + Send + 'a>>;
+    /// Current state, for `/readyz`.
+    fn status(&self) -> TransportStatus;
+}

@@ -1,0 +1,241 @@
+//! Serving one request: resolve the route, read the body within the limit, run the context
+//! in a fresh instance with a new unit of work, commit when it answered below 400 (running
+//! it again on fresh state after a conflict), and log one line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, header};
+use http_body_util::Full;
+
+use super::problem::Problem;
+use super::routes::Resolved;
+use crate::runtime::InvokeError;
+use crate::server::App;
+use crate::state::{CommitOutcome, UnitOfWork};
+
+/// Times a request runs again after its commit found that what it read had changed.
+const MAX_ATTEMPTS: u32 = 32;
+
+/// Header carrying the request's trace id back to the client.
+pub const TRACE_HEADER: &str = "x-trace-id";
+
+/// The trace id of a W3C `traceparent` header, or a new one.
+fn trace_id(req: &Request<Body>) -> Arc<str> {
+    let from_header = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+    match from_header {
+        Some(t) => Arc::from(t.to_ascii_lowercase()),
+        None => Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+    }
+}
+
+/// The axum fallback: every request that is not the host's own.
+pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
+    let started = Instant::now();
+    let trace = trace_id(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (context, attempts, mut response) = serve(&app, req, trace.clone()).await;
+    if let Ok(v) = HeaderValue::from_str(&trace) {
+        response.headers_mut().insert(TRACE_HEADER, v);
+    }
+    tracing::info!(
+        method = %method,
+        path = %path,
+        context = context.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        attempts,
+        trace_id = %trace,
+        "request"
+    );
+    response
+}
+
+async fn serve(
+    app: &App,
+    req: Request<Body>,
+    trace: Arc<str>,
+) -> (Option<Arc<str>>, u32, Response) {
+    let name = match app
+        .routes()
+        .resolve(req.method().as_str(), req.uri().path())
+    {
+        Resolved::Context(name) => name,
+        Resolved::MethodNotAllowed(allowed) => {
+            let mut res = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not served for {}", req.method(), req.uri().path()),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                res.headers_mut().insert(header::ALLOW, v);
+            }
+            return (None, 0, res);
+        }
+        Resolved::NotFound => {
+            let detail = format!("no context serves {} {}", req.method(), req.uri().path());
+            return (
+                None,
+                0,
+                Problem::new(StatusCode::NOT_FOUND, detail).into_response(),
+            );
+        }
+    };
+    let Some(ctx) = app.runtime.registry().get(&name) else {
+        let p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("context {name} is not loaded"),
+        )
+        .retry_after(1);
+        return (Some(name), 0, p.into_response());
+    };
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over the limit of {} bytes",
+                app.body_limit
+            ),
+        )
+        .into_response()
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > app.body_limit) {
+        return (Some(name), 0, too_large());
+    }
+    let body = match axum::body::to_bytes(body, app.body_limit).await {
+        Ok(b) => b,
+        Err(_) => return (Some(name), 0, too_large()),
+    };
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+
+    for attempt in 1..=MAX_ATTEMPTS {
+        let request = match build_request(&parts, &authority, &path_and_query, body.clone()) {
+            Ok(r) => r,
+            Err(detail) => {
+                return (
+                    Some(name),
+                    attempt,
+                    Problem::new(StatusCode::BAD_REQUEST, detail).into_response(),
+                );
+            }
+        };
+        let unit = match UnitOfWork::begin(app.runtime.db()) {
+            Ok(u) => Arc::new(std::sync::Mutex::new(u)),
+            Err(e) => return (Some(name), attempt, internal(&e.to_string())),
+        };
+        let reply = match app
+            .runtime
+            .invoke_http(ctx.clone(), unit.clone(), trace.clone(), request)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return (Some(name), attempt, failure(&e)),
+        };
+        if reply.status.as_u16() >= 400 {
+            return (Some(name), attempt, into_response(reply));
+        }
+        let unit = match Arc::try_unwrap(unit) {
+            Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+            Err(_) => return (Some(name), attempt, internal("unit of work still in use")),
+        };
+        match app.runtime.committer().commit(unit).await {
+            Ok(CommitOutcome::Committed { .. }) => {
+                return (Some(name), attempt, into_response(reply));
+            }
+            Ok(CommitOutcome::Conflict) => continue,
+            Err(e) => {
+                let p = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the change could not be stored: {e}"),
+                )
+                .retry_after(1);
+                return (Some(name), attempt, p.into_response());
+            }
+        }
+    }
+    let p = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{name}: too many concurrent changes to the same data; try again shortly"),
+    )
+    .retry_after(1);
+    (Some(name), MAX_ATTEMPTS, p.into_response())
+}
+
+fn build_request(
+    parts: &http::request::Parts,
+    authority: &str,
+    path_and_query: &str,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("http://{authority}{path_and_query}"))
+        .version(parts.version);
+    if let Some(h) = builder.headers_mut() {
+        *h = parts.headers.clone();
+    }
+    builder
+        .body(Full::new(body))
+        .map_err(|e| format!("malformed request: {e}"))
+}
+
+fn into_response(reply: crate::runtime::HttpReply) -> Response {
+    let mut res = Response::new(Body::from(reply.body));
+    *res.status_mut() = reply.status;
+    *res.headers_mut() = reply.headers;
+    res
+}
+
+fn internal(detail: &str) -> Response {
+    tracing::error!(error = detail, "internal error");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error of the host",
+    )
+    .into_response()
+}
+
+fn failure(e: &InvokeError) -> Response {
+    tracing::warn!(error = %e, "invocation failed");
+    match e {
+        InvokeError::Deadline { context, .. } => {
+            Problem::new(StatusCode::GATEWAY_TIMEOUT, e.to_string())
+                .title(format!("Context {context} timed out"))
+        }
+        InvokeError::Trap { context, .. } => {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                .title(format!("Context {context} failed"))
+        }
+        InvokeError::Host { context, .. } => {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                .title(format!("Context {context} failed"))
+        }
+    }
+    .into_response()
+}

@@ -1,0 +1,151 @@
+//! The route table: which context serves a method and path, built from the manifests.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::runtime::RouteSpec;
+
+/// Path prefixes the host keeps for itself.
+const RESERVED: [&str; 4] = ["/admin", "/healthz", "/readyz", "/metrics"];
+
+/// Where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolved {
+    Context(Arc<str>),
+    /// The path exists for other methods only.
+    MethodNotAllowed(Vec<String>),
+    NotFound,
+}
+
+/// Method and path pattern to context.
+#[derive(Default)]
+pub struct RouteTable {
+    by_method: HashMap<String, matchit::Router<Arc<str>>>,
+    paths: matchit::Router<usize>,
+    allowed: Vec<BTreeSet<String>>,
+    owners: HashMap<(String, String), Arc<str>>,
+}
+
+impl RouteTable {
+    /// Build the table; two contexts declaring the same route, or a route the host keeps,
+    /// is an error naming them.
+    pub fn build<'a>(
+        contexts: impl IntoIterator<Item = (&'a Arc<str>, &'a [RouteSpec])>,
+    ) -> Result<Self, String> {
+        let mut t = RouteTable::default();
+        let mut path_ids: HashMap<String, usize> = HashMap::new();
+        for (name, routes) in contexts {
+            for r in routes {
+                if RESERVED
+                    .iter()
+                    .any(|p| r.path == *p || r.path.starts_with(&format!("{p}/")))
+                {
+                    return Err(format!(
+                        "{}: route {} {} is reserved by the host",
+                        name, r.method, r.path
+                    ));
+                }
+                let key = (r.method.clone(), r.path.clone());
+                if let Some(other) = t.owners.get(&key) {
+                    return Err(format!(
+                        "{}: route {} {} is already served by {other}",
+                        name, r.method, r.path
+                    ));
+                }
+                t.owners.insert(key, name.clone());
+                t.by_method
+                    .entry(r.method.clone())
+                    .or_default()
+                    .insert(r.path.clone(), name.clone())
+                    .map_err(|e| format!("{}: route {} {}: {e}", name, r.method, r.path))?;
+                let id = match path_ids.get(&r.path) {
+                    Some(id) => *id,
+                    None => {
+                        let id = t.allowed.len();
+                        t.allowed.push(BTreeSet::new());
+                        t.paths
+                            .insert(r.path.clone(), id)
+                            .map_err(|e| format!("{}: route {}: {e}", name, r.path))?;
+                        path_ids.insert(r.path.clone(), id);
+                        id
+                    }
+                };
+                t.allowed[id].insert(r.method.clone());
+            }
+        }
+        Ok(t)
+    }
+
+    /// The context serving `method path`.
+    pub fn resolve(&self, method: &str, path: &str) -> Resolved {
+        if let Some(r) = self.by_method.get(method)
+            && let Ok(m) = r.at(path)
+        {
+            return Resolved::Context(m.value.clone());
+        }
+        match self.paths.at(path) {
+            Ok(m) => Resolved::MethodNotAllowed(self.allowed[*m.value].iter().cloned().collect()),
+            Err(_) => Resolved::NotFound,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: &str, path: &str) -> RouteSpec {
+        RouteSpec {
+            method: method.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn routes_resolve_to_their_context_or_say_why_not() {
+        let car: Arc<str> = Arc::from("car");
+        let order: Arc<str> = Arc::from("order");
+        let car_routes = vec![
+            route("GET", "/cars"),
+            route("POST", "/cars"),
+            route("GET", "/cars/{id}"),
+        ];
+        let order_routes = vec![route("POST", "/orders/{id}/cancel")];
+        let t = RouteTable::build([
+            (&car, car_routes.as_slice()),
+            (&order, order_routes.as_slice()),
+        ])
+        .expect("builds");
+        assert_eq!(t.resolve("GET", "/cars/7"), Resolved::Context(car.clone()));
+        assert_eq!(
+            t.resolve("POST", "/orders/7/cancel"),
+            Resolved::Context(order)
+        );
+        assert_eq!(
+            t.resolve("DELETE", "/cars"),
+            Resolved::MethodNotAllowed(vec!["GET".into(), "POST".into()])
+        );
+        assert_eq!(t.resolve("GET", "/nope"), Resolved::NotFound);
+        assert_eq!(t.resolve("GET", "/cars/7/extra"), Resolved::NotFound);
+    }
+
+    #[test]
+    fn duplicate_and_reserved_routes_are_refused_with_names() {
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let ra = vec![route("GET", "/x")];
+        let rb = vec![route("GET", "/x")];
+        let err = RouteTable::build([(&a, ra.as_slice()), (&b, rb.as_slice())])
+            .err()
+            .expect("refused");
+        assert!(
+            err.contains("b:") && err.contains("already served by a"),
+            "{err}"
+        );
+        let reserved = vec![route("GET", "/admin/plugins")];
+        let err = RouteTable::build([(&a, reserved.as_slice())])
+            .err()
+            .expect("refused");
+        assert!(err.contains("reserved"), "{err}");
+    }
+}

@@ -1,0 +1,124 @@
+//! The wasmtime engine (pooling allocator, copy-on-write memory images, epoch deadlines),
+//! the linker every context shares, and the `Runtime` handle that owns them with the state.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::registry::Registry;
+use super::store_data::Invocation;
+use crate::bindings::Platform;
+use crate::state::{Committer, Db, Sequences};
+
+/// How often the engine's epoch advances: the granularity of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits and tuning of the runtime.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// CPU deadline of one invocation.
+    pub deadline: Duration,
+    /// Cap on the linear memory of one instance, in bytes.
+    pub memory_limit: usize,
+    /// Instances that may exist at once (pool size).
+    pub max_instances: u32,
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Deepest chain of calls between contexts.
+    pub max_call_depth: u32,
+}
+
+pub(crate) struct Inner {
+    pub engine: Engine,
+    pub linker: Linker<Invocation>,
+    pub db: Db,
+    pub committer: Committer,
+    pub sequences: Sequences,
+    pub registry: Registry,
+    pub settings: EngineSettings,
+}
+
+/// Cheap, clonable handle to the runtime.
+#[derive(Clone)]
+pub struct Runtime(pub(crate) Arc<Inner>);
+
+impl Runtime {
+    /// Build the engine and the shared linker, and start the epoch ticker.
+    pub fn new(settings: EngineSettings, db: Db, committer: Committer) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(settings.max_instances)
+            .total_memories(settings.max_instances)
+            .total_tables(settings.max_instances)
+            .max_memory_size(settings.memory_limit)
+            .total_stacks(settings.max_instances);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.concurrency_support(false);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<Invocation>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        Platform::add_to_linker::<Invocation, HasSelf<Invocation>>(&mut linker, |s| s)?;
+
+        let sequences = Sequences::new(db.clone());
+        let inner = Arc::new(Inner {
+            engine,
+            linker,
+            db,
+            committer,
+            sequences,
+            registry: Registry::default(),
+            settings,
+        });
+        spawn_ticker(Arc::downgrade(&inner));
+        Ok(Runtime(inner))
+    }
+
+    /// The loaded contexts.
+    pub fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    pub fn committer(&self) -> &Committer {
+        &self.0.committer
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.0.settings
+    }
+
+    /// Deadline of one invocation, in epoch ticks.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.0.settings.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}
+
+/// One thread per engine advances the epoch; it stops when the runtime is dropped.
+fn spawn_ticker(inner: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("ctxhost-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match inner.upgrade() {
+                    Some(i) => i.engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the epoch ticker: deadlines are off");
+    }
+}

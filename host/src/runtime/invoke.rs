@@ -1,0 +1,365 @@
+//! Running invocations: each one gets a fresh instance in its own `Store`, under a CPU
+//! deadline and a memory cap, writing into the unit of work it is given. A trap fails only
+//! that invocation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use wasmtime::component::{ComponentExportIndex, Val};
+use wasmtime::{Store, StoreContextMut, Trap};
+
+use super::context::LoadedContext;
+use super::engine::Runtime;
+use super::linking::{host_error, is_err};
+use super::store_data::{Invocation, SharedUnit};
+use crate::bindings::{Manifest, types::Event};
+use crate::bus::Envelope;
+use wasmtime_wasi_http::WasiHttpView;
+
+/// Largest response body a component may produce.
+const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+
+/// A complete HTTP answer of a component.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why an invocation produced no answer. Messages name the context.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvokeError {
+    #[error("{context} trapped: {message}")]
+    Trap { context: String, message: String },
+    #[error("{context} exceeded its deadline of {deadline_ms} ms")]
+    Deadline { context: String, deadline_ms: u128 },
+    #[error("{context}: {message}")]
+    Host { context: String, message: String },
+}
+
+impl InvokeError {
+    fn host(ctx: &LoadedContext, message: impl Into<String>) -> Self {
+        InvokeError::Host {
+            context: ctx.name.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Runtime {
+    fn new_store(
+        &self,
+        ctx: Arc<LoadedContext>,
+        unit: SharedUnit,
+        trace_id: Arc<str>,
+        depth: u32,
+    ) -> Store<Invocation> {
+        let data = Invocation::new(self.clone(), ctx, unit, trace_id, depth);
+        let mut store = Store::new(&self.0.engine, data);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        store
+    }
+
+    fn classify(&self, ctx: &LoadedContext, e: wasmtime::Error) -> InvokeError {
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return InvokeError::Deadline {
+                context: ctx.name.to_string(),
+                deadline_ms: self.settings().deadline.as_millis(),
+            };
+        }
+        let message = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or("unknown failure")
+                .to_string(),
+        };
+        tracing::debug!(context = %ctx.name, error = ?e, "invocation failed");
+        InvokeError::Trap {
+            context: ctx.name.to_string(),
+            message,
+        }
+    }
+
+    /// Wall-clock backstop: epochs do not interrupt a guest blocked in a host call.
+    fn wall_limit(&self) -> Duration {
+        self.settings().deadline * 2 + Duration::from_secs(1)
+    }
+
+    /// Serve one HTTP request with a fresh instance of `ctx`.
+    pub async fn invoke_http(
+        &self,
+        ctx: Arc<LoadedContext>,
+        unit: SharedUnit,
+        trace_id: Arc<str>,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<HttpReply, InvokeError> {
+        let mut store = self.new_store(ctx.clone(), unit, trace_id, 0);
+        let instance = ctx
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
+        let proxy = ctx
+            .proxy
+            .load(&mut store, &instance)
+            .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(
+                wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
+                request,
+            )
+            .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(tx)
+            .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+        let task = tokio::spawn(async move {
+            let r = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await;
+            drop(store);
+            r
+        });
+        let abort = task.abort_handle();
+        let run = async {
+            let reply = match rx.await {
+                Ok(Ok(resp)) => {
+                    let (parts, body) = resp.into_parts();
+                    match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
+                        Ok(c) => Some(Ok(HttpReply {
+                            status: parts.status,
+                            headers: parts.headers,
+                            body: c.to_bytes(),
+                        })),
+                        Err(e) => Some(Err(format!("unreadable response body: {e}"))),
+                    }
+                }
+                Ok(Err(code)) => Some(Err(format!("answered with an error: {code:?}"))),
+                Err(_) => None,
+            };
+            (reply, task.await)
+        };
+        let (reply, joined) = match tokio::time::timeout(self.wall_limit(), run).await {
+            Ok(r) => r,
+            Err(_) => {
+                abort.abort();
+                return Err(InvokeError::Deadline {
+                    context: ctx.name.to_string(),
+                    deadline_ms: self.settings().deadline.as_millis(),
+                });
+            }
+        };
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.classify(&ctx, e)),
+            Err(e) => {
+                return Err(InvokeError::host(
+                    &ctx,
+                    format!("invocation task failed: {e}"),
+                ));
+            }
+        }
+        match reply {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(m)) => Err(InvokeError::host(&ctx, m)),
+            None => Err(InvokeError::host(
+                &ctx,
+                "returned without setting a response",
+            )),
+        }
+    }
+
+    /// Deliver one event to `ctx`'s `subscriber.handle`.
+    pub async fn invoke_handler(
+        &self,
+        ctx: Arc<LoadedContext>,
+        unit: SharedUnit,
+        event: &Envelope,
+    ) -> Result<Result<(), String>, InvokeError> {
+        let trace: Arc<str> = Arc::from(event.traceid.as_str());
+        let mut store = self.new_store(ctx.clone(), unit, trace, 0);
+        let arg = Event {
+            id: event.id.clone(),
+            source: event.source.clone(),
+            type_: event.event_type.clone(),
+            time: event.time.clone(),
+            correlation_id: event.correlationid.clone(),
+            trace_id: event.traceid.clone(),
+            data_content_type: event.datacontenttype.clone(),
+            data: event.data.clone(),
+        };
+        let fut = async {
+            let instance = ctx
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
+            let platform = ctx
+                .platform
+                .load(&mut store, &instance)
+                .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+            platform
+                .ctxhost_platform_subscriber()
+                .call_handle(&mut store, &arg)
+                .await
+                .map_err(|e| self.classify(&ctx, e))
+        };
+        tokio::time::timeout(self.wall_limit(), fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(InvokeError::Deadline {
+                    context: ctx.name.to_string(),
+                    deadline_ms: self.settings().deadline.as_millis(),
+                })
+            })
+    }
+
+    /// Ask `ctx` for its manifest.
+    pub(crate) async fn invoke_describe(
+        &self,
+        ctx: Arc<LoadedContext>,
+        unit: crate::state::UnitOfWork,
+    ) -> Result<Manifest, InvokeError> {
+        let unit = Arc::new(std::sync::Mutex::new(unit));
+        let mut store = self.new_store(ctx.clone(), unit, Arc::from("describe"), 0);
+        let instance = ctx
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
+        let platform = ctx
+            .platform
+            .load(&mut store, &instance)
+            .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+        platform
+            .ctxhost_platform_context()
+            .call_describe(&mut store)
+            .await
+            .map_err(|e| self.classify(&ctx, e))
+    }
+
+    /// Run `index` of `ctx` with dynamic values, inside the caller's unit of work.
+    async fn call_export(
+        &self,
+        ctx: Arc<LoadedContext>,
+        unit: SharedUnit,
+        trace_id: Arc<str>,
+        depth: u32,
+        index: ComponentExportIndex,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), InvokeError> {
+        let mut store = self.new_store(ctx.clone(), unit, trace_id, depth);
+        let fut = async {
+            let instance = ctx
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
+            let func = instance
+                .get_func(&mut store, index)
+                .ok_or_else(|| InvokeError::host(&ctx, "export vanished"))?;
+            func.call_async(&mut store, params, results)
+                .await
+                .map_err(|e| self.classify(&ctx, e))
+        };
+        tokio::time::timeout(self.wall_limit(), fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(InvokeError::Deadline {
+                    context: ctx.name.to_string(),
+                    deadline_ms: self.settings().deadline.as_millis(),
+                })
+            })
+    }
+}
+
+/// The host side of an import linked to another context: run the provider's export in the
+/// caller's unit of work; turn every failure the host sees into the typed `host` error and
+/// undo whatever the callee wrote or published when it fails.
+pub(crate) async fn forward_call(
+    store: StoreContextMut<'_, Invocation>,
+    iface: &str,
+    func: &str,
+    params: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
+    let data = store.data();
+    let runtime = data.runtime.clone();
+    let unit = data.unit.clone();
+    let trace = data.trace_id.clone();
+    let depth = data.depth + 1;
+    let caller = data.context.name.clone();
+    if results.len() != 1 {
+        wasmtime::bail!("{iface}.{func}: cross-context functions return exactly one result");
+    }
+    if depth > runtime.settings().max_call_depth {
+        results[0] = host_error("rejected", format!("call depth over {}", depth - 1));
+        return Ok(());
+    }
+    let Some(provider) = runtime.registry().provider(iface) else {
+        results[0] = host_error("unavailable", format!("no context provides {iface}"));
+        return Ok(());
+    };
+    let Some(index) = provider
+        .functions
+        .get(iface)
+        .and_then(|m| m.get(func))
+        .copied()
+    else {
+        results[0] = host_error(
+            "unavailable",
+            format!("{} does not export {iface}.{func}", provider.name),
+        );
+        return Ok(());
+    };
+    let savepoint = lock(&unit).savepoint();
+    let started = std::time::Instant::now();
+    let outcome = runtime
+        .call_export(
+            provider.clone(),
+            unit.clone(),
+            trace.clone(),
+            depth,
+            index,
+            params,
+            results,
+        )
+        .await;
+    let failed = match outcome {
+        Ok(()) => is_err(results),
+        Err(e) => {
+            let kind = match &e {
+                InvokeError::Deadline { .. } => "timeout",
+                InvokeError::Trap { .. } => "trapped",
+                InvokeError::Host { .. } => "unavailable",
+            };
+            tracing::warn!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), trace_id = %trace, error = %e, "call failed");
+            results[0] = host_error(kind, e.to_string());
+            true
+        }
+    };
+    if failed {
+        lock(&unit).rollback_to(savepoint);
+    }
+    tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), failed, micros = started.elapsed().as_micros() as u64, "call");
+    Ok(())
+}
+
+/// Lock a unit of work; a poisoned lock still holds a consistent unit (the panicking holder
+/// was host code between two whole operations).
+pub fn lock(unit: &SharedUnit) -> std::sync::MutexGuard<'_, crate::state::UnitOfWork> {
+    unit.lock().unwrap_or_else(|p| p.into_inner())
+}

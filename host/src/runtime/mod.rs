@@ -1,0 +1,19 @@
+//! The component runtime: one wasmtime engine, the components loaded from configuration,
+//! and fresh, isolated instances for every invocation (an HTTP request, an event delivery,
+//! a call from another context).
+
+mod cache;
+mod context;
+mod engine;
+mod invoke;
+mod linking;
+mod loader;
+mod registry;
+mod store_data;
+
+pub use context::{LoadedContext, RouteSpec};
+pub use engine::{EngineSettings, Runtime};
+pub use invoke::{HttpReply, InvokeError, lock as invoke_lock};
+pub use loader::{LoadError, PluginSource};
+pub use registry::Registry;
+pub use store_data::{Invocation, SharedUnit};

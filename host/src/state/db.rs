@@ -1,0 +1,168 @@
+//! The database file and the names of its tables.
+//!
+//! Every table maps string keys to bytes, except the event log (sequence number to encoded
+//! event). A context's table is `ctx/<name>`; the host's bookkeeping lives in `sys/*` and
+//! `inbox/<name>` tables that no context can name.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, TableDefinition, TableError};
+
+/// Errors of the state layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the committer has stopped")]
+    CommitterGone,
+}
+
+impl StateError {
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        StateError::Storage(e.to_string())
+    }
+}
+
+/// A string-keyed table, named once and shared.
+pub type Table = Arc<str>;
+
+/// The event log: sequence number to encoded event (the outbox of every transport).
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("sys/events");
+
+/// Table of delivery cursors: context name to the last sequence number it has consumed.
+pub const CURSORS: &str = "sys/cursors";
+/// Table of sequences handed out by `store.next-id`: `<context>/<sequence>` to the highest value.
+pub const SEQUENCES: &str = "sys/sequences";
+/// Events a context could not handle after every retry: `<context>/<seq>` to a JSON record.
+pub const DEAD_LETTERS: &str = "sys/dead-letters";
+
+/// The table of a context's own keyspace.
+pub fn context_table(context: &str) -> Table {
+    Arc::from(format!("ctx/{context}"))
+}
+
+/// The table of event ids a context has already applied.
+pub fn inbox_table(context: &str) -> Table {
+    Arc::from(format!("inbox/{context}"))
+}
+
+/// The tables a context needs: its keyspace and its inbox.
+pub fn db_tables(context: &str) -> Vec<Table> {
+    vec![context_table(context), inbox_table(context)]
+}
+
+/// Definition of a string-keyed table by name.
+pub fn kv(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// The host's database: shared by the committer (writes) and every invocation (snapshots).
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Database>,
+}
+
+impl Db {
+    /// Open or create `<dir>/state.redb` and make sure the given tables exist.
+    pub fn open(dir: &Path, tables: &[Table]) -> Result<Self, StateError> {
+        let path = dir.join("state.redb");
+        let db = Database::create(&path).map_err(|source| StateError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let this = Db {
+            inner: Arc::new(db),
+        };
+        this.ensure_tables(tables)?;
+        Ok(this)
+    }
+
+    /// Create the tables that do not exist yet, so snapshots can always open them.
+    pub fn ensure_tables(&self, tables: &[Table]) -> Result<(), StateError> {
+        let txn = self.inner.begin_write().map_err(StateError::storage)?;
+        {
+            txn.open_table(EVENTS).map_err(StateError::storage)?;
+            for name in [CURSORS, SEQUENCES, DEAD_LETTERS] {
+                txn.open_table(kv(name)).map_err(StateError::storage)?;
+            }
+            for name in tables {
+                txn.open_table(kv(name)).map_err(StateError::storage)?;
+            }
+        }
+        txn.commit().map_err(StateError::storage)?;
+        Ok(())
+    }
+
+    /// A consistent read-only view of the last commit; never waits for writers.
+    pub fn snapshot(&self) -> Result<redb::ReadTransaction, StateError> {
+        self.inner.begin_read().map_err(StateError::storage)
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.inner
+    }
+
+    /// Read one value of a string-keyed table from a fresh snapshot.
+    pub fn read(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.snapshot()?;
+        let table = match txn.open_table(kv(table)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(StateError::storage(e)),
+        };
+        let value = table.get(key).map_err(StateError::storage)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Every entry of a string-keyed table whose key starts with `prefix`.
+    pub fn read_prefix(
+        &self,
+        table: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let txn = self.snapshot()?;
+        let table = match txn.open_table(kv(table)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(StateError::storage(e)),
+        };
+        let mut out = Vec::new();
+        for item in table.range(prefix..).map_err(StateError::storage)? {
+            let (k, v) = item.map_err(StateError::storage)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Events with sequence numbers in `(after, ..]`, at most `limit`, in order.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
+        let txn = self.snapshot()?;
+        let table = txn.open_table(EVENTS).map_err(StateError::storage)?;
+        let mut out = Vec::new();
+        for item in table
+            .range(after.saturating_add(1)..)
+            .map_err(StateError::storage)?
+        {
+            let (k, v) = item.map_err(StateError::storage)?;
+            out.push((k.value(), v.value().to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,108 @@
+//! `payments.authorize` (called by `order`) and the read-only `/payments` resources.
+
+use ctxhost_sdk::events::publish_json;
+use ctxhost_sdk::router::route;
+use ctxhost_sdk::{ApiResult, Error, Request, Response, config, log, store};
+use serde_json::json;
+
+use crate::exports::ctxhost::rental::payments as wit;
+use crate::model::{
+    MAX_QTY_KEY, PAYMENT_PREFIX, PAYMENT_SEQUENCE, Payment, Status, by_order_key, decline_reason,
+    parse_max_qty, payment_key,
+};
+
+/// Approve a payment: decline over the configured maximum; otherwise store it as `APPROVED`
+/// and publish `PaymentApproved`. Asking again for an order already paid returns the same
+/// payment.
+pub fn authorize(req: wit::PaymentRequest) -> Result<wit::Payment, wit::PaymentError> {
+    let max = parse_max_qty(config::get(MAX_QTY_KEY).as_deref()).unwrap_or_else(|warning| {
+        log::warn(&warning);
+        crate::model::DEFAULT_MAX_QTY
+    });
+    if let Some(reason) = decline_reason(req.qty, max) {
+        return Err(wit::PaymentError::Declined(reason));
+    }
+    match approve(&req) {
+        Ok(payment) => Ok(to_wit(payment)),
+        // A store failure is not a decision: trap, so that nothing commits and the host
+        // answers the caller with `host(trapped)`.
+        Err(e) => panic!("payment store failure: {e}"),
+    }
+}
+
+fn approve(req: &wit::PaymentRequest) -> Result<Payment, Error> {
+    if let Some(id) = store::get_json::<u64>(&by_order_key(req.order_id))?
+        && let Some(existing) = store::get_json::<Payment>(&payment_key(id))?
+    {
+        log::info(&format!(
+            "order {}: already paid by payment {id}",
+            req.order_id
+        ));
+        return Ok(existing);
+    }
+    let id = store::next_id(PAYMENT_SEQUENCE)?;
+    let payment = Payment {
+        id,
+        order_id: req.order_id,
+        car_id: req.car_id,
+        qty: req.qty,
+        status: Status::Approved,
+    };
+    store::put_json(&payment_key(id), &payment)?;
+    store::put_json(&by_order_key(req.order_id), &id)?;
+    publish_json(
+        "PaymentApproved",
+        &req.order_id.to_string(),
+        &json!({
+            "paymentId": id,
+            "orderId": req.order_id,
+            "carId": req.car_id,
+            "qty": req.qty,
+            "customerId": req.customer_id,
+        }),
+    )?;
+    Ok(payment)
+}
+
+fn to_wit(p: Payment) -> wit::Payment {
+    wit::Payment {
+        id: p.id,
+        order_id: p.order_id,
+        car_id: p.car_id,
+        qty: p.qty,
+        status: p.status.as_str().into(),
+    }
+}
+
+/// Route one request.
+pub fn handle(req: Request) -> ApiResult {
+    let method = req.method.as_str();
+    if route("/payments", &req.path).is_some() {
+        return match method {
+            "GET" => list(),
+            _ => Err(Response::method_not_allowed(method, &["GET"])),
+        };
+    }
+    if let Some(p) = route("/payments/{id}", &req.path) {
+        return match method {
+            "GET" => get(p.id("id")?),
+            _ => Err(Response::method_not_allowed(method, &["GET"])),
+        };
+    }
+    Err(Response::not_found(&format!("no resource at {}", req.path)))
+}
+
+fn list() -> ApiResult {
+    let payments: Vec<Payment> = store::scan_prefix_json::<Payment>(PAYMENT_PREFIX)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    Ok(Response::json(200, &payments))
+}
+
+fn get(id: u64) -> ApiResult {
+    match store::get_json::<Payment>(&payment_key(id))? {
+        Some(p) => Ok(Response::json(200, &p)),
+        None => Err(Response::not_found(&format!("payment {id} does not exist"))),
+    }
+}

@@ -1,0 +1,200 @@
+//! `chaos`: a test-only context whose routes misbehave on purpose (panic, trap, stack
+//! overflow, unbounded allocation, endless loop, failing after a typed call) so end-to-end
+//! tests can check that the host confines each failure to its own request. Also raw store
+//! and publish access for isolation tests. Never shipped by default.
+
+ctxhost_sdk::generate!(
+    "ctxhost:chaos/chaos",
+    "../../../wit",
+    "../../../wit/rental",
+    "wit"
+);
+
+use std::hint::black_box;
+
+use ctxhost::rental::payments::{self, PaymentRequest};
+use ctxhost_sdk::body::JsonObject;
+use ctxhost_sdk::router::route;
+use ctxhost_sdk::{ApiResult, Request, Response, store};
+use exports::ctxhost::platform::{context, subscriber};
+use exports::wasi::http::incoming_handler;
+use serde_json::json;
+
+/// Events of this type are refused forever (for poison-message tests).
+const POISON: &str = "ChaosPoison";
+
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/chaos/ok"),
+    ("GET", "/chaos/panic"),
+    ("GET", "/chaos/trap"),
+    ("GET", "/chaos/overflow"),
+    ("GET", "/chaos/alloc"),
+    ("GET", "/chaos/loop"),
+    ("POST", "/chaos/pay-then-fail"),
+    ("POST", "/chaos/write"),
+    ("GET", "/chaos/read/{key}"),
+    ("POST", "/chaos/publish"),
+];
+
+struct Chaos;
+
+impl context::Guest for Chaos {
+    fn describe() -> context::Manifest {
+        context::Manifest {
+            version: env!("CARGO_PKG_VERSION").into(),
+            routes: ROUTES
+                .iter()
+                .map(|(method, path)| context::Route {
+                    method: (*method).into(),
+                    path: (*path).into(),
+                })
+                .collect(),
+            subscriptions: vec![POISON.into()],
+        }
+    }
+}
+
+impl subscriber::Guest for Chaos {
+    fn handle(event: subscriber::Event) -> Result<(), String> {
+        if event.type_ == POISON {
+            Err("poisoned".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl incoming_handler::Guest for Chaos {
+    fn handle(req: incoming_handler::IncomingRequest, out: incoming_handler::ResponseOutparam) {
+        ctxhost_sdk::http::serve(req, out, handle);
+    }
+}
+
+export!(Chaos);
+
+fn handle(req: Request) -> ApiResult {
+    let Some((method, pattern)) = ROUTES
+        .iter()
+        .find(|(_, pattern)| route(pattern, &req.path).is_some())
+    else {
+        return Err(Response::not_found(&format!("no resource at {}", req.path)));
+    };
+    if req.method != *method {
+        return Err(Response::method_not_allowed(&req.method, &[method]));
+    }
+    match *pattern {
+        "/chaos/ok" => Ok(Response::json(200, &json!({ "ok": true }))),
+        "/chaos/panic" => panic!("chaos: panic requested"),
+        "/chaos/trap" => trap(),
+        "/chaos/overflow" => Ok(Response::json(200, &json!({ "depth": recurse(0) }))),
+        "/chaos/alloc" => allocate_forever(),
+        "/chaos/loop" => spin_forever(),
+        "/chaos/pay-then-fail" => pay_then_fail(&req),
+        "/chaos/write" => write(&req),
+        "/chaos/read/{key}" => {
+            let key = route(pattern, &req.path)
+                .and_then(|p| p.get("key").map(str::to_string))
+                .unwrap_or_default();
+            read(&key)
+        }
+        "/chaos/publish" => publish(&req),
+        _ => Err(Response::not_found("unhandled chaos route")),
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+/// Unbounded, non-tail recursion with a live stack frame: a stack overflow.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if black_box(false) {
+        return depth;
+    }
+    let frame = black_box([depth; 32]);
+    recurse(frame[0] + 1).wrapping_add(black_box(frame)[31])
+}
+
+/// Keep allocating and touching 1 MiB blocks until the memory cap stops us.
+fn allocate_forever() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = vec![0u8; 1 << 20];
+        for byte in block.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        blocks.push(black_box(block));
+    }
+}
+
+/// Spin until the deadline stops us.
+fn spin_forever() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// `{"orderId","carId","qty","mode":"trap"|"error"}`: pay, then fail after the payment.
+fn pay_then_fail(req: &Request) -> ApiResult {
+    let body = JsonObject::parse(req)?;
+    let order_id = body.int("orderId", 0)?;
+    let car_id = body.int("carId", 0)?;
+    let qty = body.int_u32("qty", 0)?;
+    let mode = body.one_of("mode", &["trap", "error"])?;
+    match payments::authorize(&PaymentRequest {
+        order_id,
+        car_id,
+        qty,
+        customer_id: "chaos".into(),
+    }) {
+        Ok(payment) if mode == "trap" => {
+            panic!("chaos: trapping after payment {}", payment.id)
+        }
+        Ok(payment) => Err(Response::problem_status(
+            500,
+            &format!("chaos: failing after payment {}", payment.id),
+        )),
+        Err(e) => Err(Response::problem_status(
+            502,
+            &format!("payment failed: {e:?}"),
+        )),
+    }
+}
+
+/// `{"key","value"}`: store a raw string value.
+fn write(req: &Request) -> ApiResult {
+    let body = JsonObject::parse(req)?;
+    let key = body.nonempty_string("key")?;
+    let value = body.string("value")?;
+    store::put(&key, value.as_bytes())?;
+    Ok(Response::json(200, &json!({ "key": key, "value": value })))
+}
+
+fn read(key: &str) -> ApiResult {
+    match store::get(key)? {
+        Some(bytes) => Ok(Response::json(
+            200,
+            &json!({ "key": key, "value": String::from_utf8_lossy(&bytes) }),
+        )),
+        None => Err(Response::not_found(&format!("no value under `{key}`"))),
+    }
+}
+
+/// `{"type","correlationId","data"}`: publish an arbitrary event.
+fn publish(req: &Request) -> ApiResult {
+    let body = JsonObject::parse(req)?;
+    let event_type = body.nonempty_string("type")?;
+    let correlation_id = body.string("correlationId")?;
+    let data = body
+        .value("data")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    ctxhost_sdk::events::publish_json(&event_type, &correlation_id, &data)
+        .map_err(|e| Response::bad_request(&e.to_string()))?;
+    Ok(Response::json(200, &json!({ "published": event_type })))
+}

@@ -1,0 +1,392 @@
+//! What must survive: state across a graceful restart, redelivered events applied once, and
+//! a kill -9 in the middle of a load of orders losing nothing and applying nothing twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ctxhost_tests::{
+    Api, Host, HostOptions, SETTLE, check_placed_order, ensure_that, eventually, id, text,
+    view_row, view_row_for,
+};
+use serde_json::{Value, json};
+
+/// A list sorted by its members' JSON text, so two reads can be compared whatever their order.
+fn sorted(mut items: Vec<Value>) -> Vec<Value> {
+    items.sort_by_key(|v| v.to_string());
+    items
+}
+
+/// Everything a client can read about the rental state.
+async fn snapshot(api: &Api, customers: &[&str]) -> Value {
+    let mut view_rows = serde_json::Map::new();
+    for customer in customers {
+        view_rows.insert(
+            (*customer).to_owned(),
+            json!(sorted(api.customer_orders(customer).await)),
+        );
+    }
+    json!({
+        "cars": sorted(api.cars().await),
+        "orders": sorted(api.orders().await),
+        "payments": sorted(api.payments().await),
+        "availability": sorted(api.get_list("/availability").await),
+        "customers": view_rows,
+    })
+}
+
+/// Waits until the order has `status` and its view row shows `order_status`/`payment_status`.
+async fn settled(api: &Api, customer: &str, order_id: u64, status: &str, payment_status: &str) {
+    eventually(SETTLE, || async {
+        let order = api.order(order_id).await;
+        ensure_that!(text(&order, "status") == status, "order: {order}");
+        let payment = api.payment(id(&order, "paymentId")).await;
+        ensure_that!(
+            text(&payment, "status") == payment_status,
+            "payment: {payment}"
+        );
+        let rows = api.customer_orders(customer).await;
+        let row = view_row_for(&rows, order_id).ok_or(format!("no view row: {rows:?}"))?;
+        ensure_that!(
+            text(row, view_row::ORDER_STATUS) == status,
+            "view row: {row}"
+        );
+        ensure_that!(
+            text(row, view_row::PAYMENT_STATUS) == payment_status,
+            "view row: {row}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// Waits until both the car and the view say `available` for `car`.
+async fn availability_is(api: &Api, car: u64, available: i64) {
+    eventually(SETTLE, || async {
+        let car_now = api.car(car).await;
+        ensure_that!(car_now["available"] == json!(available), "car: {car_now}");
+        let (view, _) = api.availability(car).await.ok_or("car not in the view")?;
+        ensure_that!(
+            view == available,
+            "view availability {view}, want {available}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+async fn cancel(api: &Api, order_id: u64) {
+    let answer = api
+        .post_json(&format!("/orders/{order_id}/cancel"), &json!({}))
+        .await
+        .expect(200);
+    assert_eq!(text(&answer, "status"), "CANCELLED", "cancel: {answer}");
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_on_the_same_data_dir() {
+    let mut host = Host::start(HostOptions::new());
+    let avante = host.create_car("Avante", 4).await;
+    let morning = host.create_car("Morning", 2).await;
+
+    let rented = id(&host.place_order(avante, 1, "alice").await, "id");
+    let to_cancel = id(&host.place_order(avante, 2, "alice").await, "id");
+    let rejected = id(&host.place_order(morning, 3, "bob").await, "id");
+    settled(&host, "alice", rented, "RENTED", "APPROVED").await;
+    settled(&host, "alice", to_cancel, "RENTED", "APPROVED").await;
+    cancel(&host, to_cancel).await;
+    settled(&host, "alice", to_cancel, "CANCELLED", "CANCELLED").await;
+    settled(&host, "bob", rejected, "REJECTED", "CANCELLED").await;
+    availability_is(&host, avante, 3).await;
+    availability_is(&host, morning, 2).await;
+
+    let before = snapshot(&host, &["alice", "bob"]).await;
+    assert_eq!(
+        before["orders"].as_array().map(Vec::len),
+        Some(3),
+        "{before}"
+    );
+    assert_eq!(
+        before["payments"].as_array().map(Vec::len),
+        Some(3),
+        "{before}"
+    );
+
+    host.restart();
+
+    let after = snapshot(&host, &["alice", "bob"]).await;
+    assert_eq!(after, before, "state changed across a restart");
+
+    // The restarted host keeps working: new ids are fresh and the saga still runs.
+    let order = host.place_order(avante, 1, "alice").await;
+    let max_order = [rented, to_cancel, rejected].into_iter().max().unwrap();
+    assert!(
+        id(&order, "id") > max_order,
+        "order id reused after restart: {order}"
+    );
+    let max_payment = before["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| id(p, "id"))
+        .max()
+        .unwrap();
+    assert!(
+        id(&order, "paymentId") > max_payment,
+        "payment id reused after restart: {order}"
+    );
+    settled(&host, "alice", id(&order, "id"), "RENTED", "APPROVED").await;
+    availability_is(&host, avante, 2).await;
+}
+
+#[tokio::test]
+async fn redelivered_events_after_a_restart_are_applied_once() {
+    let mut host = Host::start(HostOptions::new());
+    let car = host.create_car("Avante", 5).await;
+    let kept = id(&host.place_order(car, 2, "alice").await, "id");
+    let returned = id(&host.place_order(car, 1, "alice").await, "id");
+    settled(&host, "alice", kept, "RENTED", "APPROVED").await;
+    settled(&host, "alice", returned, "RENTED", "APPROVED").await;
+    cancel(&host, returned).await;
+    settled(&host, "alice", returned, "CANCELLED", "CANCELLED").await;
+    availability_is(&host, car, 3).await;
+    let before = snapshot(&host, &["alice"]).await;
+
+    host.restart();
+
+    for context in ["view", "car"] {
+        let answer = host
+            .post_json(
+                &format!("/admin/subscriptions/{context}/redeliver"),
+                &json!({"fromSeq": 0}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(
+            answer,
+            json!({"context": context, "fromSeq": 0}),
+            "redeliver answer"
+        );
+    }
+    host.post_json(
+        "/admin/subscriptions/nope/redeliver",
+        &json!({"fromSeq": 0}),
+    )
+    .await
+    .expect_problem(404);
+
+    // A marker published after the rewind is delivered after every redelivered event, so
+    // once the view and the car have handled it they have seen the whole log again.
+    let marker_car = host.create_car("Marker", 1).await;
+    let marker = id(&host.place_order(marker_car, 1, "marker").await, "id");
+    settled(&host, "marker", marker, "RENTED", "APPROVED").await;
+    availability_is(&host, marker_car, 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Nothing was applied twice: stock was not taken or returned again, rows not duplicated.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let car_now = host.car(car).await;
+        assert_eq!(
+            car_now["available"],
+            json!(3),
+            "car after redelivery: {car_now}"
+        );
+        assert_eq!(
+            car_now["stock"],
+            json!(5),
+            "car after redelivery: {car_now}"
+        );
+        let (view, row) = host.availability(car).await.expect("car in the view");
+        assert_eq!(view, 3, "view availability after redelivery: {row}");
+        let rows = sorted(host.customer_orders("alice").await);
+        assert_eq!(
+            json!(rows),
+            before["customers"]["alice"],
+            "alice's view rows changed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = snapshot(&host, &["alice"]).await;
+    for part in ["orders", "payments"] {
+        let mut now = after[part].as_array().unwrap().clone();
+        now.retain(|v| id(v, if part == "orders" { "id" } else { "orderId" }) != marker);
+        assert_eq!(json!(now), before[part], "{part} changed by the redelivery");
+    }
+}
+
+/// What the load clients saw.
+#[derive(Default)]
+struct LoadResult {
+    /// order id -> (payment id, qty) of every 201 answer.
+    created: BTreeMap<u64, (u64, u64)>,
+    /// Answers other than 201.
+    unexpected: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_load_loses_no_order_or_payment_and_applies_nothing_twice() {
+    const CLIENTS: usize = 16;
+    const MAX_ORDERS: usize = 2000;
+    const STOCK: u64 = 300;
+    let mut host = Host::start(HostOptions::new());
+    let car = host.create_car("Avante", STOCK).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let api = host.api();
+        let stop = stop.clone();
+        let sent = sent.clone();
+        clients.push(tokio::spawn(async move {
+            let mut seen = LoadResult::default();
+            let customer = format!("load-{client}");
+            while !stop.load(Ordering::Relaxed) {
+                let n = sent.fetch_add(1, Ordering::Relaxed);
+                if n >= MAX_ORDERS {
+                    break;
+                }
+                let qty = 1 + (n % 3) as u64;
+                let body = json!({"carId": car, "qty": qty, "customerId": customer});
+                match api.try_post_json("/orders", &body).await {
+                    Ok(resp) if resp.status == 201 => {
+                        let order = resp.json();
+                        check_placed_order(&order, car, qty, &customer);
+                        seen.created
+                            .insert(id(&order, "id"), (id(&order, "paymentId"), qty));
+                    }
+                    Ok(resp) => seen
+                        .unexpected
+                        .push(format!("{}: {}", resp.status, resp.body)),
+                    // The host is gone: this client is done.
+                    Err(_) => break,
+                }
+            }
+            seen
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    host.kill();
+    stop.store(true, Ordering::Relaxed);
+    let mut created = BTreeMap::new();
+    let mut unexpected = Vec::new();
+    for client in clients {
+        let seen = tokio::time::timeout(Duration::from_secs(40), client)
+            .await
+            .expect("a load client did not stop after the kill")
+            .expect("a load client panicked");
+        created.extend(seen.created);
+        unexpected.extend(seen.unexpected);
+    }
+    assert!(
+        unexpected.is_empty(),
+        "answers other than 201 under load: {unexpected:?}"
+    );
+    assert!(
+        created.len() >= CLIENTS,
+        "too few orders before the kill: {}",
+        created.len()
+    );
+
+    host.start_again();
+
+    // Every order has its payment and every payment its order (checked right after the
+    // restart, before the saga has settled, and again once it has).
+    let check_pairs = |orders: &[Value], payments: &[Value]| {
+        let orders_by_id: BTreeMap<u64, &Value> = orders.iter().map(|o| (id(o, "id"), o)).collect();
+        assert_eq!(orders_by_id.len(), orders.len(), "duplicate order ids");
+        let payments_by_id: BTreeMap<u64, &Value> =
+            payments.iter().map(|p| (id(p, "id"), p)).collect();
+        assert_eq!(
+            payments_by_id.len(),
+            payments.len(),
+            "duplicate payment ids"
+        );
+        for order in orders {
+            let payment = payments_by_id
+                .get(&id(order, "paymentId"))
+                .unwrap_or_else(|| panic!("order without its payment: {order}"));
+            assert_eq!(
+                id(payment, "orderId"),
+                id(order, "id"),
+                "payment {payment} of {order}"
+            );
+            assert_eq!(payment["qty"], order["qty"], "payment {payment} of {order}");
+            assert_eq!(
+                payment["carId"], order["carId"],
+                "payment {payment} of {order}"
+            );
+        }
+        let mut paid_orders = BTreeSet::new();
+        for payment in payments {
+            let order_id = id(payment, "orderId");
+            assert!(
+                orders_by_id.contains_key(&order_id),
+                "payment without its order: {payment}"
+            );
+            assert!(
+                paid_orders.insert(order_id),
+                "two payments for order {order_id}"
+            );
+        }
+        for (order_id, (payment_id, qty)) in &created {
+            let order = orders_by_id
+                .get(order_id)
+                .unwrap_or_else(|| panic!("order {order_id} was answered 201 and is lost"));
+            assert_eq!(id(order, "paymentId"), *payment_id, "order {order}");
+            assert_eq!(id(order, "qty"), *qty, "order {order}");
+        }
+    };
+    check_pairs(&host.orders().await, &host.payments().await);
+
+    let long = Duration::from_secs(90);
+    eventually(long, || async {
+        let orders = host.orders().await;
+        let payments = host.payments().await;
+        let pending = orders
+            .iter()
+            .filter(|o| text(o, "status") == "PAID")
+            .count();
+        ensure_that!(pending == 0, "{pending} orders still PAID");
+        let payment_status: BTreeMap<u64, &str> = payments
+            .iter()
+            .map(|p| (id(p, "id"), text(p, "status")))
+            .collect();
+        let mut rented_qty = 0;
+        for order in &orders {
+            let want = match text(order, "status") {
+                "RENTED" => {
+                    rented_qty += id(order, "qty") as i64;
+                    "APPROVED"
+                }
+                "REJECTED" => "CANCELLED",
+                other => panic!("unexpected order status {other}: {order}"),
+            };
+            let got = payment_status
+                .get(&id(order, "paymentId"))
+                .copied()
+                .unwrap_or("");
+            ensure_that!(got == want, "payment of {order} is {got}, want {want}");
+        }
+        let car_now = host.car(car).await;
+        let available = car_now["available"]
+            .as_i64()
+            .ok_or(format!("car: {car_now}"))?;
+        assert!(available >= 0, "availability went negative: {car_now}");
+        ensure_that!(
+            STOCK as i64 - available == rented_qty,
+            "stock {STOCK} - available {available} != rented qty {rented_qty}"
+        );
+        let (view, _) = host.availability(car).await.ok_or("car not in the view")?;
+        ensure_that!(
+            view == available,
+            "view availability {view} != car's {available}"
+        );
+        check_pairs(&orders, &payments);
+        Ok(())
+    })
+    .await;
+}
