@@ -74,7 +74,9 @@ impl Runtime {
         }
         let message = match e.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => format!("{e:#}")
+            None => e
+                .root_cause()
+                .to_string()
                 .lines()
                 .next()
                 .unwrap_or("unknown failure")

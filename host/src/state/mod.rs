@@ -11,3 +11,6 @@ pub use commit::{CommitOutcome, Committer};
 pub use db::{CURSORS, DEAD_LETTERS, Db, StateError, Table, context_table, db_tables, inbox_table};
 pub use sequences::Sequences;
 pub use uow::{OutgoingEvent, Savepoint, ScanRange, UnitOfWork};
+
+#[cfg(test)]
+mod tests;

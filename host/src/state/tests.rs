@@ -1,0 +1,204 @@
+//! Tests of the unit of work and the committer against a real database file.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use super::*;
+
+fn temp_db(tables: &[Table]) -> (Db, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ctxhost-state-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    (Db::open(&dir, tables).expect("open db"), dir)
+}
+
+fn t(name: &str) -> Table {
+    Arc::from(name)
+}
+
+fn prefix(p: &str) -> ScanRange {
+    ScanRange {
+        start: Bound::Included(p.to_string()),
+        end: Bound::Excluded(format!("{p}\u{10FFFF}")),
+    }
+}
+
+async fn put_committed(db: &Db, c: &Committer, table: &Table, key: &str, value: &str) {
+    let mut u = UnitOfWork::begin(db).expect("begin");
+    u.put(table, key, Some(value.as_bytes().to_vec()));
+    assert_eq!(
+        c.commit(u).await.expect("commit"),
+        CommitOutcome::Committed { events: None }
+    );
+}
+
+#[tokio::test]
+async fn unit_reads_its_own_writes_and_scans_merge_them_in_key_order() {
+    let kv = t("ctx/a");
+    let (db, _dir) = temp_db(std::slice::from_ref(&kv));
+    let c = Committer::start(db.clone()).expect("committer");
+    put_committed(&db, &c, &kv, "k/1", "one").await;
+    put_committed(&db, &c, &kv, "k/3", "three").await;
+
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    u.put(&kv, "k/2", Some(b"two".to_vec()));
+    u.put(&kv, "k/3", None);
+    assert_eq!(u.get(&kv, "k/2").expect("get"), Some(b"two".to_vec()));
+    assert_eq!(u.get(&kv, "k/3").expect("get"), None);
+    let keys: Vec<String> = u
+        .scan(&kv, prefix("k/"), None)
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["k/1", "k/2"]);
+    let first: Vec<String> = u
+        .scan(&kv, prefix("k/"), Some(1))
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(first, ["k/1"]);
+}
+
+#[tokio::test]
+async fn of_two_units_that_read_and_wrote_the_same_key_only_the_first_commits() {
+    let kv = t("ctx/a");
+    let (db, _dir) = temp_db(std::slice::from_ref(&kv));
+    let c = Committer::start(db.clone()).expect("committer");
+    put_committed(&db, &c, &kv, "stock", "1").await;
+
+    let mut a = UnitOfWork::begin(&db).expect("begin");
+    let mut b = UnitOfWork::begin(&db).expect("begin");
+    for u in [&mut a, &mut b] {
+        assert_eq!(u.get(&kv, "stock").expect("get"), Some(b"1".to_vec()));
+        u.put(&kv, "stock", Some(b"0".to_vec()));
+    }
+    assert!(matches!(
+        c.commit(a).await.expect("commit"),
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(c.commit(b).await.expect("commit"), CommitOutcome::Conflict);
+    assert_eq!(
+        db.read("ctx/a", "stock").expect("read"),
+        Some(b"0".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn a_scan_conflicts_with_an_insert_into_the_range_it_read() {
+    let kv = t("ctx/a");
+    let (db, _dir) = temp_db(std::slice::from_ref(&kv));
+    let c = Committer::start(db.clone()).expect("committer");
+    put_committed(&db, &c, &kv, "k/1", "x").await;
+
+    let mut full = UnitOfWork::begin(&db).expect("begin");
+    full.scan(&kv, prefix("k/"), None).expect("scan");
+    full.put(&kv, "count", Some(b"1".to_vec()));
+    let mut limited = UnitOfWork::begin(&db).expect("begin");
+    limited.scan(&kv, prefix("k/"), Some(1)).expect("scan");
+    limited.put(&kv, "first", Some(b"k/1".to_vec()));
+
+    // Another unit inserts after what the limited scan consumed.
+    put_committed(&db, &c, &kv, "k/2", "y").await;
+
+    assert_eq!(
+        c.commit(full).await.expect("commit"),
+        CommitOutcome::Conflict
+    );
+    assert!(matches!(
+        c.commit(limited).await.expect("commit"),
+        CommitOutcome::Committed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn rolling_back_to_a_savepoint_drops_later_writes_and_events_only() {
+    let kv = t("ctx/a");
+    let (db, _dir) = temp_db(std::slice::from_ref(&kv));
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    u.put(&kv, "caller", Some(b"1".to_vec()));
+    u.publish(OutgoingEvent {
+        encoded: b"caller-event".to_vec(),
+    });
+    let sp = u.savepoint();
+    u.put(&kv, "callee", Some(b"2".to_vec()));
+    u.put(&kv, "caller", None);
+    u.publish(OutgoingEvent {
+        encoded: b"callee-event".to_vec(),
+    });
+    u.rollback_to(sp);
+    assert_eq!(u.get(&kv, "caller").expect("get"), Some(b"1".to_vec()));
+    assert_eq!(u.get(&kv, "callee").expect("get"), None);
+    assert_eq!(u.event_count(), 1);
+}
+
+#[tokio::test]
+async fn events_get_consecutive_sequence_numbers_that_survive_a_reopen() {
+    let kv = t("ctx/a");
+    let (db, dir) = temp_db(std::slice::from_ref(&kv));
+    let c = Committer::start(db.clone()).expect("committer");
+    let mut handles = Vec::new();
+    for i in 0..20u8 {
+        let db = db.clone();
+        let c = c.clone();
+        let kv = kv.clone();
+        handles.push(tokio::spawn(async move {
+            let mut u = UnitOfWork::begin(&db).expect("begin");
+            u.put(&kv, &format!("k/{i:02}"), Some(vec![i]));
+            u.publish(OutgoingEvent { encoded: vec![i] });
+            u.publish(OutgoingEvent { encoded: vec![i] });
+            c.commit(u).await.expect("commit")
+        }));
+    }
+    let mut ranges = Vec::new();
+    for h in handles {
+        match h.await.expect("join") {
+            CommitOutcome::Committed { events: Some(r) } => ranges.push(r),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ranges.sort();
+    let expected: Vec<(u64, u64)> = (0..20).map(|i| (2 * i + 1, 2 * i + 2)).collect();
+    assert_eq!(ranges, expected);
+    let events = db.events_after(0, 100).expect("events");
+    assert_eq!(events.len(), 40);
+    // Both events of one unit carry that unit's payload, next to each other.
+    for pair in events.chunks(2) {
+        assert_eq!(pair[0].1, pair[1].1);
+    }
+    drop(c);
+    drop(db);
+    // The committer thread owns a handle until its channel closes.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let db = Db::open(&dir, &[kv.clone()]).expect("reopen");
+    let c = Committer::start(db.clone()).expect("committer");
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    u.publish(OutgoingEvent { encoded: vec![99] });
+    assert_eq!(
+        c.commit(u).await.expect("commit"),
+        CommitOutcome::Committed {
+            events: Some((41, 41))
+        }
+    );
+}
+
+#[tokio::test]
+async fn sequences_continue_above_committed_values_after_a_restart() {
+    let (db, _dir) = temp_db(&[]);
+    let c = Committer::start(db.clone()).expect("committer");
+    let seq = Sequences::new(db.clone());
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    for expected in 1..=3 {
+        let v = seq.next("order/orders").expect("next");
+        assert_eq!(v, expected);
+        u.took_sequence("order/orders".into(), v);
+    }
+    c.commit(u).await.expect("commit");
+    assert_eq!(
+        Sequences::new(db.clone())
+            .next("order/orders")
+            .expect("next"),
+        4
+    );
+    assert_eq!(Sequences::new(db).next("order/other").expect("next"), 1);
+}
