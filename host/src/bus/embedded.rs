@@ -179,7 +179,7 @@ async fn worker(
                     continue;
                 }
             };
-            if !subscriptions.iter().any(|s| *s == event.event_type) {
+            if !subscriptions.contains(&event.event_type) {
                 cursor = seq;
                 continue;
             }

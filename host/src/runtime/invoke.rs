@@ -256,14 +256,12 @@ impl Runtime {
     async fn call_export(
         &self,
         ctx: Arc<LoadedContext>,
-        unit: SharedUnit,
-        trace_id: Arc<str>,
-        depth: u32,
+        site: CallSite,
         index: ComponentExportIndex,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), InvokeError> {
-        let mut store = self.new_store(ctx.clone(), unit, trace_id, depth);
+        let mut store = self.new_store(ctx.clone(), site.unit, site.trace_id, site.depth);
         let fut = async {
             let instance = ctx
                 .pre
@@ -286,6 +284,13 @@ impl Runtime {
                 })
             })
     }
+}
+
+/// Where a call between contexts runs: the caller's unit of work and trace, one level deeper.
+struct CallSite {
+    unit: SharedUnit,
+    trace_id: Arc<str>,
+    depth: u32,
 }
 
 /// The host side of an import linked to another context: run the provider's export in the
@@ -332,9 +337,11 @@ pub(crate) async fn forward_call(
     let outcome = runtime
         .call_export(
             provider.clone(),
-            unit.clone(),
-            trace.clone(),
-            depth,
+            CallSite {
+                unit: unit.clone(),
+                trace_id: trace.clone(),
+                depth,
+            },
             index,
             params,
             results,

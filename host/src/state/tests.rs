@@ -170,7 +170,7 @@ async fn events_get_consecutive_sequence_numbers_that_survive_a_reopen() {
     drop(db);
     // The committer thread owns a handle until its channel closes.
     std::thread::sleep(std::time::Duration::from_millis(100));
-    let db = Db::open(&dir, &[kv.clone()]).expect("reopen");
+    let db = Db::open(&dir, std::slice::from_ref(&kv)).expect("reopen");
     let c = Committer::start(db.clone()).expect("committer");
     let mut u = UnitOfWork::begin(&db).expect("begin");
     u.publish(OutgoingEvent { encoded: vec![99] });
