@@ -15,5 +15,5 @@ wasmtime::component::bindgen!({
     require_store_data_send: true,
 });
 
-pub use ctxhost::platform::{config, events, log, store, types};
-pub use exports::ctxhost::platform::context::Manifest;
+pub use self::ctxhost::platform::{config, events, log, store, types};
+pub use self::exports::ctxhost::platform::context::Manifest;

@@ -281,6 +281,11 @@ async fn kill_9_mid_load_loses_no_order_or_payment_and_applies_nothing_twice() {
         created.extend(seen.created);
         unexpected.extend(seen.unexpected);
     }
+    eprintln!(
+        "kill -9 after {} orders answered 201 ({} attempted)",
+        created.len(),
+        sent.load(Ordering::Relaxed).min(MAX_ORDERS)
+    );
     assert!(
         unexpected.is_empty(),
         "answers other than 201 under load: {unexpected:?}"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::{WasiHttp, WasiHttpView};
 
 use super::registry::Registry;
 use super::store_data::Invocation;
@@ -65,7 +66,14 @@ impl Runtime {
 
         let mut linker = Linker::<Invocation>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // Only the HTTP types: no `outgoing-handler`, so a context cannot reach the network
+        // (and an invocation re-run after a conflict cannot repeat an outside effect).
+        let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, WasiHttp>(
+            &mut linker,
+            &(&options).into(),
+            <Invocation as WasiHttpView>::http,
+        )?;
         Platform::add_to_linker::<Invocation, HasSelf<Invocation>>(&mut linker, |s| s)?;
 
         let sequences = Sequences::new(db.clone());
