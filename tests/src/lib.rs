@@ -136,6 +136,10 @@ impl Host {
         let mut config = String::new();
         config.push_str("listen = \"127.0.0.1:0\"\n");
         config.push_str(&format!(
+            "cache_dir = {}\n",
+            toml_string(&test_cache_dir().to_string_lossy())
+        ));
+        config.push_str(&format!(
             "data_dir = {}\n",
             toml_string(&data_dir.to_string_lossy())
         ));
@@ -395,7 +399,8 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn host_binary() -> PathBuf {
+/// The `ctxhost` binary under test.
+pub fn host_binary() -> PathBuf {
     let path = std::env::var_os("CTXHOST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -412,7 +417,8 @@ fn host_binary() -> PathBuf {
     path
 }
 
-fn plugin_dir() -> PathBuf {
+/// The directory of the built plugin components.
+pub fn plugin_dir() -> PathBuf {
     let path = std::env::var_os("CTXHOST_PLUGIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -826,4 +832,12 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Compiled components shared by every test host, so each start does not recompile.
+pub fn test_cache_dir() -> PathBuf {
+    host_binary()
+        .parent()
+        .map(|p| p.join("ctxhost-test-cache"))
+        .unwrap_or_else(|| std::env::temp_dir().join("ctxhost-test-cache"))
 }
