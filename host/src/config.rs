@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::runtime::{EngineSettings, PluginSource};
+use crate::runtime::{ContextLimits, EngineSettings, PluginSource};
 
 /// Default address of the API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -42,6 +42,9 @@ struct FileConfig {
     deadline_ms: Option<u64>,
     memory_limit_mb: Option<usize>,
     max_instances: Option<u32>,
+    admin_token: Option<String>,
+    upload_limit_mb: Option<usize>,
+    watch_dir: Option<PathBuf>,
     #[serde(default)]
     plugins: BTreeMap<String, PluginEntry>,
 }
@@ -50,6 +53,8 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct PluginEntry {
     path: PathBuf,
+    deadline_ms: Option<u64>,
+    memory_limit_mb: Option<usize>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -61,6 +66,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub contexts: Option<String>,
+    pub admin_token: Option<String>,
 }
 
 /// The resolved settings of a host process.
@@ -74,6 +80,14 @@ pub struct Settings {
     pub plugins: Vec<PluginSource>,
     /// The file the settings came from, if any.
     pub config_file: Option<PathBuf>,
+    /// Bearer token of the admin API (`None`: generated at start).
+    pub admin_token: Option<String>,
+    /// Largest plugin upload, in bytes.
+    pub upload_limit: usize,
+    /// Directory whose changed `<context>.wasm` files are deployed.
+    pub watch_dir: Option<PathBuf>,
+    /// Limits of contexts deployed at run time without configuration.
+    pub default_limits: ContextLimits,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -144,6 +158,10 @@ impl Settings {
                 }
             }
         }
+        let default_limits = ContextLimits {
+            deadline: Duration::from_millis(file.deadline_ms.unwrap_or(5_000)),
+            memory_limit: file.memory_limit_mb.unwrap_or(128) * 1024 * 1024,
+        };
         let mut plugins = Vec::new();
         for (name, entry) in file.plugins {
             if !valid_name(&name) {
@@ -162,9 +180,20 @@ impl Settings {
             } else {
                 entry.path
             };
+            let limits = ContextLimits {
+                deadline: entry
+                    .deadline_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(default_limits.deadline),
+                memory_limit: entry
+                    .memory_limit_mb
+                    .map(|m| m * 1024 * 1024)
+                    .unwrap_or(default_limits.memory_limit),
+            };
             plugins.push(PluginSource {
                 name,
                 path,
+                limits,
                 config: entry
                     .config
                     .iter()
@@ -185,8 +214,11 @@ impl Settings {
         }
         let body_limit = file.body_limit.unwrap_or(1024 * 1024);
         let engine = EngineSettings {
-            deadline: Duration::from_millis(file.deadline_ms.unwrap_or(5_000)),
-            memory_limit: file.memory_limit_mb.unwrap_or(128) * 1024 * 1024,
+            deadline: default_limits.deadline,
+            memory_limit: plugins
+                .iter()
+                .map(|p| p.limits.memory_limit)
+                .fold(default_limits.memory_limit, usize::max),
             max_instances: file.max_instances.unwrap_or(1_000),
             cache_dir,
             max_call_depth: 8,
@@ -197,6 +229,15 @@ impl Settings {
             body_limit,
             engine,
             plugins,
+            admin_token: ov
+                .admin_token
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
+            upload_limit: file.upload_limit_mb.unwrap_or(64) * 1024 * 1024,
+            watch_dir: file
+                .watch_dir
+                .map(|p| if p.is_relative() { base.join(p) } else { p }),
+            default_limits,
             config_file,
         })
     }

@@ -12,7 +12,8 @@
 //! - `capabilities`: the WIT imports given to components (store, events, config, log).
 //! - `state`: the redb database, units of work and the group committer.
 //! - `bus`: event envelopes, delivery with inbox, and the embedded transport.
-//! - `admin`: health, readiness and operator endpoints.
+//! - `swap`: hot swap (deploy, rollback, versions, watched directory, self-healing).
+//! - `admin`: health, readiness and operator endpoints (bearer token).
 
 pub mod admin;
 pub mod bindings;
@@ -23,6 +24,7 @@ pub mod gateway;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod swap;
 pub mod time;
 
 pub use config::{Overrides, Settings};

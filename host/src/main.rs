@@ -34,6 +34,9 @@ enum Command {
         /// Comma-separated contexts this process runs [default: all configured].
         #[arg(long, env = "CTXHOST_CONTEXTS")]
         contexts: Option<String>,
+        /// Bearer token of the admin API [default: generated into <data dir>/admin-token].
+        #[arg(long, env = "CTXHOST_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Inspect the plugins of a running host.
     Plugin {
@@ -42,13 +45,42 @@ enum Command {
     },
 }
 
+/// How to reach a running host's admin API.
+#[derive(Debug, clap::Args)]
+struct AdminTarget {
+    /// Base URL of the running host.
+    #[arg(long, env = "CTXHOST_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Admin token [default: read from <data dir>/admin-token].
+    #[arg(long, env = "CTXHOST_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Data directory of the host, to read its generated admin token.
+    #[arg(long, env = "CTXHOST_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
     /// List the loaded plugins of a running host.
     List {
-        /// Base URL of the running host.
-        #[arg(long, env = "CTXHOST_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Deploy FILE as the new version of context NAME, without downtime.
+    Deploy {
+        /// Context name.
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Return context NAME to its previous version.
+    Rollback {
+        /// Context name.
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 
@@ -72,18 +104,22 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 data_dir,
                 contexts,
+                admin_token,
             } => {
                 let settings = Settings::resolve(Overrides {
                     config,
                     listen,
                     data_dir,
                     contexts,
+                    admin_token,
                 })?;
                 ctxhost::run(settings, shutdown_signal()).await
             }
-            Command::Plugin {
-                command: PluginCommand::List { url },
-            } => list_plugins(&url).await,
+            Command::Plugin { command } => match command {
+                PluginCommand::List { target } => list_plugins(&target).await,
+                PluginCommand::Deploy { name, file, target } => deploy(&target, &name, &file).await,
+                PluginCommand::Rollback { name, target } => rollback(&target, &name).await,
+            },
         }
     })
 }
@@ -115,28 +151,124 @@ async fn shutdown_signal() {
     }
 }
 
-async fn list_plugins(url: &str) -> anyhow::Result<()> {
-    let endpoint = format!("{}/admin/plugins", url.trim_end_matches('/'));
-    let res = reqwest::get(&endpoint)
-        .await
-        .with_context(|| format!("cannot reach {endpoint}"))?;
-    let status = res.status();
-    let body: serde_json::Value = res
-        .json()
-        .await
-        .with_context(|| format!("{endpoint} did not answer JSON"))?;
-    if !status.is_success() {
-        anyhow::bail!("{endpoint} answered {status}: {body}");
+impl AdminTarget {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let path = self.data_dir.join("admin-token");
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .with_context(|| {
+                format!(
+                    "no admin token: pass --token, set CTXHOST_ADMIN_TOKEN, or point --data-dir at the host's data directory (cannot read {})",
+                    path.display()
+                )
+            })
     }
-    println!("{:<12} {:<10} {:<20} LOADED", "NAME", "VERSION", "DIGEST");
+
+    /// Send a request to the admin API and return its JSON answer, or the problem it reported.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let endpoint = format!("{}{path}", self.url.trim_end_matches('/'));
+        let mut req = reqwest::Client::new()
+            .request(method, &endpoint)
+            .bearer_auth(self.token()?);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/wasm").body(b);
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {endpoint}"))?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        if !status.is_success() {
+            let detail = json
+                .get("detail")
+                .and_then(|d| d.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| json.to_string());
+            anyhow::bail!("{endpoint} answered {status}: {detail}");
+        }
+        Ok(json)
+    }
+}
+
+async fn deploy(target: &AdminTarget, name: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    eprintln!(
+        "deploying {} ({} bytes) as {name}...",
+        file.display(),
+        bytes.len()
+    );
+    let r = target
+        .call(
+            reqwest::Method::PUT,
+            &format!("/admin/plugins/{name}"),
+            Some(bytes),
+        )
+        .await?;
+    print_report(&r);
+    Ok(())
+}
+
+async fn rollback(target: &AdminTarget, name: &str) -> anyhow::Result<()> {
+    let r = target
+        .call(
+            reqwest::Method::POST,
+            &format!("/admin/plugins/{name}/rollback"),
+            None,
+        )
+        .await?;
+    print_report(&r);
+    Ok(())
+}
+
+fn print_report(r: &serde_json::Value) {
+    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+    let changed = r.get("changed").and_then(|v| v.as_bool()).unwrap_or(true);
+    let ms = r.get("elapsedMs").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    if changed {
+        println!(
+            "{} {} now serving ({}), switched in {ms:.1} ms",
+            s("name"),
+            s("version"),
+            s("digest")
+        );
+    } else {
+        println!(
+            "{} already runs {}: nothing changed",
+            s("name"),
+            s("digest")
+        );
+    }
+}
+
+async fn list_plugins(target: &AdminTarget) -> anyhow::Result<()> {
+    let body = target
+        .call(reqwest::Method::GET, "/admin/plugins", None)
+        .await?;
+    println!(
+        "{:<12} {:<10} {:<20} {:<10} {:>8} LOADED",
+        "NAME", "VERSION", "DIGEST", "STATE", "INFLIGHT"
+    );
     for p in body.as_array().map(Vec::as_slice).unwrap_or_default() {
         let s = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
         let digest = s("digest");
         println!(
-            "{:<12} {:<10} {:<20} {}",
+            "{:<12} {:<10} {:<20} {:<10} {:>8} {}",
             s("name"),
             s("version"),
             digest.get(..19).unwrap_or(&digest),
+            s("state"),
+            p.get("inFlight").and_then(|v| v.as_u64()).unwrap_or(0),
             s("loadedAt")
         );
     }

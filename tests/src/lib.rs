@@ -59,6 +59,10 @@ macro_rules! ensure_that {
     };
 }
 
+/// The admin token every test host is configured with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+const ADMIN_AUTH: &str = "Bearer test-admin-token";
+
 /// What a test host loads besides the four rental contexts.
 #[derive(Clone, Debug, Default)]
 pub struct HostOptions {
@@ -135,6 +139,7 @@ impl Host {
 
         let mut config = String::new();
         config.push_str("listen = \"127.0.0.1:0\"\n");
+        config.push_str(&format!("admin_token = {}\n", toml_string(ADMIN_TOKEN)));
         config.push_str(&format!(
             "cache_dir = {}\n",
             toml_string(&test_cache_dir().to_string_lossy())
@@ -562,8 +567,14 @@ pub struct Api {
 
 impl Api {
     fn new(addr: SocketAddr) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_static(ADMIN_AUTH),
+        );
         let client = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(headers)
             .timeout(REQUEST_TIMEOUT)
             .build()
             .expect("build the HTTP client");

@@ -1,5 +1,11 @@
-//! The host's own endpoints: liveness, readiness, the loaded plugins, dead letters and
-//! redelivery of events to a context.
+//! The host's own endpoints: liveness and readiness (open), and the admin API behind a
+//! bearer token: plugins (list, deploy, rollback, versions), dead letters, redelivery.
+
+mod auth;
+mod plugins;
+
+pub use auth::require_token;
+pub use plugins::{deploy, rollback, versions};
 
 use std::sync::Arc;
 
@@ -25,9 +31,14 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let mut contexts = Vec::new();
     let mut ready = true;
     for name in &app.contexts {
-        let loaded = app.runtime.registry().get(name).is_some();
-        ready &= loaded;
-        contexts.push(json!({ "name": name, "state": if loaded { "running" } else { "missing" } }));
+        let ctx = app.runtime.registry().get(name);
+        ready &= ctx.is_some();
+        let state = match &ctx {
+            None => "missing",
+            Some(c) if c.health.is_unhealthy() => "unhealthy",
+            Some(_) => "running",
+        };
+        contexts.push(json!({ "name": name, "state": state }));
     }
     let transport = app.transport.status();
     ready &= transport.ready;
@@ -44,7 +55,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /admin/plugins`: each loaded context with its version, digest, routes and events.
+/// `GET /admin/plugins`: each loaded context with its version, digest, state, routes,
+/// events, invocations in flight and health.
 pub async fn plugins(State(app): State<Arc<App>>) -> Json<Value> {
     let list: Vec<Value> = app
         .runtime
@@ -52,16 +64,28 @@ pub async fn plugins(State(app): State<Arc<App>>) -> Json<Value> {
         .all()
         .iter()
         .map(|c| {
+            let (window_failures, window_calls) = c.health.window();
             json!({
                 "name": &*c.name,
                 "version": c.version,
                 "digest": c.digest,
-                "state": "running",
+                "state": if c.health.is_unhealthy() { "unhealthy" } else { "running" },
+                "origin": c.origin,
                 "routes": c.routes,
                 "subscriptions": c.subscriptions,
                 "imports": c.imports,
                 "exports": c.exports,
                 "loadedAt": c.loaded_at,
+                "inFlight": c.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+                "health": {
+                    "failures": c.health.failures(),
+                    "windowFailures": window_failures,
+                    "windowCalls": window_calls,
+                },
+                "limits": {
+                    "deadlineMs": c.limits.deadline.as_millis() as u64,
+                    "memoryLimitBytes": c.limits.memory_limit,
+                },
             })
         })
         .collect();

@@ -158,7 +158,7 @@ async fn serve(
             Err(e) => return (Some(name), attempt, failure(&e)),
         };
         if reply.status.as_u16() >= 400 {
-            return (Some(name), attempt, into_response(reply));
+            return (Some(name), attempt, into_response(reply, &ctx));
         }
         let unit = match Arc::try_unwrap(unit) {
             Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
@@ -166,7 +166,7 @@ async fn serve(
         };
         match app.runtime.committer().commit(unit).await {
             Ok(CommitOutcome::Committed { .. }) => {
-                return (Some(name), attempt, into_response(reply));
+                return (Some(name), attempt, into_response(reply, &ctx));
             }
             Ok(CommitOutcome::Conflict) => continue,
             Err(e) => {
@@ -205,10 +205,19 @@ fn build_request(
         .map_err(|e| format!("malformed request: {e}"))
 }
 
-fn into_response(reply: crate::runtime::HttpReply) -> Response {
+/// Header naming the context version that answered: `<name>@<digest prefix>`.
+pub const VERSION_HEADER: &str = "x-context-version";
+
+fn into_response(
+    reply: crate::runtime::HttpReply,
+    ctx: &crate::runtime::LoadedContext,
+) -> Response {
     let mut res = Response::new(Body::from(reply.body));
     *res.status_mut() = reply.status;
     *res.headers_mut() = reply.headers;
+    if let Ok(v) = HeaderValue::from_str(&ctx.short_id()) {
+        res.headers_mut().insert(VERSION_HEADER, v);
+    }
     res
 }
 

@@ -3,10 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use wasmtime::component::{ComponentExportIndex, InstancePre};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
+use super::health::Health;
 use super::store_data::Invocation;
 use crate::bindings::PlatformIndices;
 use crate::state::Table;
@@ -38,6 +41,15 @@ pub struct LoadedContext {
     pub config: Arc<BTreeMap<String, String>>,
     /// The context's own table.
     pub table: Table,
+    /// Where this version came from (`config <path>`, `upload`, `watch <path>`, `rollback`, ...).
+    pub origin: String,
+    /// Deadline and memory cap of its invocations.
+    pub limits: ContextLimits,
+    /// Invocations of this version running now.
+    pub in_flight: Arc<AtomicUsize>,
+    /// Outcomes of its recent invocations.
+    pub health: Arc<Health>,
+    pub(crate) component: Component,
     pub(crate) pre: InstancePre<Invocation>,
     pub(crate) platform: PlatformIndices,
     pub(crate) proxy: ProxyIndices,
@@ -52,5 +64,36 @@ impl std::fmt::Debug for LoadedContext {
             .field("version", &self.version)
             .field("digest", &self.digest)
             .finish_non_exhaustive()
+    }
+}
+
+/// Per-context limits of every invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextLimits {
+    /// CPU deadline (epoch interruption), with a wall-clock backstop.
+    pub deadline: Duration,
+    /// Cap on the linear memory of one instance, in bytes.
+    pub memory_limit: usize,
+}
+
+/// Counts an invocation as in flight until dropped.
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl LoadedContext {
+    pub(crate) fn enter(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.in_flight.clone())
+    }
+
+    /// A short id of this version for logs and headers: `<name>@<first 12 hex of digest>`.
+    pub fn short_id(&self) -> String {
+        let hex = self.digest.strip_prefix("sha256:").unwrap_or(&self.digest);
+        format!("{}@{}", self.name, hex.get(..12).unwrap_or(hex))
     }
 }

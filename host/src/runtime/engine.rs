@@ -32,6 +32,13 @@ pub struct EngineSettings {
     pub max_call_depth: u32,
 }
 
+/// A context version whose invocations keep failing.
+#[derive(Debug, Clone)]
+pub struct Unhealthy {
+    pub context: String,
+    pub digest: String,
+}
+
 pub(crate) struct Inner {
     pub engine: Engine,
     pub linker: Linker<Invocation>,
@@ -40,6 +47,8 @@ pub(crate) struct Inner {
     pub sequences: Sequences,
     pub registry: Registry,
     pub settings: EngineSettings,
+    pub unhealthy_tx: tokio::sync::mpsc::UnboundedSender<Unhealthy>,
+    unhealthy_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Unhealthy>>>,
 }
 
 /// Cheap, clonable handle to the runtime.
@@ -77,6 +86,7 @@ impl Runtime {
         Platform::add_to_linker::<Invocation, HasSelf<Invocation>>(&mut linker, |s| s)?;
 
         let sequences = Sequences::new(db.clone());
+        let (unhealthy_tx, unhealthy_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             engine,
             linker,
@@ -85,9 +95,18 @@ impl Runtime {
             sequences,
             registry: Registry::default(),
             settings,
+            unhealthy_tx,
+            unhealthy_rx: std::sync::Mutex::new(Some(unhealthy_rx)),
         });
         spawn_ticker(Arc::downgrade(&inner));
         Ok(Runtime(inner))
+    }
+
+    /// Reports of versions that became unhealthy (taken once, by the self-healing task).
+    pub fn take_unhealthy_reports(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Unhealthy>> {
+        self.0.unhealthy_rx.lock().ok()?.take()
     }
 
     /// The loaded contexts.
@@ -108,8 +127,8 @@ impl Runtime {
     }
 
     /// Deadline of one invocation, in epoch ticks.
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.0.settings.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 }
 

@@ -12,7 +12,7 @@ use wasmtime::component::{ComponentExportIndex, Val};
 use wasmtime::{Store, StoreContextMut, Trap};
 
 use super::context::LoadedContext;
-use super::engine::Runtime;
+use super::engine::{Runtime, Unhealthy};
 use super::linking::{host_error, is_err};
 use super::store_data::{Invocation, SharedUnit};
 use crate::bindings::{Manifest, types::Event};
@@ -58,10 +58,11 @@ impl Runtime {
         trace_id: Arc<str>,
         depth: u32,
     ) -> Store<Invocation> {
+        let limits = ctx.limits;
         let data = Invocation::new(self.clone(), ctx, unit, trace_id, depth);
         let mut store = Store::new(&self.0.engine, data);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(self.deadline_ticks(limits.deadline));
         store
     }
 
@@ -69,7 +70,7 @@ impl Runtime {
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return InvokeError::Deadline {
                 context: ctx.name.to_string(),
-                deadline_ms: self.settings().deadline.as_millis(),
+                deadline_ms: ctx.limits.deadline.as_millis(),
             };
         }
         let message = match e.downcast_ref::<Trap>() {
@@ -90,12 +91,45 @@ impl Runtime {
     }
 
     /// Wall-clock backstop: epochs do not interrupt a guest blocked in a host call.
-    fn wall_limit(&self) -> Duration {
-        self.settings().deadline * 2 + Duration::from_secs(1)
+    fn wall_limit(ctx: &LoadedContext) -> Duration {
+        ctx.limits.deadline * 2 + Duration::from_secs(1)
+    }
+
+    /// Record an invocation's outcome; report the version when it just became unhealthy.
+    fn record(&self, ctx: &LoadedContext, failed: bool) {
+        if ctx.health.record(failed) {
+            let (fails, total) = ctx.health.window();
+            tracing::error!(
+                context = %ctx.name,
+                version = %ctx.short_id(),
+                fails,
+                total,
+                "context is unhealthy: its invocations keep failing"
+            );
+            let _ = self.0.unhealthy_tx.send(Unhealthy {
+                context: ctx.name.to_string(),
+                digest: ctx.digest.clone(),
+            });
+        }
     }
 
     /// Serve one HTTP request with a fresh instance of `ctx`.
     pub async fn invoke_http(
+        &self,
+        ctx: Arc<LoadedContext>,
+        unit: SharedUnit,
+        trace_id: Arc<str>,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<HttpReply, InvokeError> {
+        let _in_flight = ctx.enter();
+        let result = self
+            .invoke_http_inner(ctx.clone(), unit, trace_id, request)
+            .await;
+        self.record(&ctx, result.is_err());
+        result
+    }
+
+    async fn invoke_http_inner(
         &self,
         ctx: Arc<LoadedContext>,
         unit: SharedUnit,
@@ -153,13 +187,13 @@ impl Runtime {
             };
             (reply, task.await)
         };
-        let (reply, joined) = match tokio::time::timeout(self.wall_limit(), run).await {
+        let (reply, joined) = match tokio::time::timeout(Self::wall_limit(&ctx), run).await {
             Ok(r) => r,
             Err(_) => {
                 abort.abort();
                 return Err(InvokeError::Deadline {
                     context: ctx.name.to_string(),
-                    deadline_ms: self.settings().deadline.as_millis(),
+                    deadline_ms: ctx.limits.deadline.as_millis(),
                 });
             }
         };
@@ -185,6 +219,18 @@ impl Runtime {
 
     /// Deliver one event to `ctx`'s `subscriber.handle`.
     pub async fn invoke_handler(
+        &self,
+        ctx: Arc<LoadedContext>,
+        unit: SharedUnit,
+        event: &Envelope,
+    ) -> Result<Result<(), String>, InvokeError> {
+        let _in_flight = ctx.enter();
+        let result = self.invoke_handler_inner(ctx.clone(), unit, event).await;
+        self.record(&ctx, result.is_err());
+        result
+    }
+
+    async fn invoke_handler_inner(
         &self,
         ctx: Arc<LoadedContext>,
         unit: SharedUnit,
@@ -218,12 +264,46 @@ impl Runtime {
                 .await
                 .map_err(|e| self.classify(&ctx, e))
         };
-        tokio::time::timeout(self.wall_limit(), fut)
+        tokio::time::timeout(Self::wall_limit(&ctx), fut)
             .await
             .unwrap_or_else(|_| {
                 Err(InvokeError::Deadline {
                     context: ctx.name.to_string(),
-                    deadline_ms: self.settings().deadline.as_millis(),
+                    deadline_ms: ctx.limits.deadline.as_millis(),
+                })
+            })
+    }
+
+    /// Run `ctx`'s readiness check.
+    pub(crate) async fn invoke_ready(
+        &self,
+        ctx: Arc<LoadedContext>,
+        unit: crate::state::UnitOfWork,
+    ) -> Result<Result<(), String>, InvokeError> {
+        let unit = Arc::new(std::sync::Mutex::new(unit));
+        let mut store = self.new_store(ctx.clone(), unit, Arc::from("ready"), 0);
+        let fut = async {
+            let instance = ctx
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
+            let platform = ctx
+                .platform
+                .load(&mut store, &instance)
+                .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+            platform
+                .ctxhost_platform_context()
+                .call_ready(&mut store)
+                .await
+                .map_err(|e| self.classify(&ctx, e))
+        };
+        tokio::time::timeout(Self::wall_limit(&ctx), fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(InvokeError::Deadline {
+                    context: ctx.name.to_string(),
+                    deadline_ms: ctx.limits.deadline.as_millis(),
                 })
             })
     }
@@ -261,6 +341,22 @@ impl Runtime {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), InvokeError> {
+        let _in_flight = ctx.enter();
+        let result = self
+            .call_export_inner(ctx.clone(), site, index, params, results)
+            .await;
+        self.record(&ctx, result.is_err());
+        result
+    }
+
+    async fn call_export_inner(
+        &self,
+        ctx: Arc<LoadedContext>,
+        site: CallSite,
+        index: ComponentExportIndex,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), InvokeError> {
         let mut store = self.new_store(ctx.clone(), site.unit, site.trace_id, site.depth);
         let fut = async {
             let instance = ctx
@@ -275,12 +371,12 @@ impl Runtime {
                 .await
                 .map_err(|e| self.classify(&ctx, e))
         };
-        tokio::time::timeout(self.wall_limit(), fut)
+        tokio::time::timeout(Self::wall_limit(&ctx), fut)
             .await
             .unwrap_or_else(|_| {
                 Err(InvokeError::Deadline {
                     context: ctx.name.to_string(),
-                    deadline_ms: self.settings().deadline.as_millis(),
+                    deadline_ms: ctx.limits.deadline.as_millis(),
                 })
             })
     }

@@ -1,30 +1,55 @@
-//! Loading contexts: read, compile (or load from cache), check against the contract, link,
-//! pre-instantiate, ask the component for its manifest, and register it.
+//! Loading a context version: compile (or load from cache), check it against the contract,
+//! link its imports to the contexts that provide them, pre-instantiate, read its manifest
+//! and run its readiness check. Used at start for the configured set and by hot swap.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 use super::cache::compile_cached;
-use super::context::{LoadedContext, RouteSpec};
+use super::context::{ContextLimits, LoadedContext, RouteSpec};
 use super::engine::Runtime;
+use super::health::{Health, HealthPolicy};
 use super::linking::{check_compatible, define_forwarder, interfaces};
 use crate::bindings::PlatformIndices;
 use crate::state::{Table, UnitOfWork, db_tables};
 
-/// Where a context's component comes from.
+/// A context as configured: where its component is, its settings and limits.
 #[derive(Debug, Clone)]
 pub struct PluginSource {
     pub name: String,
     pub path: PathBuf,
     pub config: BTreeMap<String, String>,
+    pub limits: ContextLimits,
 }
 
-/// Why a context could not be loaded. Every message names the context.
+/// The bytes of one version of a context, with what the host needs to run it.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub name: String,
+    pub bytes: Arc<Vec<u8>>,
+    /// Where the bytes came from, shown to operators.
+    pub origin: String,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub limits: ContextLimits,
+}
+
+impl Artifact {
+    /// `sha256:<hex>` of the bytes.
+    pub fn digest(&self) -> String {
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(self.bytes.as_slice()))
+        )
+    }
+}
+
+/// Why a context version could not be loaded. Every message names the context.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{context}: cannot read {path}: {source}")]
@@ -38,12 +63,15 @@ pub enum LoadError {
     Compile { context: String, message: String },
     #[error("{context}: contract mismatch: {message}")]
     Contract { context: String, message: String },
+    #[error("{context}: readiness check failed: {message}")]
+    NotReady { context: String, message: String },
     #[error("{context}: {message}")]
     Other { context: String, message: String },
 }
 
-struct Compiled {
-    source: PluginSource,
+/// A compiled component, not yet linked.
+pub struct Compiled {
+    artifact: Artifact,
     digest: String,
     component: Component,
 }
@@ -54,48 +82,42 @@ const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.12";
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
 impl Runtime {
-    /// Load every source; fails on the first context that cannot be loaded.
-    pub async fn load_all(&self, sources: &[PluginSource]) -> Result<(), LoadError> {
+    /// Load the configured set at start; fails on the first context that cannot be loaded.
+    pub async fn load_all(&self, artifacts: Vec<Artifact>) -> Result<(), LoadError> {
         let mut compiled = Vec::new();
-        for source in sources {
-            compiled.push(self.compile(source.clone()).await?);
+        for a in artifacts {
+            compiled.push(self.compile(a).await?);
         }
-        // Which context provides each cross-context interface.
         let mut providers: HashMap<String, usize> = HashMap::new();
         for (i, c) in compiled.iter().enumerate() {
             for (iface, _) in interfaces(&self.0.engine, &c.component, true) {
                 if let Some(j) = providers.insert(iface.clone(), i) {
                     return Err(LoadError::Contract {
-                        context: c.source.name.clone(),
+                        context: c.artifact.name.clone(),
                         message: format!(
                             "exports {iface}, which {} exports too",
-                            compiled[j].source.name
+                            compiled[j].artifact.name
                         ),
                     });
                 }
             }
         }
-        let tables: Vec<Table> = compiled
-            .iter()
-            .flat_map(|c| db_tables(&c.source.name))
-            .collect();
-        self.db()
-            .ensure_tables(&tables)
-            .map_err(|e| LoadError::Other {
-                context: "host".into(),
-                message: e.to_string(),
-            })?;
+        self.ensure_tables(compiled.iter().map(|c| c.artifact.name.as_str()))?;
         for c in &compiled {
             let loaded = self.link(c, |iface| {
-                providers
-                    .get(iface)
-                    .map(|&j| (compiled[j].source.name.as_str(), &compiled[j].component))
+                providers.get(iface).map(|&j| {
+                    (
+                        compiled[j].artifact.name.clone(),
+                        compiled[j].component.clone(),
+                    )
+                })
             })?;
-            let loaded = self.describe(loaded).await?;
+            let loaded = self.check_ready(loaded).await?;
             tracing::info!(
                 context = %loaded.name,
                 version = %loaded.version,
                 digest = %loaded.digest,
+                origin = %loaded.origin,
                 routes = loaded.routes.len(),
                 subscriptions = loaded.subscriptions.len(),
                 "context loaded"
@@ -105,16 +127,78 @@ impl Runtime {
         Ok(())
     }
 
-    async fn compile(&self, source: PluginSource) -> Result<Compiled, LoadError> {
-        let name = source.name.clone();
-        let bytes = tokio::fs::read(&source.path)
-            .await
-            .map_err(|e| LoadError::Read {
-                context: name.clone(),
-                path: source.path.display().to_string(),
-                source: e,
-            })?;
-        if wasmparser_is_core_module(&bytes) {
+    /// Prepare a new version of a context for a hot swap, against the contexts loaded now:
+    /// its imports must be provided, and every context importing what it exports must
+    /// still link. Nothing changes until the caller installs the result.
+    pub async fn prepare(&self, artifact: Artifact) -> Result<LoadedContext, LoadError> {
+        let name = artifact.name.clone();
+        let compiled = self.compile(artifact).await?;
+        let contract = |message: String| LoadError::Contract {
+            context: name.clone(),
+            message,
+        };
+        let engine = &self.0.engine;
+        let new_exports = interfaces(engine, &compiled.component, true);
+        for other in self.registry().all() {
+            if *other.name == *name {
+                continue;
+            }
+            for iface in &other.exports {
+                if new_exports.iter().any(|(i, _)| i == iface) {
+                    return Err(contract(format!(
+                        "exports {iface}, which {} exports too",
+                        other.name
+                    )));
+                }
+            }
+            for (iface, funcs) in interfaces(engine, &other.component, false) {
+                let current_provider = self.registry().provider(&iface);
+                let provided_by_this = current_provider.is_some_and(|p| *p.name == *name)
+                    || new_exports.iter().any(|(i, _)| *i == iface);
+                if !provided_by_this {
+                    continue;
+                }
+                let Some((_, new_funcs)) = new_exports.iter().find(|(i, _)| *i == iface) else {
+                    return Err(contract(format!(
+                        "{} imports {iface}, which this version does not export",
+                        other.name
+                    )));
+                };
+                for (func, ty) in &funcs {
+                    let Some((_, nty)) = new_funcs.iter().find(|(f, _)| f == func) else {
+                        return Err(contract(format!(
+                            "{} imports {iface}.{func}, which this version does not export",
+                            other.name
+                        )));
+                    };
+                    check_compatible(&iface, func, ty, nty)
+                        .map_err(|m| contract(format!("{m} (importer: {})", other.name)))?;
+                }
+            }
+        }
+        self.ensure_tables([name.as_str()])?;
+        let loaded = self.link(&compiled, |iface| {
+            self.registry()
+                .provider(iface)
+                .filter(|p| *p.name != *name)
+                .map(|p| (p.name.to_string(), p.component.clone()))
+        })?;
+        self.check_ready(loaded).await
+    }
+
+    fn ensure_tables<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), LoadError> {
+        let tables: Vec<Table> = names.into_iter().flat_map(db_tables).collect();
+        self.db()
+            .ensure_tables(&tables)
+            .map_err(|e| LoadError::Other {
+                context: "host".into(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn compile(&self, artifact: Artifact) -> Result<Compiled, LoadError> {
+        let name = artifact.name.clone();
+        if is_core_module(&artifact.bytes) {
             return Err(LoadError::Compile {
                 context: name,
                 message:
@@ -122,36 +206,36 @@ impl Runtime {
                         .into(),
             });
         }
-        let digest_hex = hex::encode(Sha256::digest(&bytes));
+        let digest = artifact.digest();
         let engine = self.0.engine.clone();
         let cache_dir = self.settings().cache_dir.clone();
-        let hex_for_cache = digest_hex.clone();
-        let component = tokio::task::spawn_blocking(move || {
-            compile_cached(&engine, &cache_dir, &hex_for_cache, &bytes)
-        })
-        .await
-        .map_err(|e| LoadError::Other {
-            context: name.clone(),
-            message: format!("compilation task failed: {e}"),
-        })?
-        .map_err(|e| LoadError::Compile {
-            context: name.clone(),
-            message: format!("{e:#}"),
-        })?;
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        let bytes = artifact.bytes.clone();
+        let component =
+            tokio::task::spawn_blocking(move || compile_cached(&engine, &cache_dir, &hex, &bytes))
+                .await
+                .map_err(|e| LoadError::Other {
+                    context: name.clone(),
+                    message: format!("compilation task failed: {e}"),
+                })?
+                .map_err(|e| LoadError::Compile {
+                    context: name.clone(),
+                    message: format!("{e:#}"),
+                })?;
         Ok(Compiled {
-            source,
-            digest: format!("sha256:{digest_hex}"),
+            artifact,
+            digest,
             component,
         })
     }
 
-    fn link<'a>(
+    fn link(
         &self,
         c: &Compiled,
-        provider_of: impl Fn(&str) -> Option<(&'a str, &'a Component)>,
+        provider_of: impl Fn(&str) -> Option<(String, Component)>,
     ) -> Result<LoadedContext, LoadError> {
         let engine = &self.0.engine;
-        let name = c.source.name.clone();
+        let name = c.artifact.name.clone();
         let contract = |message: String| LoadError::Contract {
             context: name.clone(),
             message,
@@ -164,7 +248,7 @@ impl Runtime {
                     "imports {iface}, but no loaded context exports it"
                 )));
             };
-            let provided = interfaces(engine, provider_component, true)
+            let provided = interfaces(engine, &provider_component, true)
                 .into_iter()
                 .find(|(i, _)| *i == iface)
                 .map(|(_, f)| f)
@@ -214,8 +298,13 @@ impl Runtime {
             subscriptions: Vec::new(),
             imports,
             exports,
-            config: Arc::new(c.source.config.clone()),
+            config: c.artifact.config.clone(),
             table: crate::state::context_table(&name),
+            origin: c.artifact.origin.clone(),
+            limits: c.artifact.limits,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            health: Arc::new(Health::new(HealthPolicy::default())),
+            component: c.component.clone(),
             pre,
             platform,
             proxy,
@@ -223,20 +312,36 @@ impl Runtime {
         })
     }
 
-    /// Ask a freshly linked context for its manifest and check it.
-    async fn describe(&self, mut loaded: LoadedContext) -> Result<LoadedContext, LoadError> {
+    /// Read the manifest and run the readiness check of a freshly linked version.
+    async fn check_ready(&self, mut loaded: LoadedContext) -> Result<LoadedContext, LoadError> {
         let name = loaded.name.to_string();
         let other = |message: String| LoadError::Other {
             context: name.clone(),
             message,
         };
-        let unit = UnitOfWork::begin(self.db()).map_err(|e| other(e.to_string()))?;
-        // `describe` must not touch the store: its unit of work is never committed.
         let probe = Arc::new(loaded.clone());
+        // Neither call may change state: their unit of work is never committed.
+        let unit = UnitOfWork::begin(self.db()).map_err(|e| other(e.to_string()))?;
         let manifest = self
-            .invoke_describe(probe, unit)
+            .invoke_describe(probe.clone(), unit)
             .await
             .map_err(|e| other(format!("describe failed: {e}")))?;
+        let unit = UnitOfWork::begin(self.db()).map_err(|e| other(e.to_string()))?;
+        match self.invoke_ready(probe, unit).await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                return Err(LoadError::NotReady {
+                    context: name,
+                    message: reason,
+                });
+            }
+            Err(e) => {
+                return Err(LoadError::NotReady {
+                    context: name,
+                    message: e.to_string(),
+                });
+            }
+        }
         let mut routes = Vec::new();
         for r in manifest.routes {
             let method = r.method.to_ascii_uppercase();
@@ -273,6 +378,6 @@ fn export_index(
 }
 
 /// A core module starts with the wasm magic and version 1; a component with layer 1.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }

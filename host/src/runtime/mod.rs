@@ -5,15 +5,17 @@
 mod cache;
 mod context;
 mod engine;
+mod health;
 mod invoke;
 mod linking;
 mod loader;
 mod registry;
 mod store_data;
 
-pub use context::{LoadedContext, RouteSpec};
-pub use engine::{EngineSettings, Runtime};
+pub use context::{ContextLimits, LoadedContext, RouteSpec};
+pub use engine::{EngineSettings, Runtime, Unhealthy};
+pub use health::{Health, HealthPolicy};
 pub use invoke::{HttpReply, InvokeError, lock as invoke_lock};
-pub use loader::{LoadError, PluginSource};
+pub use loader::{Artifact, LoadError, PluginSource};
 pub use registry::Registry;
 pub use store_data::{Invocation, SharedUnit};

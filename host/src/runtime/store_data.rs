@@ -38,7 +38,7 @@ impl Invocation {
         depth: u32,
     ) -> Self {
         let limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(runtime.settings().memory_limit)
+            .memory_size(context.limits.memory_limit)
             .trap_on_grow_failure(true)
             .build();
         Invocation {

@@ -42,6 +42,8 @@ pub const CURSORS: &str = "sys/cursors";
 pub const SEQUENCES: &str = "sys/sequences";
 /// Events a context could not handle after every retry: `<context>/<seq>` to a JSON record.
 pub const DEAD_LETTERS: &str = "sys/dead-letters";
+/// Deployed versions per context: context name to a JSON record (see `swap::versions`).
+pub const VERSIONS: &str = "sys/versions";
 
 /// The table of a context's own keyspace.
 pub fn context_table(context: &str) -> Table {
@@ -89,7 +91,7 @@ impl Db {
         let txn = self.inner.begin_write().map_err(StateError::storage)?;
         {
             txn.open_table(EVENTS).map_err(StateError::storage)?;
-            for name in [CURSORS, SEQUENCES, DEAD_LETTERS] {
+            for name in [CURSORS, SEQUENCES, DEAD_LETTERS, VERSIONS] {
                 txn.open_table(kv(name)).map_err(StateError::storage)?;
             }
             for name in tables {

@@ -15,6 +15,10 @@ use exports::wasi::http::incoming_handler;
 struct Order;
 
 impl context::Guest for Order {
+    fn ready() -> Result<(), String> {
+        Ok(())
+    }
+
     fn describe() -> context::Manifest {
         let route = |method: &str, path: &str| context::Route {
             method: method.into(),

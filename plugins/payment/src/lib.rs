@@ -18,6 +18,10 @@ use exports::wasi::http::incoming_handler;
 struct Payment;
 
 impl context::Guest for Payment {
+    fn ready() -> Result<(), String> {
+        Ok(())
+    }
+
     fn describe() -> context::Manifest {
         let route = |method: &str, path: &str| context::Route {
             method: method.into(),

@@ -16,6 +16,10 @@ use exports::wasi::http::incoming_handler;
 struct View;
 
 impl context::Guest for View {
+    fn ready() -> Result<(), String> {
+        Ok(())
+    }
+
     fn describe() -> context::Manifest {
         let route = |method: &str, path: &str| context::Route {
             method: method.into(),

@@ -39,6 +39,19 @@ const ROUTES: &[(&str, &str)] = &[
 struct Chaos;
 
 impl context::Guest for Chaos {
+    /// Fails while the key `fail-ready` exists in the store (set it with `POST /chaos/write`),
+    /// so tests can deploy a version that fails its readiness check.
+    fn ready() -> Result<(), String> {
+        match store::get("fail-ready") {
+            Ok(Some(reason)) => Err(format!(
+                "not ready: {}",
+                String::from_utf8_lossy(&reason)
+            )),
+            Ok(None) => Ok(()),
+            Err(e) => Err(format!("cannot read the store: {e:?}")),
+        }
+    }
+
     fn describe() -> context::Manifest {
         context::Manifest {
             version: env!("CARGO_PKG_VERSION").into(),

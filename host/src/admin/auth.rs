@@ -1,0 +1,51 @@
+//! The admin API is never open: every `/admin` route needs `Authorization: Bearer <token>`.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+
+use crate::gateway::problem::Problem;
+use crate::server::App;
+
+/// Compare without an early exit, so the time taken does not reveal the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Middleware: 401 problem unless the request carries the admin token.
+pub async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.trim().as_bytes(), app.admin_token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut res = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "the admin API needs `Authorization: Bearer <token>` (CTXHOST_ADMIN_TOKEN, or the file admin-token in the data directory)",
+            )
+            .into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            res
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(super::same(b"abc", b"abc"));
+        assert!(!super::same(b"abc", b"abd"));
+        assert!(!super::same(b"abc", b"abcd"));
+        assert!(!super::same(b"", b"a"));
+    }
+}
