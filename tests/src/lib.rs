@@ -69,6 +69,8 @@ pub struct HostOptions {
     chaos: bool,
     config: Vec<(String, String, String)>,
     data_dir: Option<PathBuf>,
+    host_lines: Vec<String>,
+    plugin_settings: Vec<(String, String)>,
 }
 
 impl HostOptions {
@@ -87,6 +89,19 @@ impl HostOptions {
     pub fn plugin_config(mut self, plugin: &str, key: &str, value: &str) -> Self {
         self.config
             .push((plugin.to_owned(), key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds a top-level line to the host configuration, e.g. `watch_dir = "/tmp/x"`.
+    pub fn host_setting(mut self, line: &str) -> Self {
+        self.host_lines.push(line.to_owned());
+        self
+    }
+
+    /// Adds a line to `[plugins.<plugin>]`, e.g. `deadline_ms = 300`.
+    pub fn plugin_setting(mut self, plugin: &str, line: &str) -> Self {
+        self.plugin_settings
+            .push((plugin.to_owned(), line.to_owned()));
         self
     }
 
@@ -140,6 +155,10 @@ impl Host {
         let mut config = String::new();
         config.push_str("listen = \"127.0.0.1:0\"\n");
         config.push_str(&format!("admin_token = {}\n", toml_string(ADMIN_TOKEN)));
+        for line in &opts.host_lines {
+            config.push_str(line);
+            config.push('\n');
+        }
         config.push_str(&format!(
             "cache_dir = {}\n",
             toml_string(&test_cache_dir().to_string_lossy())
@@ -155,6 +174,10 @@ impl Host {
                 "path = {}\n",
                 toml_string(&wasm.to_string_lossy())
             ));
+            for (_, line) in opts.plugin_settings.iter().filter(|(p, _)| p == name) {
+                config.push_str(line);
+                config.push('\n');
+            }
             let entries: Vec<_> = opts.config.iter().filter(|(p, _, _)| p == name).collect();
             if !entries.is_empty() {
                 config.push_str(&format!("\n[plugins.{name}.config]\n"));
@@ -485,6 +508,8 @@ pub struct Resp {
     pub retry_after: Option<String>,
     /// The body as text.
     pub body: String,
+    /// The `x-context-version` header: which context version answered.
+    pub context_version: Option<String>,
 }
 
 impl Resp {
@@ -614,6 +639,7 @@ impl Api {
         };
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let retry_after = header(reqwest::header::RETRY_AFTER);
+        let context_version = header(reqwest::header::HeaderName::from_static("x-context-version"));
         let status = response.status().as_u16();
         let body = response.text().await?;
         Ok(Resp {
@@ -622,6 +648,7 @@ impl Api {
             content_type,
             retry_after,
             body,
+            context_version,
         })
     }
 

@@ -17,15 +17,15 @@ use anyhow::{Context, Result, bail};
 /// The compilation target of every plugin.
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Packages built as Wasm components, in the order the host config lists them.
-const WASM_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos"];
+const WASM_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "bad-payments"];
 /// Packages whose unit tests run natively (the plugins' domain logic and the SDK).
 const NATIVE_UNIT_TEST_PACKAGES: &[&str] = &["order", "payment", "car", "view", "ctxhost-sdk"];
 /// Packages that are only ever built for Wasm or tested by `NATIVE_UNIT_TEST_PACKAGES`.
-const NON_NATIVE_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "ctxhost-sdk"];
+const NON_NATIVE_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "bad-payments", "ctxhost-sdk"];
 /// Native packages linted with all their targets.
 const NATIVE_PACKAGES: &[&str] = &["ctxhost", "xtask", "ctxhost-tests"];
 /// Wasm packages linted for the Wasm target.
-const WASM_LINT_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "ctxhost-sdk"];
+const WASM_LINT_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "bad-payments", "ctxhost-sdk"];
 /// Where the (optional, for now) RabbitMQ broker listens.
 const RABBITMQ_ADDR: &str = "127.0.0.1:5672";
 
