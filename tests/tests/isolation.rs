@@ -1,0 +1,107 @@
+//! Crash isolation: each misbehaviour of a component (panic, trap, stack overflow, unbounded
+//! allocation, endless loop) fails only its own request, with a problem naming the context
+//! and the cause, while concurrent requests to the other contexts all succeed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ctxhost_tests::{Host, HostOptions};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_each_misbehaviour_fails_only_its_own_request() {
+    let host = Host::start(
+        HostOptions::new()
+            .with_chaos()
+            .plugin_setting("chaos", "deadline_ms = 300")
+            .plugin_setting("chaos", "memory_limit_mb = 32"),
+    );
+    let car = host.create_car("Calm", 1_000_000).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for c in 0..16u64 {
+        let api = host.api();
+        let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
+        clients.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && i < 5_000 {
+                let r = if (c + i) % 2 == 0 {
+                    api.try_send(reqwest::Method::GET, &format!("/cars/{car}"), None)
+                        .await
+                } else {
+                    let body = json!({"carId": car, "qty": 1, "customerId": "calm"});
+                    api.try_send(
+                        reqwest::Method::POST,
+                        "/orders",
+                        Some((body.to_string().into_bytes(), "application/json")),
+                    )
+                    .await
+                };
+                match r {
+                    Ok(r) if r.status < 300 => {}
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}: {} {}", r.request, r.status, r.body)),
+                    Err(e) => failures.lock().unwrap().push(format!("transport: {e}")),
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+        }));
+    }
+
+    let cases = [
+        ("/chaos/panic", 500, "trapped"),
+        ("/chaos/trap", 500, "unreachable"),
+        ("/chaos/overflow", 500, "trapped"),
+        ("/chaos/alloc", 500, "trapped"),
+        ("/chaos/loop", 504, "deadline of 300 ms"),
+    ];
+    for round in 0..2 {
+        for (path, status, cause) in cases {
+            let started = Instant::now();
+            let problem = host.get(path).await.expect_problem(status);
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.starts_with("chaos ") && detail.contains(cause),
+                "round {round}, {path}: {detail}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{path} took {:?}",
+                started.elapsed()
+            );
+            host.get("/chaos/ok").await.expect(200);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let failures = failures.lock().unwrap().clone();
+    let total = done.load(Ordering::SeqCst);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests to other contexts failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(total > 100, "only {total} requests ran");
+    let list = host.get_list("/admin/plugins").await;
+    let chaos = list
+        .iter()
+        .find(|p| p["name"] == "chaos")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        chaos["health"]["failures"].as_u64().unwrap_or(0) >= 10,
+        "{chaos}"
+    );
+    assert_eq!(chaos["limits"]["deadlineMs"], 300);
+}
