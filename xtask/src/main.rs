@@ -21,11 +21,27 @@ const WASM_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "ba
 /// Packages whose unit tests run natively (the plugins' domain logic and the SDK).
 const NATIVE_UNIT_TEST_PACKAGES: &[&str] = &["order", "payment", "car", "view", "ctxhost-sdk"];
 /// Packages that are only ever built for Wasm or tested by `NATIVE_UNIT_TEST_PACKAGES`.
-const NON_NATIVE_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "bad-payments", "ctxhost-sdk"];
+const NON_NATIVE_PACKAGES: &[&str] = &[
+    "order",
+    "payment",
+    "car",
+    "view",
+    "chaos",
+    "bad-payments",
+    "ctxhost-sdk",
+];
 /// Native packages linted with all their targets.
-const NATIVE_PACKAGES: &[&str] = &["ctxhost", "xtask", "ctxhost-tests"];
+const NATIVE_PACKAGES: &[&str] = &["ctxhost", "xtask", "ctxhost-tests", "ctxhost-bench"];
 /// Wasm packages linted for the Wasm target.
-const WASM_LINT_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "bad-payments", "ctxhost-sdk"];
+const WASM_LINT_PACKAGES: &[&str] = &[
+    "order",
+    "payment",
+    "car",
+    "view",
+    "chaos",
+    "bad-payments",
+    "ctxhost-sdk",
+];
 /// Where the (optional, for now) RabbitMQ broker listens.
 const RABBITMQ_ADDR: &str = "127.0.0.1:5672";
 
@@ -36,6 +52,7 @@ Commands:
   build   Add the wasm32-wasip2 target if missing, build the plugins and the host
   run     Build, then serve the API with ctxhost.toml (extra args go to `ctxhost serve`)
   test    Build, then run every test, rustfmt and clippy (what CI runs)
+  bench   Build the host in release, then run the benchmarks (see --help)
   help    Print this help
 
 Run `cargo xtask <COMMAND> --help` for the details of a command.";
@@ -72,6 +89,16 @@ Builds everything (see `cargo xtask build --help`), then
      wasm32-wasip2 for the plugins and the SDK.
 Every step after the build runs even when an earlier one failed; the command exits
 non-zero if any step failed.";
+
+const BENCH_HELP: &str = "\
+Usage: cargo xtask bench [SUITE] [-- <ctxhost-bench args>...]
+
+Builds the plugins and the host (release profile), then runs the benchmark suites of
+bench/ on loopback, each side by side in one run, printing medians and ratios.
+Suites: swap (default): upload-to-serving time of a hot swap, compiled on upload and
+precompiled, and latency/failures of a read load with and without repeated swaps.
+Options after `--`: --connections N (default 64), --seconds S (default 5).
+Record results with the machine and the command in docs/BENCHMARKS.md.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -122,6 +149,20 @@ fn dispatch(args: &[String]) -> Result<()> {
             }
             no_extra_args("test", rest)?;
             test(&Workspace::load()?)
+        }
+        "bench" => {
+            if wants_help(BENCH_HELP) {
+                return Ok(());
+            }
+            let (suite, extra) = match rest.first() {
+                Some(first) if first != "--" => (first.as_str(), &rest[1..]),
+                _ => ("swap", rest),
+            };
+            let extra = match extra.first() {
+                Some(first) if first == "--" => &extra[1..],
+                _ => extra,
+            };
+            bench(&Workspace::load()?, suite, extra)
         }
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -242,6 +283,27 @@ fn build(ws: &Workspace) -> Result<()> {
         ws.plugin_dir().display()
     ));
     Ok(())
+}
+
+fn bench(ws: &Workspace, suite: &str, extra: &[String]) -> Result<()> {
+    build(ws)?;
+    step("building the host and the benchmarks (release profile)");
+    let mut cmd = ws.cargo();
+    cmd.args(["build", "--release", "-p", "ctxhost", "-p", "ctxhost-bench"]);
+    run_checked(cmd, "building the release host")?;
+    step(&format!("running the `{suite}` benchmark"));
+    let mut cmd = ws.cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "ctxhost-bench",
+        "--",
+        suite,
+    ]);
+    cmd.args(extra);
+    run_checked(cmd, "the benchmark")
 }
 
 fn run(ws: &Workspace, passthrough: &[String]) -> Result<()> {

@@ -1,0 +1,100 @@
+//! Starting a real `ctxhost serve` for a benchmark, on a free port with a fresh data dir.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+/// Admin token of benchmark hosts.
+pub const ADMIN_TOKEN: &str = "bench-admin-token";
+
+/// A host process, killed when dropped.
+pub struct BenchHost {
+    child: Child,
+    pub base: String,
+    pub dir: PathBuf,
+}
+
+impl BenchHost {
+    /// Start `bin` with the four rental plugins of `plugin_dir`.
+    pub fn start(bin: &Path, plugin_dir: &Path, extra: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "ctxhost-bench-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() + rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut config = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ncache_dir = {:?}\nadmin_token = {ADMIN_TOKEN:?}\n{extra}\n",
+            dir.join("data"),
+            plugin_dir.join("ctxhost-bench-cache"),
+        );
+        for name in ["order", "payment", "car", "view"] {
+            config.push_str(&format!(
+                "[plugins.{name}]\npath = {:?}\n",
+                plugin_dir.join(format!("{name}.wasm"))
+            ));
+        }
+        let config_path = dir.join("ctxhost.toml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.join("ctxhost.log"))?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("CTXHOST_LOG", "warn")
+            .env_remove("CTXHOST_LISTEN")
+            .env_remove("CTXHOST_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            anyhow::ensure!(Instant::now() < deadline, "the host did not start in time");
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("ctxhost listening on ") {
+                        return Ok(BenchHost {
+                            child,
+                            base: addr.trim().to_string(),
+                            dir,
+                        });
+                    }
+                }
+                _ => anyhow::bail!(
+                    "the host exited before listening; see {}",
+                    dir.join("ctxhost.log").display()
+                ),
+            }
+        }
+    }
+
+    /// Resident memory of the host process, in KiB (from /proc).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+impl Drop for BenchHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
