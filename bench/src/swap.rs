@@ -126,7 +126,7 @@ pub async fn run(
     admin.deploy(a.clone()).await?;
     admin.deploy(b.clone()).await?;
     let mut warm = (Vec::new(), Vec::new());
-    for i in 0..10 {
+    for i in 0..10u32 {
         let v = if i.is_multiple_of(2) { a.clone() } else { b.clone() };
         let (s, c) = admin.upload_to_serving(v, car).await?;
         warm.0.push(s);
