@@ -92,16 +92,23 @@ impl HostOptions {
         self
     }
 
-    /// Adds a top-level line to the host configuration, e.g. `watch_dir = "/tmp/x"`.
-    pub fn host_setting(mut self, line: &str) -> Self {
-        self.host_lines.push(line.to_owned());
-        self
+    /// Adds a top-level line to the host configuration, e.g. `watch_dir = "/tmp/x"`
+    /// (written after the other top-level keys, before the plugin tables).
+    pub fn host_setting(self, line: &str) -> Self {
+        self.host_config(line)
     }
 
     /// Adds a line to `[plugins.<plugin>]`, e.g. `deadline_ms = 300`.
     pub fn plugin_setting(mut self, plugin: &str, line: &str) -> Self {
         self.plugin_settings
             .push((plugin.to_owned(), line.to_owned()));
+        self
+    }
+
+    /// Adds raw lines to the host's configuration file, before the plugin tables (for
+    /// example `[resilience.payment]` tables and their keys).
+    pub fn host_config(mut self, lines: &str) -> Self {
+        self.host_lines.push(lines.to_owned());
         self
     }
 
@@ -155,10 +162,6 @@ impl Host {
         let mut config = String::new();
         config.push_str("listen = \"127.0.0.1:0\"\n");
         config.push_str(&format!("admin_token = {}\n", toml_string(ADMIN_TOKEN)));
-        for line in &opts.host_lines {
-            config.push_str(line);
-            config.push('\n');
-        }
         config.push_str(&format!(
             "cache_dir = {}\n",
             toml_string(&test_cache_dir().to_string_lossy())
@@ -167,6 +170,11 @@ impl Host {
             "data_dir = {}\n",
             toml_string(&data_dir.to_string_lossy())
         ));
+        for lines in &opts.host_lines {
+            config.push('\n');
+            config.push_str(lines);
+            config.push('\n');
+        }
         for name in &names {
             let wasm = plugin_dir.join(format!("{name}.wasm"));
             config.push_str(&format!("\n[plugins.{name}]\n"));

@@ -105,3 +105,45 @@ async fn isolation_each_misbehaviour_fails_only_its_own_request() {
     );
     assert_eq!(chaos["limits"]["deadlineMs"], 300);
 }
+
+#[tokio::test]
+async fn isolation_a_poison_event_is_dead_lettered_and_later_events_still_flow() {
+    let host = Host::start(HostOptions::new().with_chaos());
+    for n in 1..=2 {
+        host.post_json(
+            "/chaos/publish",
+            &json!({"type": "ChaosPoison", "correlationId": format!("poison-{n}"), "data": {"n": n}}),
+        )
+        .await
+        .expect(200);
+    }
+    let car = host.create_car("After the poison", 4).await;
+    ctxhost_tests::eventually(Duration::from_secs(30), || async {
+        let letters = host.get_list("/admin/dead-letters").await;
+        let chaos: Vec<_> = letters.iter().filter(|l| l["context"] == "chaos").collect();
+        if chaos.len() < 2 {
+            return Err(format!("{} dead letters so far", chaos.len()));
+        }
+        // The second poison was reached: the stream moved past the first.
+        for (letter, n) in chaos.iter().zip(1..) {
+            let reason = letter["reason"].as_str().unwrap_or_default();
+            if !reason.contains("poisoned") || letter["attempts"] != 5 {
+                return Err(format!("unexpected dead letter {letter}"));
+            }
+            if letter["event"]["type"] != "ChaosPoison"
+                || letter["event"]["correlationid"] != format!("poison-{n}").as_str()
+            {
+                return Err(format!("wrong event {letter}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    ctxhost_tests::eventually(Duration::from_secs(30), || async {
+        match host.availability(car).await {
+            Some((4, _)) => Ok(()),
+            other => Err(format!("view not caught up: {other:?}")),
+        }
+    })
+    .await;
+}
