@@ -47,6 +47,10 @@ struct FileConfig {
     watch_dir: Option<PathBuf>,
     #[serde(default)]
     plugins: BTreeMap<String, PluginEntry>,
+    #[serde(default)]
+    resilience: crate::resilience::ResilienceFile,
+    #[serde(default)]
+    rate_limit: crate::resilience::RateLimitFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +217,15 @@ impl Settings {
             });
         }
         let body_limit = file.body_limit.unwrap_or(1024 * 1024);
+        let resilience = crate::resilience::ResilienceSettings::resolve(
+            &file.resilience,
+            &file.rate_limit,
+            default_limits.deadline,
+        )
+        .map_err(|message| ConfigError::Invalid {
+            name: "resilience",
+            message,
+        })?;
         let engine = EngineSettings {
             deadline: default_limits.deadline,
             memory_limit: plugins
@@ -222,6 +235,7 @@ impl Settings {
             max_instances: file.max_instances.unwrap_or(1_000),
             cache_dir,
             max_call_depth: 8,
+            resilience,
         };
         Ok(Settings {
             listen,

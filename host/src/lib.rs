@@ -14,6 +14,8 @@
 //! - `bus`: event envelopes, delivery with inbox, and the embedded transport.
 //! - `swap`: hot swap (deploy, rollback, versions, watched directory, self-healing).
 //! - `admin`: health, readiness and operator endpoints (bearer token).
+//! - `resilience`: timeouts, circuit breakers, bulkheads and retries of calls between
+//!   contexts; rate limits at the gateway.
 
 pub mod admin;
 pub mod bindings;
@@ -21,6 +23,7 @@ pub mod bus;
 mod capabilities;
 pub mod config;
 pub mod gateway;
+pub mod resilience;
 pub mod runtime;
 pub mod server;
 pub mod state;

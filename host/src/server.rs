@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::admin;
 use crate::bus::{EmbeddedBus, EventTransport, RetryPolicy};
 use crate::config::Settings;
-use crate::gateway::{RouteTable, dispatch};
+use crate::gateway::RouteTable;
 use crate::runtime::Runtime;
 use crate::state::{Committer, Db, db_tables};
 use crate::swap::{Swapper, VersionStore, startup_artifacts, watch_dir};
@@ -52,6 +52,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/plugins/{name}/rollback", post(admin::rollback))
         .route("/admin/plugins/{name}/versions", get(admin::versions))
         .route("/admin/dead-letters", get(admin::dead_letters))
+        .route("/admin/resilience", get(crate::resilience::admin))
         .route(
             "/admin/subscriptions/{context}/redeliver",
             post(admin::redeliver),
@@ -64,7 +65,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .merge(admin)
-        .fallback(dispatch)
+        .fallback(crate::resilience::gateway::limited_dispatch)
         .with_state(app)
 }
 
@@ -161,12 +162,32 @@ pub async fn run(
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
     println!("ctxhost listening on http://{addr}");
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            let _ = stop_tx.send(true);
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    })
+    .await?;
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_generated_admin_token_is_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("ctxhost-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("admin-token");
+        super::write_secret(&path, "s3cret").expect("write");
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "s3cret");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -647,7 +647,9 @@ impl Api {
         };
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let retry_after = header(reqwest::header::RETRY_AFTER);
-        let context_version = header(reqwest::header::HeaderName::from_static("x-context-version"));
+        let context_version = header(reqwest::header::HeaderName::from_static(
+            "x-context-version",
+        ));
         let status = response.status().as_u16();
         let body = response.text().await?;
         Ok(Resp {

@@ -30,7 +30,7 @@ async fn isolation_each_misbehaviour_fails_only_its_own_request() {
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && i < 5_000 {
-                let r = if (c + i) % 2 == 0 {
+                let r = if (c + i).is_multiple_of(2) {
                     api.try_send(reqwest::Method::GET, &format!("/cars/{car}"), None)
                         .await
                 } else {

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod bench_resilience;
+
 /// The compilation target of every plugin.
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Packages built as Wasm components, in the order the host config lists them.
@@ -52,6 +54,7 @@ Commands:
   build   Add the wasm32-wasip2 target if missing, build the plugins and the host
   run     Build, then serve the API with ctxhost.toml (extra args go to `ctxhost serve`)
   test    Build, then run every test, rustfmt and clippy (what CI runs)
+  bench-resilience  Orders under a slowed payment, with and without the circuit breaker
   bench   Build the host in release, then run the benchmarks (see --help)
   help    Print this help
 
@@ -142,6 +145,13 @@ fn dispatch(args: &[String]) -> Result<()> {
                 _ => rest,
             };
             run(&Workspace::load()?, passthrough)
+        }
+        "bench-resilience" => {
+            if wants_help(bench_resilience::HELP) {
+                return Ok(());
+            }
+            let ws = Workspace::load()?;
+            bench_resilience::run(&ws.root, &ws.target_dir, rest)
         }
         "test" => {
             if wants_help(TEST_HELP) {

@@ -30,6 +30,8 @@ pub struct EngineSettings {
     pub cache_dir: PathBuf,
     /// Deepest chain of calls between contexts.
     pub max_call_depth: u32,
+    /// Policies of calls between contexts and the gateway's rate limits.
+    pub resilience: crate::resilience::ResilienceSettings,
 }
 
 /// A context version whose invocations keep failing.
@@ -47,6 +49,7 @@ pub(crate) struct Inner {
     pub sequences: Sequences,
     pub registry: Registry,
     pub settings: EngineSettings,
+    pub resilience: crate::resilience::Resilience,
     pub unhealthy_tx: tokio::sync::mpsc::UnboundedSender<Unhealthy>,
     unhealthy_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Unhealthy>>>,
 }
@@ -86,6 +89,8 @@ impl Runtime {
         Platform::add_to_linker::<Invocation, HasSelf<Invocation>>(&mut linker, |s| s)?;
 
         let sequences = Sequences::new(db.clone());
+        let resilience = crate::resilience::Resilience::new(settings.resilience.clone())
+            .map_err(anyhow::Error::msg)?;
         let (unhealthy_tx, unhealthy_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             engine,
@@ -95,6 +100,7 @@ impl Runtime {
             sequences,
             registry: Registry::default(),
             settings,
+            resilience,
             unhealthy_tx,
             unhealthy_rx: std::sync::Mutex::new(Some(unhealthy_rx)),
         });
@@ -124,6 +130,11 @@ impl Runtime {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.0.settings
+    }
+
+    /// Policies and state of calls between contexts and of the gateway's rate limits.
+    pub fn resilience(&self) -> &crate::resilience::Resilience {
+        &self.0.resilience
     }
 
     /// Deadline of one invocation, in epoch ticks.

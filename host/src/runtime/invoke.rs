@@ -17,6 +17,7 @@ use super::linking::{host_error, is_err};
 use super::store_data::{Invocation, SharedUnit};
 use crate::bindings::{Manifest, types::Event};
 use crate::bus::Envelope;
+use crate::resilience::Failure;
 use wasmtime_wasi_http::WasiHttpView;
 
 /// Largest response body a component may produce.
@@ -357,7 +358,9 @@ impl Runtime {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), InvokeError> {
+        let wall = site.wall;
         let mut store = self.new_store(ctx.clone(), site.unit, site.trace_id, site.depth);
+        store.set_epoch_deadline(self.deadline_ticks(site.deadline.min(ctx.limits.deadline)));
         let fut = async {
             let instance = ctx
                 .pre
@@ -371,14 +374,12 @@ impl Runtime {
                 .await
                 .map_err(|e| self.classify(&ctx, e))
         };
-        tokio::time::timeout(Self::wall_limit(&ctx), fut)
-            .await
-            .unwrap_or_else(|_| {
-                Err(InvokeError::Deadline {
-                    context: ctx.name.to_string(),
-                    deadline_ms: ctx.limits.deadline.as_millis(),
-                })
+        tokio::time::timeout(wall, fut).await.unwrap_or_else(|_| {
+            Err(InvokeError::Deadline {
+                context: ctx.name.to_string(),
+                deadline_ms: wall.as_millis(),
             })
+        })
     }
 }
 
@@ -387,6 +388,9 @@ struct CallSite {
     unit: SharedUnit,
     trace_id: Arc<str>,
     depth: u32,
+    /// CPU deadline of the callee (never above its own) and wall-clock limit of the call.
+    deadline: Duration,
+    wall: Duration,
 }
 
 /// The host side of an import linked to another context: run the provider's export in the
@@ -428,37 +432,63 @@ pub(crate) async fn forward_call(
         );
         return Ok(());
     };
-    let savepoint = lock(&unit).savepoint();
+    // Timeout, breaker, bulkhead and retries of the target (see `crate::resilience`); each
+    // attempt is rolled back to its own savepoint when it fails.
+    let target = runtime.resilience().target(&provider.name);
+    let (deadline, wall) = (target.policy().deadline, target.policy().timeout);
     let started = std::time::Instant::now();
-    let outcome = runtime
-        .call_export(
-            provider.clone(),
-            CallSite {
-                unit: unit.clone(),
-                trace_id: trace.clone(),
-                depth,
-            },
-            index,
-            params,
-            results,
-        )
-        .await;
-    let failed = match outcome {
-        Ok(()) => is_err(results),
-        Err(e) => {
-            let kind = match &e {
-                InvokeError::Deadline { .. } => "timeout",
-                InvokeError::Trap { .. } => "trapped",
-                InvokeError::Host { .. } => "unavailable",
-            };
-            tracing::warn!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), trace_id = %trace, error = %e, "call failed");
-            results[0] = host_error(kind, e.to_string());
-            true
+    let mut failed = true;
+    let mut call = match target.begin(func).await {
+        Ok(call) => call,
+        Err(refused) => {
+            tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), trace_id = %trace, reason = %refused, "call refused");
+            results[0] = host_error("rejected", refused.to_string());
+            return Ok(());
         }
     };
-    if failed {
-        lock(&unit).rollback_to(savepoint);
+    while let Some(attempt) = call.attempt() {
+        let savepoint = lock(&unit).savepoint();
+        let outcome = runtime
+            .call_export(
+                provider.clone(),
+                CallSite {
+                    unit: unit.clone(),
+                    trace_id: trace.clone(),
+                    depth,
+                    deadline,
+                    wall,
+                },
+                index,
+                params,
+                results,
+            )
+            .await;
+        let failure = match outcome {
+            Ok(()) => {
+                failed = is_err(results);
+                None
+            }
+            Err(e) => {
+                let (kind, failure) = match &e {
+                    InvokeError::Deadline { .. } => ("timeout", Failure::Timeout),
+                    InvokeError::Trap { .. } => ("trapped", Failure::Trapped),
+                    InvokeError::Host { .. } => ("unavailable", Failure::Unavailable),
+                };
+                tracing::warn!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), attempt, trace_id = %trace, error = %e, "call failed");
+                results[0] = host_error(kind, e.to_string());
+                failed = true;
+                Some(failure)
+            }
+        };
+        if failed {
+            lock(&unit).rollback_to(savepoint);
+        }
+        match call.finish(failure) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => break,
+        }
     }
+    drop(call);
     tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), failed, micros = started.elapsed().as_micros() as u64, "call");
     Ok(())
 }

@@ -8,7 +8,9 @@ mod sequences;
 mod uow;
 
 pub use commit::{CommitOutcome, Committer};
-pub use db::{CURSORS, DEAD_LETTERS, Db, VERSIONS, StateError, Table, context_table, db_tables, inbox_table};
+pub use db::{
+    CURSORS, DEAD_LETTERS, Db, StateError, Table, VERSIONS, context_table, db_tables, inbox_table,
+};
 pub use sequences::Sequences;
 pub use uow::{OutgoingEvent, Savepoint, ScanRange, UnitOfWork};
 

@@ -15,6 +15,7 @@ use crate::model::{
 /// and publish `PaymentApproved`. Asking again for an order already paid returns the same
 /// payment.
 pub fn authorize(req: wit::PaymentRequest) -> Result<wit::Payment, wit::PaymentError> {
+    crate::faults::inject();
     let max = parse_max_qty(config::get(MAX_QTY_KEY).as_deref()).unwrap_or_else(|warning| {
         log::warn(&warning);
         crate::model::DEFAULT_MAX_QTY
@@ -64,6 +65,21 @@ fn approve(req: &wit::PaymentRequest) -> Result<Payment, Error> {
     Ok(payment)
 }
 
+/// The payment of an order, if any (a read; the host may retry it).
+pub fn get_payment(order_id: u64) -> Result<Option<wit::Payment>, wit::PaymentError> {
+    crate::faults::inject();
+    let read = || -> Result<Option<Payment>, Error> {
+        match store::get_json::<u64>(&by_order_key(order_id))? {
+            Some(id) => store::get_json::<Payment>(&payment_key(id)),
+            None => Ok(None),
+        }
+    };
+    match read() {
+        Ok(p) => Ok(p.map(to_wit)),
+        Err(e) => panic!("payment store failure: {e}"),
+    }
+}
+
 fn to_wit(p: Payment) -> wit::Payment {
     wit::Payment {
         id: p.id,
@@ -81,6 +97,13 @@ pub fn handle(req: Request) -> ApiResult {
         return match method {
             "GET" => list(),
             _ => Err(Response::method_not_allowed(method, &["GET"])),
+        };
+    }
+    if route(crate::faults::PATH, &req.path).is_some() && crate::faults::enabled() {
+        return match method {
+            "GET" => crate::faults::get(),
+            "PUT" => crate::faults::put(&req),
+            _ => Err(Response::method_not_allowed(method, &["GET", "PUT"])),
         };
     }
     if let Some(p) = route("/payments/{id}", &req.path) {

@@ -7,6 +7,7 @@
 
 mod api;
 mod events;
+mod faults;
 mod model;
 
 ctxhost_sdk::generate!("ctxhost:rental/payment", "../../wit", "../../wit/rental");
@@ -27,9 +28,14 @@ impl context::Guest for Payment {
             method: method.into(),
             path: path.into(),
         };
+        let mut routes = vec![route("GET", "/payments"), route("GET", "/payments/{id}")];
+        if faults::enabled() {
+            routes.push(route("GET", faults::PATH));
+            routes.push(route("PUT", faults::PATH));
+        }
         context::Manifest {
             version: env!("CARGO_PKG_VERSION").into(),
-            routes: vec![route("GET", "/payments"), route("GET", "/payments/{id}")],
+            routes,
             subscriptions: events::SUBSCRIPTIONS
                 .iter()
                 .map(|s| s.to_string())
@@ -49,6 +55,10 @@ impl payments::Guest for Payment {
         request: payments::PaymentRequest,
     ) -> Result<payments::Payment, payments::PaymentError> {
         api::authorize(request)
+    }
+
+    fn get_payment(order_id: u64) -> Result<Option<payments::Payment>, payments::PaymentError> {
+        api::get_payment(order_id)
     }
 }
 

@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/chaos/write"),
     ("GET", "/chaos/read/{key}"),
     ("POST", "/chaos/publish"),
+    ("GET", "/chaos/payment-of/{orderId}"),
 ];
 
 struct Chaos;
@@ -43,10 +44,7 @@ impl context::Guest for Chaos {
     /// so tests can deploy a version that fails its readiness check.
     fn ready() -> Result<(), String> {
         match store::get("fail-ready") {
-            Ok(Some(reason)) => Err(format!(
-                "not ready: {}",
-                String::from_utf8_lossy(&reason)
-            )),
+            Ok(Some(reason)) => Err(format!("not ready: {}", String::from_utf8_lossy(&reason))),
             Ok(None) => Ok(()),
             Err(e) => Err(format!("cannot read the store: {e:?}")),
         }
@@ -111,6 +109,12 @@ fn handle(req: Request) -> ApiResult {
             read(&key)
         }
         "/chaos/publish" => publish(&req),
+        "/chaos/payment-of/{orderId}" => {
+            let order_id = route(pattern, &req.path)
+                .and_then(|p| p.get("orderId").and_then(|v| v.parse::<u64>().ok()))
+                .unwrap_or(0);
+            payment_of(order_id)
+        }
         _ => Err(Response::not_found("unhandled chaos route")),
     }
 }
@@ -210,4 +214,16 @@ fn publish(req: &Request) -> ApiResult {
     ctxhost_sdk::events::publish_json(&event_type, &correlation_id, &data)
         .map_err(|e| Response::bad_request(&e.to_string()))?;
     Ok(Response::json(200, &json!({ "published": event_type })))
+}
+
+/// `GET /chaos/payment-of/{orderId}`: `payments.get-payment`, an idempotent call the host may
+/// retry; 503 when the host could not get an answer.
+fn payment_of(order_id: u64) -> ApiResult {
+    match payments::get_payment(order_id) {
+        Ok(p) => Ok(Response::json(
+            200,
+            &json!({ "orderId": order_id, "paymentId": p.map(|p| p.id) }),
+        )),
+        Err(e) => Err(Response::unavailable(&format!("payment: {e:?}"), 1)),
+    }
 }
