@@ -127,7 +127,11 @@ pub async fn run(
     admin.deploy(b.clone()).await?;
     let mut warm = (Vec::new(), Vec::new());
     for i in 0..10u32 {
-        let v = if i.is_multiple_of(2) { a.clone() } else { b.clone() };
+        let v = if i.is_multiple_of(2) {
+            a.clone()
+        } else {
+            b.clone()
+        };
         let (s, c) = admin.upload_to_serving(v, car).await?;
         warm.0.push(s);
         warm.1.push(c);
@@ -158,7 +162,11 @@ pub async fn run(
             let mut i = 0u64;
             tokio::time::sleep(Duration::from_millis(1000)).await;
             while !stop.load(Ordering::SeqCst) {
-                let v = if i.is_multiple_of(2) { a.clone() } else { b.clone() };
+                let v = if i.is_multiple_of(2) {
+                    a.clone()
+                } else {
+                    b.clone()
+                };
                 if admin.deploy(v).await.is_ok() {
                     swaps.fetch_add(1, Ordering::SeqCst);
                 }
