@@ -250,29 +250,30 @@ impl Runtime {
             data: event.data.clone(),
         };
         let fut = async {
-            let instance = ctx
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
-            let platform = ctx
-                .platform
-                .load(&mut store, &instance)
-                .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+            let platform = self.platform_instance(&ctx, &mut store).await?;
             platform
                 .ctxhost_platform_subscriber()
                 .call_handle(&mut store, &arg)
                 .await
                 .map_err(|e| self.classify(&ctx, e))
         };
-        tokio::time::timeout(Self::wall_limit(&ctx), fut)
+        within(&ctx, Self::wall_limit(&ctx), fut).await
+    }
+
+    /// A fresh instance of `ctx` in `store`, with its platform exports looked up.
+    async fn platform_instance(
+        &self,
+        ctx: &LoadedContext,
+        store: &mut Store<Invocation>,
+    ) -> Result<crate::bindings::Platform, InvokeError> {
+        let instance = ctx
+            .pre
+            .instantiate_async(&mut *store)
             .await
-            .unwrap_or_else(|_| {
-                Err(InvokeError::Deadline {
-                    context: ctx.name.to_string(),
-                    deadline_ms: ctx.limits.deadline.as_millis(),
-                })
-            })
+            .map_err(|e| InvokeError::host(ctx, format!("cannot instantiate: {e:#}")))?;
+        ctx.platform
+            .load(&mut *store, &instance)
+            .map_err(|e| InvokeError::host(ctx, format!("{e:#}")))
     }
 
     /// Run `ctx`'s readiness check.
@@ -284,29 +285,14 @@ impl Runtime {
         let unit = Arc::new(std::sync::Mutex::new(unit));
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("ready"), 0);
         let fut = async {
-            let instance = ctx
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
-            let platform = ctx
-                .platform
-                .load(&mut store, &instance)
-                .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+            let platform = self.platform_instance(&ctx, &mut store).await?;
             platform
                 .ctxhost_platform_context()
                 .call_ready(&mut store)
                 .await
                 .map_err(|e| self.classify(&ctx, e))
         };
-        tokio::time::timeout(Self::wall_limit(&ctx), fut)
-            .await
-            .unwrap_or_else(|_| {
-                Err(InvokeError::Deadline {
-                    context: ctx.name.to_string(),
-                    deadline_ms: ctx.limits.deadline.as_millis(),
-                })
-            })
+        within(&ctx, Self::wall_limit(&ctx), fut).await
     }
 
     /// Ask `ctx` for its manifest.
@@ -317,15 +303,7 @@ impl Runtime {
     ) -> Result<Manifest, InvokeError> {
         let unit = Arc::new(std::sync::Mutex::new(unit));
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("describe"), 0);
-        let instance = ctx
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
-        let platform = ctx
-            .platform
-            .load(&mut store, &instance)
-            .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+        let platform = self.platform_instance(&ctx, &mut store).await?;
         platform
             .ctxhost_platform_context()
             .call_describe(&mut store)
@@ -374,13 +352,22 @@ impl Runtime {
                 .await
                 .map_err(|e| self.classify(&ctx, e))
         };
-        tokio::time::timeout(wall, fut).await.unwrap_or_else(|_| {
-            Err(InvokeError::Deadline {
-                context: ctx.name.to_string(),
-                deadline_ms: wall.as_millis(),
-            })
-        })
+        within(&ctx, wall, fut).await
     }
+}
+
+/// `fut` under a wall-clock limit: epochs do not interrupt a guest blocked in a host call.
+async fn within<T>(
+    ctx: &LoadedContext,
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, InvokeError>>,
+) -> Result<T, InvokeError> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(InvokeError::Deadline {
+            context: ctx.name.to_string(),
+            deadline_ms: limit.as_millis(),
+        })
+    })
 }
 
 /// Where a call between contexts runs: the caller's unit of work and trace, one level deeper.
