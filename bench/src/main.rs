@@ -2,8 +2,13 @@
 //! ratios (these machines are noisy: never trust a lone absolute figure).
 
 mod host;
+mod instantiate;
 mod load;
+mod memory;
+mod peer;
+mod read;
 mod swap;
+mod write;
 
 use std::path::PathBuf;
 
@@ -26,8 +31,14 @@ fn table_row(name: &str, value: f64, ratio: Option<f64>) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: ctxhost-bench <swap> [--bin PATH] [--plugins DIR] [--connections N] [--seconds S]\n\
-         \n  swap   time from upload to serving; latency under load with and without swaps"
+        "usage: ctxhost-bench <SUITE> [--bin PATH] [--plugins DIR] [--connections N] [--seconds S] [--rounds R]\n\
+         \n  swap         time from upload to serving; latency under load with and without swaps\
+         \n  read         GET /cars/{{id}} through the host vs the same handler in native axum + redb\
+         \n  peer         a minimal wasi:http hello served by the host vs `wasmtime serve`\
+         \n  instantiate  fresh instance per plugin, and a typed call into a fresh instance\
+         \n  write        POST /orders (durable) at 1, 16 and 64 clients\
+         \n  memory       host resident memory idle, under the read load and the write load\
+         \n  all          every suite above, in that order"
     );
     std::process::exit(2)
 }
@@ -41,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let mut plugins = root.join("target/wasm32-wasip2/release");
     let mut connections = 64usize;
     let mut seconds = 5u64;
+    let mut rounds = 3usize;
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| usage());
         match a.as_str() {
@@ -48,11 +60,33 @@ async fn main() -> anyhow::Result<()> {
             "--plugins" => plugins = PathBuf::from(v),
             "--connections" => connections = v.parse().unwrap_or_else(|_| usage()),
             "--seconds" => seconds = v.parse().unwrap_or_else(|_| usage()),
+            "--rounds" => rounds = v.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
-    match what.as_str() {
-        "swap" => swap::run(&bin, &plugins, connections, seconds).await,
+    let tools = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("ctxhost-bench-tools");
+    let rounds = rounds.max(1);
+    let what = what.as_str();
+    let suites: &[&str] = match what {
+        "all" => &["swap", "read", "peer", "instantiate", "write", "memory"],
+        "swap" | "read" | "peer" | "instantiate" | "write" | "memory" => {
+            std::slice::from_ref(&what)
+        }
         _ => usage(),
+    };
+    for suite in suites {
+        match *suite {
+            "swap" => swap::run(&bin, &plugins, connections, seconds).await?,
+            "read" => read::run(&bin, &plugins, connections, seconds, rounds).await?,
+            "peer" => peer::run(&bin, &plugins, &tools, connections, seconds, rounds).await?,
+            "instantiate" => instantiate::run(&plugins, seconds).await?,
+            "write" => write::run(&bin, &plugins, &[1, 16, 64], seconds).await?,
+            "memory" => memory::run(&bin, &plugins, connections, seconds).await?,
+            _ => usage(),
+        }
     }
+    Ok(())
 }

@@ -19,7 +19,16 @@ mod bench_resilience;
 /// The compilation target of every plugin.
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Packages built as Wasm components, in the order the host config lists them.
-const WASM_PACKAGES: &[&str] = &["order", "payment", "car", "view", "chaos", "bad-payments"];
+const WASM_PACKAGES: &[&str] = &[
+    "order",
+    "payment",
+    "car",
+    "view",
+    "chaos",
+    "bad-payments",
+    "bench-hello",
+    "bench-hello-proxy",
+];
 /// Packages whose unit tests run natively (the plugins' domain logic and the SDK).
 const NATIVE_UNIT_TEST_PACKAGES: &[&str] = &["order", "payment", "car", "view", "ctxhost-sdk"];
 /// Packages that are only ever built for Wasm or tested by `NATIVE_UNIT_TEST_PACKAGES`.
@@ -30,6 +39,8 @@ const NON_NATIVE_PACKAGES: &[&str] = &[
     "view",
     "chaos",
     "bad-payments",
+    "bench-hello",
+    "bench-hello-proxy",
     "ctxhost-sdk",
 ];
 /// Native packages linted with all their targets.
@@ -42,6 +53,8 @@ const WASM_LINT_PACKAGES: &[&str] = &[
     "view",
     "chaos",
     "bad-payments",
+    "bench-hello",
+    "bench-hello-proxy",
     "ctxhost-sdk",
 ];
 /// Where the (optional, for now) RabbitMQ broker listens.
@@ -98,9 +111,22 @@ Usage: cargo xtask bench [SUITE] [-- <ctxhost-bench args>...]
 
 Builds the plugins and the host (release profile), then runs the benchmark suites of
 bench/ on loopback, each side by side in one run, printing medians and ratios.
-Suites: swap (default): upload-to-serving time of a hot swap, compiled on upload and
-precompiled, and latency/failures of a read load with and without repeated swaps.
-Options after `--`: --connections N (default 64), --seconds S (default 5).
+Suites:
+  swap (default)  upload-to-serving time of a hot swap, compiled on upload and
+                  precompiled, and latency/failures of a read load with and without
+                  repeated swaps.
+  read            GET /cars/{id} through the host against the same handler written as
+                  native axum + redb in the benchmark process (ratio, target >= 0.70).
+  peer            a minimal wasi:http hello served by the host and by `wasmtime serve`
+                  (wasmtime-cli of the host's wasmtime version, installed with
+                  `cargo install` into the target directory when missing).
+  instantiate     fresh instance of each plugin on an engine configured like the
+                  host's (target < 20 us), and a typed call into a fresh instance.
+  write           POST /orders, durable, at 1, 16 and 64 clients (target 3,000/s at 64).
+  memory          host resident memory idle, under the read load and the write load.
+  all             every suite, in that order.
+Options after `--`: --connections N (default 64), --seconds S (default 5),
+--rounds R (interleaved runs of each side of read and peer, default 3).
 Record results with the machine and the command in docs/BENCHMARKS.md.";
 
 fn main() -> ExitCode {
