@@ -45,11 +45,16 @@ pub async fn deploy(State(app): State<Arc<App>>, Path(name): Path<String>, body:
     let bytes = match axum::body::to_bytes(body, app.upload_limit).await {
         Ok(b) => b,
         Err(_) => {
-            return Problem::new(
+            let mut res = Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the upload is over the limit of {} bytes", app.upload_limit),
             )
             .into_response();
+            res.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return res;
         }
     };
     if bytes.is_empty() {
