@@ -2,11 +2,9 @@
 //! uploads are refused with their reason while the old version keeps serving; rollback,
 //! versions surviving a restart, the watched directory, self-healing, and the admin token.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ctxhost_tests::{ADMIN_TOKEN, Api, Host, HostOptions, Resp, eventually, plugin_dir};
+use ctxhost_tests::{ADMIN_TOKEN, Api, Host, HostOptions, Load, Resp, eventually, plugin_dir};
 use serde_json::{Value, json};
 
 /// `bytes` plus a custom section: a new version (new digest) with the same behaviour.
@@ -73,50 +71,15 @@ async fn hotswap_under_load_fails_no_request_and_switches_versions() {
     })
     .await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for c in 0..32u64 {
-        let api = host.api();
-        let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
-        clients.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && i < 5_000 {
-                let r = match (c + i) % 3 {
-                    0 => {
-                        api.try_send(reqwest::Method::GET, &format!("/cars/{car}"), None)
-                            .await
-                    }
-                    1 => {
-                        let body =
-                            json!({"carId": car, "qty": 1, "customerId": format!("swap-{c}")});
-                        api.try_send(
-                            reqwest::Method::POST,
-                            "/orders",
-                            Some((body.to_string().into_bytes(), "application/json")),
-                        )
-                        .await
-                    }
-                    _ => {
-                        api.try_send(reqwest::Method::GET, &format!("/availability/{car}"), None)
-                            .await
-                    }
-                };
-                match r {
-                    Ok(r) if r.status < 300 => {}
-                    Ok(r) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{}: {} {}", r.request, r.status, r.body)),
-                    Err(e) => failures.lock().unwrap().push(format!("transport: {e}")),
-                }
-                done.fetch_add(1, Ordering::SeqCst);
-                i += 1;
-            }
-        }));
-    }
+    let load = Load::start(&host, 32, move |c, i| match (c + i) % 3 {
+        0 => (reqwest::Method::GET, format!("/cars/{car}"), None),
+        1 => (
+            reqwest::Method::POST,
+            "/orders".to_string(),
+            Some(json!({"carId": car, "qty": 1, "customerId": format!("swap-{c}")})),
+        ),
+        _ => (reqwest::Method::GET, format!("/availability/{car}"), None),
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut last = std::collections::HashMap::new();
     for round in 1..=2 {
@@ -138,12 +101,7 @@ async fn hotswap_under_load_fails_no_request_and_switches_versions() {
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.expect("client task");
-    }
-    let failures = failures.lock().unwrap().clone();
-    let total = done.load(Ordering::SeqCst);
+    let (total, failures) = load.finish().await;
     assert!(
         failures.is_empty(),
         "{} of {total} requests failed during swaps: {:?}",

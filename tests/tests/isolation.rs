@@ -2,11 +2,9 @@
 //! allocation, endless loop) fails only its own request, with a problem naming the context
 //! and the cause, while concurrent requests to the other contexts all succeed.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ctxhost_tests::{Host, HostOptions};
+use ctxhost_tests::{Host, HostOptions, Load};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,42 +17,17 @@ async fn isolation_each_misbehaviour_fails_only_its_own_request() {
     );
     let car = host.create_car("Calm", 1_000_000).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for c in 0..16u64 {
-        let api = host.api();
-        let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
-        clients.push(tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut i = 0u64;
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && i < 5_000 {
-                let r = if (c + i).is_multiple_of(2) {
-                    api.try_send(reqwest::Method::GET, &format!("/cars/{car}"), None)
-                        .await
-                } else {
-                    let body = json!({"carId": car, "qty": 1, "customerId": "calm"});
-                    api.try_send(
-                        reqwest::Method::POST,
-                        "/orders",
-                        Some((body.to_string().into_bytes(), "application/json")),
-                    )
-                    .await
-                };
-                match r {
-                    Ok(r) if r.status < 300 => {}
-                    Ok(r) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{}: {} {}", r.request, r.status, r.body)),
-                    Err(e) => failures.lock().unwrap().push(format!("transport: {e}")),
-                }
-                done.fetch_add(1, Ordering::SeqCst);
-                i += 1;
-            }
-        }));
-    }
+    let load = Load::start(&host, 16, move |c, i| {
+        if (c + i).is_multiple_of(2) {
+            (reqwest::Method::GET, format!("/cars/{car}"), None)
+        } else {
+            (
+                reqwest::Method::POST,
+                "/orders".to_string(),
+                Some(json!({"carId": car, "qty": 1, "customerId": "calm"})),
+            )
+        }
+    });
 
     let cases = [
         ("/chaos/panic", 500, "trapped"),
@@ -80,12 +53,7 @@ async fn isolation_each_misbehaviour_fails_only_its_own_request() {
             host.get("/chaos/ok").await.expect(200);
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.expect("client task");
-    }
-    let failures = failures.lock().unwrap().clone();
-    let total = done.load(Ordering::SeqCst);
+    let (total, failures) = load.finish().await;
     assert!(
         failures.is_empty(),
         "{} of {total} requests to other contexts failed: {:?}",
