@@ -44,18 +44,7 @@ pub async fn deploy(State(app): State<Arc<App>>, Path(name): Path<String>, body:
     }
     let bytes = match axum::body::to_bytes(body, app.upload_limit).await {
         Ok(b) => b,
-        Err(_) => {
-            let mut res = Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the upload is over the limit of {} bytes", app.upload_limit),
-            )
-            .into_response();
-            res.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-            return res;
-        }
+        Err(_) => return Problem::too_large("the upload", app.upload_limit),
     };
     if bytes.is_empty() {
         return Problem::new(

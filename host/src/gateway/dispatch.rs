@@ -100,21 +100,7 @@ async fn serve(
         return (Some(name), 0, p.into_response());
     };
     let (parts, body) = req.into_parts();
-    // The rest of the body is left unread, so the connection cannot carry another request:
-    // say so, or a client would reuse it and fail.
-    let too_large = || {
-        let mut res = Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is over the limit of {} bytes",
-                app.body_limit
-            ),
-        )
-        .into_response();
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        res
-    };
+    let too_large = || Problem::too_large("the request body", app.body_limit);
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)

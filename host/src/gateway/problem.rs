@@ -34,6 +34,20 @@ impl Problem {
         self.retry_after = Some(seconds);
         self
     }
+
+    /// 413 for a body over `limit` bytes. The rest of the body is left unread, so the
+    /// connection cannot carry another request: the answer closes it, or a client would
+    /// reuse it and fail.
+    pub fn too_large(what: &str, limit: usize) -> Response {
+        let mut res = Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} is over the limit of {limit} bytes"),
+        )
+        .into_response();
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    }
 }
 
 impl IntoResponse for Problem {
