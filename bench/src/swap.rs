@@ -9,34 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use ctxhost_tests::with_marker;
+
 use crate::host::{ADMIN_TOKEN, BenchHost};
 use crate::load::{self, Req};
 use crate::{median, table_row};
-
-/// `bytes` plus a custom section: a new version with the same behaviour.
-pub fn with_marker(bytes: &[u8], marker: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let name = b"ctxhost-bench-marker";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(marker.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
-}
 
 struct Admin {
     client: reqwest::Client,

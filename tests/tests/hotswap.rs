@@ -4,33 +4,10 @@
 
 use std::time::Duration;
 
-use ctxhost_tests::{ADMIN_TOKEN, Api, Host, HostOptions, Load, Resp, eventually, plugin_dir};
+use ctxhost_tests::{
+    ADMIN_TOKEN, Api, Host, HostOptions, Load, Resp, eventually, plugin_dir, with_marker,
+};
 use serde_json::{Value, json};
-
-/// `bytes` plus a custom section: a new version (new digest) with the same behaviour.
-fn with_marker(bytes: &[u8], marker: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"ctxhost-test-marker";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(marker.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
-}
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = plugin_dir().join(format!("{name}.wasm"));
