@@ -51,6 +51,16 @@ struct FileConfig {
     resilience: crate::resilience::ResilienceFile,
     #[serde(default)]
     rate_limit: crate::resilience::RateLimitFile,
+    amqp: Option<AmqpFile>,
+}
+
+/// The `[amqp]` table: RabbitMQ as the event transport.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmqpFile {
+    url: Option<String>,
+    namespace: Option<String>,
+    prefetch: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +81,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub contexts: Option<String>,
     pub admin_token: Option<String>,
+    /// RabbitMQ URL; selects the RabbitMQ transport.
+    pub amqp_url: Option<String>,
 }
 
 /// The resolved settings of a host process.
@@ -92,6 +104,8 @@ pub struct Settings {
     pub watch_dir: Option<PathBuf>,
     /// Limits of contexts deployed at run time without configuration.
     pub default_limits: ContextLimits,
+    /// RabbitMQ as the event transport (`None`: the embedded bus).
+    pub amqp: Option<crate::bus::AmqpSettings>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -216,6 +230,7 @@ impl Settings {
                 },
             });
         }
+        let amqp = resolve_amqp(ov.amqp_url, file.amqp)?;
         let body_limit = file.body_limit.unwrap_or(1024 * 1024);
         let resilience = crate::resilience::ResilienceSettings::resolve(
             &file.resilience,
@@ -253,8 +268,59 @@ impl Settings {
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),
             default_limits,
             config_file,
+            amqp,
         })
     }
+}
+
+/// The RabbitMQ settings, when a URL is given by flag, variable or file.
+fn resolve_amqp(
+    url: Option<String>,
+    file: Option<AmqpFile>,
+) -> Result<Option<crate::bus::AmqpSettings>, ConfigError> {
+    let file = file.unwrap_or_default();
+    let Some(url) = url.or(file.url).filter(|u| !u.trim().is_empty()) else {
+        if file.namespace.is_some() || file.prefetch.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "amqp",
+                message: "the [amqp] table needs a url (or set CTXHOST_AMQP_URL / --amqp-url)"
+                    .into(),
+            });
+        }
+        return Ok(None);
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        name: "amqp",
+        message,
+    };
+    let parsed: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| invalid(format!("url is not an AMQP URI: {e}")))?;
+    if parsed.scheme != lapin::uri::AMQPScheme::AMQP {
+        return Err(invalid(
+            "only amqp:// is supported (this build has no TLS for amqps://)".into(),
+        ));
+    }
+    let namespace = file.namespace.unwrap_or_else(|| "ctxhost".into());
+    if namespace.is_empty()
+        || namespace.len() > 100
+        || !namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(invalid(format!(
+            "namespace {namespace:?} must be 1-100 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    let prefetch = file.prefetch.unwrap_or(32);
+    if prefetch == 0 {
+        return Err(invalid("prefetch must be at least 1".into()));
+    }
+    Ok(Some(crate::bus::AmqpSettings {
+        url,
+        namespace,
+        prefetch,
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -343,5 +409,60 @@ mod tests {
         })
         .expect_err("unknown key");
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn rabbitmq_is_chosen_by_url_with_sane_defaults_and_clear_refusals() {
+        let d = tmp();
+        let plugin = "[plugins.order]\npath = \"o.wasm\"\n";
+        let p = write(&d, plugin);
+        let none = Settings::resolve(Overrides {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .expect("resolves");
+        assert!(none.amqp.is_none(), "no url: the embedded bus");
+        let s = Settings::resolve(Overrides {
+            config: Some(p.clone()),
+            amqp_url: Some("amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            ..Default::default()
+        })
+        .expect("resolves");
+        let amqp = s.amqp.expect("amqp chosen by the flag");
+        assert_eq!((amqp.namespace.as_str(), amqp.prefetch), ("ctxhost", 32));
+
+        let p = write(
+            &d,
+            &format!(
+                "[amqp]\nurl = \"amqp://127.0.0.1\"\nnamespace = \"shop\"\nprefetch = 8\n{plugin}"
+            ),
+        );
+        let amqp = Settings::resolve(Overrides {
+            config: Some(p),
+            ..Default::default()
+        })
+        .expect("resolves")
+        .amqp
+        .expect("amqp from the file");
+        assert_eq!((amqp.namespace.as_str(), amqp.prefetch), ("shop", 8));
+
+        for (table, needle) in [
+            ("[amqp]\nnamespace = \"x\"\n", "needs a url"),
+            ("[amqp]\nurl = \"amqps://h\"\n", "only amqp://"),
+            ("[amqp]\nurl = \"http://h\"\n", "not an AMQP URI"),
+            (
+                "[amqp]\nurl = \"amqp://h\"\nnamespace = \"a b\"\n",
+                "namespace",
+            ),
+            ("[amqp]\nurl = \"amqp://h\"\nprefetch = 0\n", "prefetch"),
+        ] {
+            let p = write(&d, &format!("{table}{plugin}"));
+            let err = Settings::resolve(Overrides {
+                config: Some(p),
+                ..Default::default()
+            })
+            .expect_err(table);
+            assert!(err.to_string().contains(needle), "{table}: {err}");
+        }
     }
 }

@@ -37,6 +37,10 @@ enum Command {
         /// Bearer token of the admin API [default: generated into <data dir>/admin-token].
         #[arg(long, env = "CTXHOST_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// RabbitMQ URL (amqp://user:pass@host:port/vhost); selects the RabbitMQ event
+        /// transport [default: the embedded bus].
+        #[arg(long, env = "CTXHOST_AMQP_URL", hide_env_values = true)]
+        amqp_url: Option<String>,
     },
     /// Inspect the plugins of a running host.
     Plugin {
@@ -105,6 +109,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 contexts,
                 admin_token,
+                amqp_url,
             } => {
                 let settings = Settings::resolve(Overrides {
                     config,
@@ -112,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                     data_dir,
                     contexts,
                     admin_token,
+                    amqp_url,
                 })?;
                 ctxhost::run(settings, shutdown_signal()).await
             }

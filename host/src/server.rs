@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use tokio::sync::watch;
 
 use crate::admin;
-use crate::bus::{EmbeddedBus, EventTransport, RetryPolicy};
+use crate::bus::{AmqpBus, EmbeddedBus, EventTransport, RetryPolicy};
 use crate::config::Settings;
 use crate::gateway::RouteTable;
 use crate::runtime::Runtime;
@@ -128,8 +128,14 @@ pub async fn run(
     let routes = RouteTable::build(loaded.iter().map(|c| (&c.name, c.routes.as_slice())))
         .map_err(anyhow::Error::msg)?;
     let routes = Arc::new(RwLock::new(Arc::new(routes)));
-    let transport: Arc<dyn EventTransport> =
-        Arc::new(EmbeddedBus::new(runtime.clone(), RetryPolicy::default()));
+    let transport: Arc<dyn EventTransport> = match &settings.amqp {
+        Some(amqp) => Arc::new(AmqpBus::new(
+            runtime.clone(),
+            amqp.clone(),
+            RetryPolicy::default(),
+        )?),
+        None => Arc::new(EmbeddedBus::new(runtime.clone(), RetryPolicy::default())),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let contexts: Vec<String> = settings.plugins.iter().map(|p| p.name.clone()).collect();
     transport.start(contexts.clone(), stop_rx.clone());

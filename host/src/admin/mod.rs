@@ -26,7 +26,9 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: every configured context is loaded and the event transport is ready.
+/// `GET /readyz`: every configured context is loaded (else 503). A broker that is down
+/// makes the host `degraded`, still 200: requests are served and events wait in the outbox,
+/// so taking the host out of rotation would only add an outage.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let mut contexts = Vec::new();
     let mut ready = true;
@@ -41,9 +43,13 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         contexts.push(json!({ "name": name, "state": state }));
     }
     let transport = app.transport.status();
-    ready &= transport.ready;
+    let status = match (ready, transport.ready) {
+        (false, _) => "not ready",
+        (true, false) => "degraded",
+        (true, true) => "ready",
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "not ready" },
+        "status": status,
         "contexts": contexts,
         "transport": transport,
     });
@@ -139,6 +145,9 @@ pub async fn redeliver(
         Ok(()) => Json(json!({ "context": context, "fromSeq": req.from_seq })).into_response(),
         Err(e @ BusError::UnknownSubscriber(_)) => {
             Problem::new(StatusCode::NOT_FOUND, e.to_string()).into_response()
+        }
+        Err(e @ BusError::Unavailable(_)) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
         }
         Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

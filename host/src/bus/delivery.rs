@@ -116,14 +116,11 @@ async fn dead_letter(
         "attempts": attempts,
         "deadLetteredAt": crate::time::now_rfc3339(),
     });
+    let key = format!("{context}/{seq:020}-{}", event.id);
     let table: Table = Arc::from(crate::state::DEAD_LETTERS);
     loop {
         let mut unit = UnitOfWork::begin(runtime.db())?;
-        unit.put(
-            &table,
-            &format!("{context}/{seq:020}"),
-            Some(record.to_string().into_bytes()),
-        );
+        unit.put(&table, &key, Some(record.to_string().into_bytes()));
         if let Some((t, k)) = cursor {
             unit.put(t, k, Some(seq.to_be_bytes().to_vec()));
         }
@@ -134,4 +131,21 @@ async fn dead_letter(
     }
     tracing::error!(context, event_id = %event.id, event_type = %event.event_type, seq, attempts, reason, "event dead-lettered");
     Ok(())
+}
+
+/// Keep `record` in the dead-letter table under `key` (for messages that never became an
+/// event delivery, such as foreign messages on a broker queue).
+pub async fn record_dead_letter(
+    runtime: &Runtime,
+    key: &str,
+    record: serde_json::Value,
+) -> Result<(), StateError> {
+    let table: Table = Arc::from(crate::state::DEAD_LETTERS);
+    loop {
+        let mut unit = UnitOfWork::begin(runtime.db())?;
+        unit.put(&table, key, Some(record.to_string().into_bytes()));
+        if let CommitOutcome::Committed { .. } = runtime.committer().commit(unit).await? {
+            return Ok(());
+        }
+    }
 }

@@ -121,6 +121,8 @@ impl EventTransport for EmbeddedBus {
         TransportStatus {
             transport: "embedded",
             ready: true,
+            state: "connected",
+            outbox_pending: None,
             detail: "events are delivered from the local event log".into(),
         }
     }

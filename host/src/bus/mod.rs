@@ -2,15 +2,18 @@
 //! (the outbox); a transport carries it from there to each subscribed context, which applies
 //! it through `delivery` (inbox check, handler, cursor, one commit).
 //!
-//! The embedded bus is the transport when no broker is configured.
+//! The embedded bus is the transport when no broker is configured; `amqp` carries events
+//! through RabbitMQ, between the contexts of one process or of several.
 
-mod delivery;
+pub mod amqp;
+pub(crate) mod delivery;
 mod embedded;
 pub mod envelope;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use amqp::{AmqpBus, AmqpSettings};
 pub use delivery::{Delivered, RetryPolicy, deliver};
 pub use embedded::EmbeddedBus;
 pub use envelope::Envelope;
@@ -20,16 +23,26 @@ pub use envelope::Envelope;
 pub enum BusError {
     #[error("context {0} is not subscribed to any event in this host")]
     UnknownSubscriber(String),
+    #[error("the event transport cannot do this now: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
 }
 
 /// What a transport reports to readiness checks and operators.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TransportStatus {
+    /// `embedded` or `amqp`.
     pub transport: &'static str,
+    /// Events flow now.
     pub ready: bool,
+    /// `connected`, `connecting` or `disconnected`.
+    pub state: &'static str,
     pub detail: String,
+    /// Events committed and not yet handed to the broker (`None`: no broker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox_pending: Option<u64>,
 }
 
 /// A way of carrying committed events to subscribers.
