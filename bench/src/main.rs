@@ -1,6 +1,7 @@
 //! `ctxhost-bench`: benchmarks of the host, side by side in one run, printing medians and
 //! ratios (these machines are noisy: never trust a lone absolute figure).
 
+mod events;
 mod host;
 mod instantiate;
 mod load;
@@ -38,6 +39,7 @@ fn usage() -> ! {
          \n  instantiate  fresh instance per plugin, and a typed call into a fresh instance\
          \n  write        POST /orders (durable) at 1, 16 and 64 clients\
          \n  memory       host resident memory idle, under the read load and the write load\
+         \n  events       orders/s from POST to the view and order->view latency, embedded bus vs RabbitMQ\
          \n  all          every suite above, in that order"
     );
     std::process::exit(2)
@@ -71,8 +73,16 @@ async fn main() -> anyhow::Result<()> {
     let rounds = rounds.max(1);
     let what = what.as_str();
     let suites: &[&str] = match what {
-        "all" => &["swap", "read", "peer", "instantiate", "write", "memory"],
-        "swap" | "read" | "peer" | "instantiate" | "write" | "memory" => {
+        "all" => &[
+            "swap",
+            "read",
+            "peer",
+            "instantiate",
+            "write",
+            "memory",
+            "events",
+        ],
+        "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" => {
             std::slice::from_ref(&what)
         }
         _ => usage(),
@@ -85,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             "instantiate" => instantiate::run(&plugins, seconds).await?,
             "write" => write::run(&bin, &plugins, &[1, 16, 64], seconds).await?,
             "memory" => memory::run(&bin, &plugins, connections, seconds).await?,
+            "events" => events::run(&bin, &plugins, connections, seconds).await?,
             _ => usage(),
         }
     }

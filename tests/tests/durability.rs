@@ -1,14 +1,11 @@
 //! What must survive: state across a graceful restart, redelivered events applied once, and
 //! a kill -9 in the middle of a load of orders losing nothing and applying nothing twice.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ctxhost_tests::{
-    Api, Host, HostOptions, SETTLE, check_placed_order, ensure_that, eventually, id, text,
-    view_row, view_row_for,
+    Api, Host, HostOptions, OrderLoad, SETTLE, assert_rental_consistent, ensure_that, eventually,
+    id, text,
 };
 use serde_json::{Value, json};
 
@@ -38,26 +35,14 @@ async fn snapshot(api: &Api, customers: &[&str]) -> Value {
 
 /// Waits until the order has `status` and its view row shows `order_status`/`payment_status`.
 async fn settled(api: &Api, customer: &str, order_id: u64, status: &str, payment_status: &str) {
-    eventually(SETTLE, || async {
-        let order = api.order(order_id).await;
-        ensure_that!(text(&order, "status") == status, "order: {order}");
-        let payment = api.payment(id(&order, "paymentId")).await;
-        ensure_that!(
-            text(&payment, "status") == payment_status,
-            "payment: {payment}"
-        );
-        let rows = api.customer_orders(customer).await;
-        let row = view_row_for(&rows, order_id).ok_or(format!("no view row: {rows:?}"))?;
-        ensure_that!(
-            text(row, view_row::ORDER_STATUS) == status,
-            "view row: {row}"
-        );
-        ensure_that!(
-            text(row, view_row::PAYMENT_STATUS) == payment_status,
-            "view row: {row}"
-        );
-        Ok(())
-    })
+    ctxhost_tests::settled(
+        api,
+        api,
+        customer,
+        order_id,
+        (status, payment_status),
+        SETTLE,
+    )
     .await;
 }
 
@@ -216,15 +201,6 @@ async fn redelivered_events_after_a_restart_are_applied_once() {
     }
 }
 
-/// What the load clients saw.
-#[derive(Default)]
-struct LoadResult {
-    /// order id -> (payment id, qty) of every 201 answer.
-    created: BTreeMap<u64, (u64, u64)>,
-    /// Answers other than 201.
-    unexpected: Vec<String>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_load_loses_no_order_or_payment_and_applies_nothing_twice() {
     const CLIENTS: usize = 16;
@@ -233,165 +209,39 @@ async fn kill_9_mid_load_loses_no_order_or_payment_and_applies_nothing_twice() {
     let mut host = Host::start(HostOptions::new());
     let car = host.create_car("Avante", STOCK).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for client in 0..CLIENTS {
-        let api = host.api();
-        let stop = stop.clone();
-        let sent = sent.clone();
-        clients.push(tokio::spawn(async move {
-            let mut seen = LoadResult::default();
-            let customer = format!("load-{client}");
-            while !stop.load(Ordering::Relaxed) {
-                let n = sent.fetch_add(1, Ordering::Relaxed);
-                if n >= MAX_ORDERS {
-                    break;
-                }
-                let qty = 1 + (n % 3) as u64;
-                let body = json!({"carId": car, "qty": qty, "customerId": customer});
-                match api.try_post_json("/orders", &body).await {
-                    Ok(resp) if resp.status == 201 => {
-                        let order = resp.json();
-                        check_placed_order(&order, car, qty, &customer);
-                        seen.created
-                            .insert(id(&order, "id"), (id(&order, "paymentId"), qty));
-                    }
-                    Ok(resp) => seen
-                        .unexpected
-                        .push(format!("{}: {}", resp.status, resp.body)),
-                    // The host is gone: this client is done.
-                    Err(_) => break,
-                }
-            }
-            seen
-        }));
-    }
-
+    let load = OrderLoad::start(&host, car, CLIENTS, MAX_ORDERS);
     tokio::time::sleep(Duration::from_secs(2)).await;
     host.kill();
-    stop.store(true, Ordering::Relaxed);
-    let mut created = BTreeMap::new();
-    let mut unexpected = Vec::new();
-    for client in clients {
-        let seen = tokio::time::timeout(Duration::from_secs(40), client)
-            .await
-            .expect("a load client did not stop after the kill")
-            .expect("a load client panicked");
-        created.extend(seen.created);
-        unexpected.extend(seen.unexpected);
-    }
+    let attempted = load.sent();
+    let seen = load.finish(Duration::from_secs(40)).await;
     eprintln!(
-        "kill -9 after {} orders answered 201 ({} attempted)",
-        created.len(),
-        sent.load(Ordering::Relaxed).min(MAX_ORDERS)
+        "kill -9 after {} orders answered 201 ({attempted} attempted)",
+        seen.created.len(),
     );
     assert!(
-        unexpected.is_empty(),
-        "answers other than 201 under load: {unexpected:?}"
+        seen.unexpected.is_empty(),
+        "answers other than 201 under load: {:?}",
+        seen.unexpected
     );
     assert!(
-        created.len() >= CLIENTS,
+        seen.created.len() >= CLIENTS,
         "too few orders before the kill: {}",
-        created.len()
+        seen.created.len()
     );
 
     host.start_again();
 
     // Every order has its payment and every payment its order (checked right after the
-    // restart, before the saga has settled, and again once it has).
-    let check_pairs = |orders: &[Value], payments: &[Value]| {
-        let orders_by_id: BTreeMap<u64, &Value> = orders.iter().map(|o| (id(o, "id"), o)).collect();
-        assert_eq!(orders_by_id.len(), orders.len(), "duplicate order ids");
-        let payments_by_id: BTreeMap<u64, &Value> =
-            payments.iter().map(|p| (id(p, "id"), p)).collect();
-        assert_eq!(
-            payments_by_id.len(),
-            payments.len(),
-            "duplicate payment ids"
-        );
-        for order in orders {
-            let payment = payments_by_id
-                .get(&id(order, "paymentId"))
-                .unwrap_or_else(|| panic!("order without its payment: {order}"));
-            assert_eq!(
-                id(payment, "orderId"),
-                id(order, "id"),
-                "payment {payment} of {order}"
-            );
-            assert_eq!(payment["qty"], order["qty"], "payment {payment} of {order}");
-            assert_eq!(
-                payment["carId"], order["carId"],
-                "payment {payment} of {order}"
-            );
-        }
-        let mut paid_orders = BTreeSet::new();
-        for payment in payments {
-            let order_id = id(payment, "orderId");
-            assert!(
-                orders_by_id.contains_key(&order_id),
-                "payment without its order: {payment}"
-            );
-            assert!(
-                paid_orders.insert(order_id),
-                "two payments for order {order_id}"
-            );
-        }
-        for (order_id, (payment_id, qty)) in &created {
-            let order = orders_by_id
-                .get(order_id)
-                .unwrap_or_else(|| panic!("order {order_id} was answered 201 and is lost"));
-            assert_eq!(id(order, "paymentId"), *payment_id, "order {order}");
-            assert_eq!(id(order, "qty"), *qty, "order {order}");
-        }
-    };
-    check_pairs(&host.orders().await, &host.payments().await);
-
-    let long = Duration::from_secs(90);
-    eventually(long, || async {
-        let orders = host.orders().await;
-        let payments = host.payments().await;
-        let pending = orders
-            .iter()
-            .filter(|o| text(o, "status") == "PAID")
-            .count();
-        ensure_that!(pending == 0, "{pending} orders still PAID");
-        let payment_status: BTreeMap<u64, &str> = payments
-            .iter()
-            .map(|p| (id(p, "id"), text(p, "status")))
-            .collect();
-        let mut rented_qty = 0;
-        for order in &orders {
-            let want = match text(order, "status") {
-                "RENTED" => {
-                    rented_qty += id(order, "qty") as i64;
-                    "APPROVED"
-                }
-                "REJECTED" => "CANCELLED",
-                other => panic!("unexpected order status {other}: {order}"),
-            };
-            let got = payment_status
-                .get(&id(order, "paymentId"))
-                .copied()
-                .unwrap_or("");
-            ensure_that!(got == want, "payment of {order} is {got}, want {want}");
-        }
-        let car_now = host.car(car).await;
-        let available = car_now["available"]
-            .as_i64()
-            .ok_or(format!("car: {car_now}"))?;
-        assert!(available >= 0, "availability went negative: {car_now}");
-        ensure_that!(
-            STOCK as i64 - available == rented_qty,
-            "stock {STOCK} - available {available} != rented qty {rented_qty}"
-        );
-        let (view, _) = host.availability(car).await.ok_or("car not in the view")?;
-        ensure_that!(
-            view == available,
-            "view availability {view} != car's {available}"
-        );
-        check_pairs(&orders, &payments);
-        Ok(())
-    })
+    // restart, before the saga has settled, and again once it has), and the saga, the car
+    // and the view settle consistently.
+    let api = host.api();
+    assert_rental_consistent(
+        &api,
+        &api,
+        car,
+        STOCK,
+        &seen.created,
+        Duration::from_secs(90),
+    )
     .await;
 }
