@@ -2,6 +2,9 @@
 //! the context's inbox for the event id, runs the handler, records the id and (for the
 //! embedded bus) moves the context's cursor. A failing handler is retried with backoff, then
 //! dead-lettered with the reason, and the stream moves on.
+//!
+//! `deliver_batch` applies a run of events in one unit of work (one commit, one fsync), each
+//! in a savepoint, so a backlog drains at many events per fsync instead of one.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,17 +45,18 @@ pub enum Delivered {
 }
 
 /// Apply `event` (sequence `seq`) to `context`. `cursor`: the table and key whose value is
-/// set to `seq` in the same commit.
+/// set to `seq` in the same commit. `failed`: attempts already made (and failed) elsewhere,
+/// counted against the policy.
 pub async fn deliver(
     runtime: &Runtime,
     context: &str,
-    seq: u64,
-    event: &Envelope,
+    (seq, event): (u64, &Envelope),
     cursor: Option<(&Table, &str)>,
     policy: &RetryPolicy,
+    failed: u32,
 ) -> Result<Delivered, StateError> {
     let inbox = inbox_table(context);
-    let mut attempts = 0u32;
+    let mut attempts = failed;
     loop {
         let Some(ctx) = runtime.registry().get(context) else {
             return Ok(Delivered::NoSuchContext);
@@ -96,6 +100,108 @@ pub async fn deliver(
             .min(policy.max_backoff);
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// Most events applied in one unit of work by [`deliver_batch`].
+pub const MAX_BATCH: usize = 64;
+
+fn seq_bytes(seq: u64) -> Option<Vec<u8>> {
+    Some(seq.to_be_bytes().to_vec())
+}
+
+fn locked(unit: &SharedUnitOfWork) -> std::sync::MutexGuard<'_, UnitOfWork> {
+    unit.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type SharedUnitOfWork = Arc<Mutex<UnitOfWork>>;
+
+/// Apply the events of `run` (in order) to `context` in one unit of work, each handler in its
+/// own savepoint, and commit once. Stops before the first event whose handler fails (its
+/// effects undone), leaving it and the rest to the caller, which hands it to [`deliver`] for
+/// the retries. Returns the outcomes (`Applied` or `Duplicate`) of the events it committed,
+/// from the start of `run`; none when the context is not loaded. A conflict at commit runs
+/// the batch again on fresh state.
+pub async fn deliver_batch(
+    runtime: &Runtime,
+    context: &str,
+    run: &[(u64, Envelope)],
+    cursor: Option<(&Table, &str)>,
+) -> Result<Vec<Delivered>, StateError> {
+    let inbox = inbox_table(context);
+    loop {
+        let Some(ctx) = runtime.registry().get(context) else {
+            return Ok(Vec::new());
+        };
+        let shared: SharedUnitOfWork = Arc::new(Mutex::new(UnitOfWork::begin(runtime.db())?));
+        let mut done = Vec::with_capacity(run.len());
+        for (seq, event) in run {
+            let savepoint = {
+                let mut unit = locked(&shared);
+                if unit.get(&inbox, &event.id)?.is_some() {
+                    if let Some((table, key)) = cursor {
+                        unit.put(table, key, seq_bytes(*seq));
+                    }
+                    done.push(Delivered::Duplicate);
+                    continue;
+                }
+                let savepoint = unit.savepoint();
+                unit.put(&inbox, &event.id, seq_bytes(*seq));
+                savepoint
+            };
+            match runtime
+                .invoke_handler(ctx.clone(), shared.clone(), event)
+                .await
+            {
+                Ok(Ok(())) => {
+                    if let Some((table, key)) = cursor {
+                        locked(&shared).put(table, key, seq_bytes(*seq));
+                    }
+                    done.push(Delivered::Applied);
+                }
+                _ => {
+                    locked(&shared).rollback_to(savepoint);
+                    break;
+                }
+            }
+        }
+        if done.is_empty() {
+            return Ok(done);
+        }
+        let unit = Arc::try_unwrap(shared)
+            .map_err(|_| StateError::Storage("unit of work still shared".into()))?
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        match runtime.committer().commit(unit).await? {
+            CommitOutcome::Committed { .. } => return Ok(done),
+            CommitOutcome::Conflict => continue,
+        }
+    }
+}
+
+/// Apply every event of `run` in order: batches through [`deliver_batch`], and each event a
+/// batch stops at through [`deliver`] (retries, then the dead-letter table). Returns the
+/// outcome of each event, or fewer outcomes when the context is gone (the rest untouched).
+pub async fn deliver_all(
+    runtime: &Runtime,
+    context: &str,
+    run: &[(u64, Envelope)],
+    cursor: Option<(&Table, &str)>,
+    policy: &RetryPolicy,
+) -> Result<Vec<Delivered>, StateError> {
+    let mut outcomes = Vec::with_capacity(run.len());
+    while outcomes.len() < run.len() {
+        let rest = &run[outcomes.len()..];
+        let batch = &rest[..rest.len().min(MAX_BATCH)];
+        outcomes.extend(deliver_batch(runtime, context, batch, cursor).await?);
+        if let Some((seq, event)) = run.get(outcomes.len()) {
+            // The batch stopped here because the handler failed once already.
+            match deliver(runtime, context, (*seq, event), cursor, policy, 1).await? {
+                Delivered::NoSuchContext => break,
+                outcome => outcomes.push(outcome),
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
 async fn dead_letter(

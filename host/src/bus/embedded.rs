@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::delivery::{Delivered, RetryPolicy, deliver};
+use super::delivery::{RetryPolicy, deliver_all};
 use super::envelope::Envelope;
 use super::{BusError, EventTransport, TransportStatus};
 use crate::runtime::Runtime;
@@ -169,40 +169,37 @@ async fn worker(
             Some(c) => c.subscriptions.clone(),
             None => break,
         };
+        let last = batch.last().map(|(seq, _)| *seq).unwrap_or(cursor);
+        let mut run = Vec::new();
         for (seq, bytes) in batch {
-            if sub.rewind.load(Ordering::SeqCst) != NO_REWIND || *shutdown.borrow() {
-                continue 'outer;
-            }
-            let event = match Envelope::decode(&bytes) {
-                Ok(e) => e,
+            match Envelope::decode(&bytes) {
+                Ok(event) if subscriptions.contains(&event.event_type) => run.push((seq, event)),
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(context = %context, seq, error = %e, "skipping unreadable event");
-                    cursor = seq;
-                    continue;
+                    tracing::error!(context = %context, seq, error = %e, "skipping unreadable event")
                 }
-            };
-            if !subscriptions.contains(&event.event_type) {
-                cursor = seq;
-                continue;
-            }
-            let outcome = deliver(
-                &runtime,
-                &context,
-                seq,
-                &event,
-                Some((&cursor_table, &context)),
-                &policy,
-            )
-            .await?;
-            match outcome {
-                Delivered::Applied | Delivered::Duplicate | Delivered::DeadLettered(_) => {
-                    tracing::debug!(context = %context, seq, event_type = %event.event_type, ?outcome, "event delivered");
-                    cursor = seq;
-                    persisted = seq;
-                }
-                Delivered::NoSuchContext => break 'outer,
             }
         }
+        if sub.rewind.load(Ordering::SeqCst) != NO_REWIND || *shutdown.borrow() {
+            continue 'outer;
+        }
+        let outcomes = deliver_all(
+            &runtime,
+            &context,
+            &run,
+            Some((&cursor_table, &context)),
+            &policy,
+        )
+        .await?;
+        tracing::debug!(context = %context, events = run.len(), to = last, "events delivered");
+        if outcomes.len() < run.len() {
+            // The context is no longer loaded.
+            break 'outer;
+        }
+        if let Some((seq, _)) = run.last() {
+            persisted = *seq;
+        }
+        cursor = last;
     }
     tracing::debug!(context = %context, "event worker stopped");
     Ok(())

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use amqp::{AmqpBus, AmqpSettings};
-pub use delivery::{Delivered, RetryPolicy, deliver};
+pub use delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver, deliver_all, deliver_batch};
 pub use embedded::EmbeddedBus;
 pub use envelope::Envelope;
 

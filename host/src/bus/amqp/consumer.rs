@@ -1,6 +1,8 @@
-//! The consumer of one subscribing context: takes the messages of its queue one at a time
-//! (so events of a publisher apply in order), applies each through `deliver` and
-//! acknowledges only after the unit of work (effect and inbox entry) has committed. A
+//! The consumer of one subscribing context: takes the messages of its queue in order (so
+//! events of a publisher apply in order), in batches of what the broker has already sent
+//! (up to the prefetch), applies them through `deliver_all` (one commit per batch) and
+//! acknowledges each only after the unit of work holding its effect and inbox entry has
+//! committed. A
 //! message the context gives up on is rejected into the dead-letter exchange. Bindings follow
 //! the event types the current version of the context declares.
 
@@ -8,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -16,7 +18,7 @@ use lapin::{Channel, Connection};
 
 use super::topology::Topology;
 use super::{AmqpError, message};
-use crate::bus::delivery::{Delivered, RetryPolicy, deliver, record_dead_letter};
+use crate::bus::delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver_all, record_dead_letter};
 use crate::runtime::Runtime;
 
 /// How often the bindings are compared with the context's current subscriptions.
@@ -72,11 +74,19 @@ pub async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Stopped, A
     loop {
         tokio::select! {
             next = consumer.next() => {
-                let delivery = match next {
+                let mut deliveries = match next {
                     None => return Err(AmqpError::ConsumerEnded(context)),
-                    Some(d) => d?,
+                    Some(d) => vec![d?],
                 };
-                if let Some(stopped) = handle(&runtime, &context, &policy, delivery).await? {
+                // Whatever else the broker has already sent joins the batch.
+                while deliveries.len() < MAX_BATCH {
+                    match consumer.next().now_or_never() {
+                        Some(Some(d)) => deliveries.push(d?),
+                        Some(None) => return Err(AmqpError::ConsumerEnded(context)),
+                        None => break,
+                    }
+                }
+                if let Some(stopped) = handle(&runtime, &context, &policy, deliveries).await? {
                     return Ok(stopped);
                 }
             }
@@ -114,70 +124,82 @@ async fn reconcile(
     Ok(true)
 }
 
+const REJECT: BasicNackOptions = BasicNackOptions {
+    requeue: false,
+    multiple: false,
+};
+const REQUEUE: BasicNackOptions = BasicNackOptions {
+    requeue: true,
+    multiple: false,
+};
+
+/// Apply a batch of deliveries, in order, and settle each with the broker.
 async fn handle(
     runtime: &Runtime,
     context: &str,
     policy: &RetryPolicy,
-    delivery: Delivery,
+    deliveries: Vec<Delivery>,
 ) -> Result<Option<Stopped>, AmqpError> {
-    let reject = BasicNackOptions {
-        requeue: false,
-        multiple: false,
+    let Some(ctx) = runtime.registry().get(context) else {
+        for delivery in deliveries {
+            delivery.nack(REQUEUE).await?;
+        }
+        return Ok(Some(Stopped::ContextGone(context.to_string())));
     };
-    let (seq, event) = match message::decode(&delivery.properties, &delivery.data) {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            tracing::error!(context, error = %e, routing_key = %delivery.routing_key, "dead-lettering a message that is not an event");
-            let record = serde_json::json!({
-                "context": context,
-                "reason": e.to_string(),
-                "attempts": 0,
-                "routingKey": delivery.routing_key.as_str(),
-                "data": String::from_utf8_lossy(&delivery.data),
-                "deadLetteredAt": crate::time::now_rfc3339(),
-            });
-            let key = format!("{context}/foreign/{}", uuid::Uuid::new_v4());
-            record_dead_letter(runtime, &key, record).await?;
-            delivery.nack(reject).await?;
-            return Ok(None);
-        }
-    };
-    let subscribed = match runtime.registry().get(context) {
-        Some(ctx) => ctx.subscriptions.contains(&event.event_type),
-        None => {
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await?;
-            return Ok(Some(Stopped::ContextGone(context.to_string())));
-        }
-    };
-    if !subscribed {
-        // Bound when an earlier version subscribed; this one does not.
-        delivery.ack(BasicAckOptions::default()).await?;
-        return Ok(None);
-    }
-    let outcome = deliver(runtime, context, seq, &event, None, policy).await?;
-    tracing::debug!(context, event_id = %event.id, event_type = %event.event_type, seq, redelivered = delivery.redelivered, ?outcome, "event delivered");
-    match outcome {
-        Delivered::Applied | Delivered::Duplicate => {
-            delivery.ack(BasicAckOptions::default()).await?;
-            Ok(None)
-        }
-        Delivered::DeadLettered(_) => {
-            delivery.nack(reject).await?;
-            Ok(None)
-        }
-        Delivered::NoSuchContext => {
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await?;
-            Ok(Some(Stopped::ContextGone(context.to_string())))
+    let mut run = Vec::with_capacity(deliveries.len());
+    let mut pending = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match message::decode(&delivery.properties, &delivery.data) {
+            Ok((seq, event)) if ctx.subscriptions.contains(&event.event_type) => {
+                run.push((seq, event));
+                pending.push(delivery);
+            }
+            // Bound when an earlier version subscribed; this one does not.
+            Ok(_) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            Err(e) => foreign(runtime, context, delivery, e).await?,
         }
     }
+    drop(ctx);
+    let outcomes = deliver_all(runtime, context, &run, None, policy).await?;
+    tracing::debug!(context, events = run.len(), "events delivered");
+    let mut stopped = None;
+    for (i, delivery) in pending.into_iter().enumerate() {
+        match outcomes.get(i) {
+            Some(Delivered::Applied | Delivered::Duplicate) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            Some(Delivered::DeadLettered(_)) => {
+                delivery.nack(REJECT).await?;
+            }
+            Some(Delivered::NoSuchContext) | None => {
+                delivery.nack(REQUEUE).await?;
+                stopped = Some(Stopped::ContextGone(context.to_string()));
+            }
+        }
+    }
+    Ok(stopped)
+}
+
+/// Record and reject a message that does not carry an event of this host.
+async fn foreign(
+    runtime: &Runtime,
+    context: &str,
+    delivery: Delivery,
+    error: message::NotAnEvent,
+) -> Result<(), AmqpError> {
+    tracing::error!(context, error = %error, routing_key = %delivery.routing_key, "dead-lettering a message that is not an event");
+    let record = serde_json::json!({
+        "context": context,
+        "reason": error.to_string(),
+        "attempts": 0,
+        "routingKey": delivery.routing_key.as_str(),
+        "data": String::from_utf8_lossy(&delivery.data),
+        "deadLetteredAt": crate::time::now_rfc3339(),
+    });
+    let key = format!("{context}/foreign/{}", uuid::Uuid::new_v4());
+    record_dead_letter(runtime, &key, record).await?;
+    delivery.nack(REJECT).await?;
+    Ok(())
 }
