@@ -312,7 +312,7 @@ fn resolve_amqp(
             "namespace {namespace:?} must be 1-100 letters, digits, '-', '_' or '.'"
         )));
     }
-    let prefetch = file.prefetch.unwrap_or(32);
+    let prefetch = file.prefetch.unwrap_or(128);
     if prefetch == 0 {
         return Err(invalid("prefetch must be at least 1".into()));
     }
@@ -429,7 +429,7 @@ mod tests {
         })
         .expect("resolves");
         let amqp = s.amqp.expect("amqp chosen by the flag");
-        assert_eq!((amqp.namespace.as_str(), amqp.prefetch), ("ctxhost", 32));
+        assert_eq!((amqp.namespace.as_str(), amqp.prefetch), ("ctxhost", 128));
 
         let p = write(
             &d,

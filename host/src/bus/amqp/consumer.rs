@@ -164,6 +164,16 @@ async fn handle(
     drop(ctx);
     let outcomes = deliver_all(runtime, context, &run, None, policy).await?;
     tracing::debug!(context, events = run.len(), "events delivered");
+    let settled_all = outcomes.len() == pending.len()
+        && outcomes
+            .iter()
+            .all(|o| matches!(o, Delivered::Applied | Delivered::Duplicate));
+    if settled_all && let Some(last) = pending.last() {
+        // Everything up to the last delivery is settled (earlier ones were, one by one): one
+        // frame acknowledges the batch.
+        last.ack(BasicAckOptions { multiple: true }).await?;
+        return Ok(None);
+    }
     let mut stopped = None;
     for (i, delivery) in pending.into_iter().enumerate() {
         match outcomes.get(i) {
