@@ -208,6 +208,56 @@ async fn amqp_the_rental_story_runs_over_rabbitmq() {
     outbox_drained(&host).await;
     assert_eq!(body["transport"]["transport"], "amqp", "/readyz: {body}");
     availability_is(&host, car, 3, 1).await;
+
+    // Redelivery over the broker: every event is sent again to the queues of `car` and
+    // `view`; their inboxes make it a no-op.
+    let rows_before = |customer: &'static str| {
+        let api = host.api();
+        async move {
+            let mut rows = api.customer_orders(customer).await;
+            rows.sort_by_key(|r| r.to_string());
+            rows
+        }
+    };
+    let alice_before = rows_before("alice-one").await;
+    let bob_before = rows_before("bob-one").await;
+    for (context, at_least) in [("car", 3), ("view", 8)] {
+        let answer = host
+            .post_json(
+                &format!("/admin/subscriptions/{context}/redeliver"),
+                &json!({"fromSeq": 0}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(answer["context"], context, "redeliver: {answer}");
+        let republished = answer["republished"].as_u64().unwrap_or(0);
+        assert!(
+            republished >= at_least,
+            "redeliver to {context} re-sent {republished} events: {answer}"
+        );
+    }
+    host.post_json(
+        "/admin/subscriptions/nope/redeliver",
+        &json!({"fromSeq": 0}),
+    )
+    .await
+    .expect_problem(404);
+    // A marker published after the redelivery is consumed after it (one queue, in order).
+    let marker_car = host.create_car("Marker", 1).await;
+    let marker = id(&host.place_order(marker_car, 1, "marker").await, "id");
+    settled(&host, &host, "marker", marker, "RENTED", "APPROVED").await;
+    availability_is(&host, marker_car, 1, 0).await;
+    availability_is(&host, car, 3, 1).await;
+    assert_eq!(
+        rows_before("alice-one").await,
+        alice_before,
+        "alice's view rows changed"
+    );
+    assert_eq!(
+        rows_before("bob-one").await,
+        bob_before,
+        "bob's view rows changed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -121,7 +121,9 @@ pub struct Redeliver {
 }
 
 /// `POST /admin/subscriptions/{context}/redeliver`: deliver every event after `fromSeq`
-/// to the context again; events it already applied are skipped by its inbox.
+/// to the context again; events it already applied are skipped by its inbox. Over RabbitMQ
+/// the answer says how many of this process's events were sent to the context's queue
+/// (`republished`).
 pub async fn redeliver(
     State(app): State<Arc<App>>,
     Path(context): Path<String>,
@@ -142,7 +144,13 @@ pub async fn redeliver(
         }
     };
     match app.transport.redeliver(&context, req.from_seq).await {
-        Ok(()) => Json(json!({ "context": context, "fromSeq": req.from_seq })).into_response(),
+        Ok(None) => Json(json!({ "context": context, "fromSeq": req.from_seq })).into_response(),
+        Ok(Some(sent)) => Json(json!({
+            "context": context,
+            "fromSeq": req.from_seq,
+            "republished": sent,
+        }))
+        .into_response(),
         Err(e @ BusError::UnknownSubscriber(_)) => {
             Problem::new(StatusCode::NOT_FOUND, e.to_string()).into_response()
         }

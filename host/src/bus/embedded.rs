@@ -101,7 +101,7 @@ impl EventTransport for EmbeddedBus {
         &'a self,
         context: &'a str,
         from_seq: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BusError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Option<u64>, BusError>> + Send + 'a>> {
         Box::pin(async move {
             let sub = self
                 .subscribers
@@ -113,7 +113,7 @@ impl EventTransport for EmbeddedBus {
             sub.rewind.store(from_seq, Ordering::SeqCst);
             sub.wake.notify_one();
             tracing::info!(context, from_seq, "redelivery requested");
-            Ok(())
+            Ok(None)
         })
     }
 

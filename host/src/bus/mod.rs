@@ -50,12 +50,13 @@ pub trait EventTransport: Send + Sync + 'static {
     /// Start delivering to the subscribing contexts among `contexts`, until `shutdown`.
     fn start(&self, contexts: Vec<String>, shutdown: tokio::sync::watch::Receiver<bool>);
     /// Deliver every event after `from_seq` to `context` again; the inbox skips those
-    /// already applied.
+    /// already applied. Returns how many messages were sent again, where the transport
+    /// re-sends rather than rewinds (`None`: a rewind).
     fn redeliver<'a>(
         &'a self,
         context: &'a str,
         from_seq: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BusError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Option<u64>, BusError>> + Send + 'a>>;
     /// Current state, for `/readyz`.
     fn status(&self) -> TransportStatus;
 }

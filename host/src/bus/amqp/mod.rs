@@ -148,7 +148,7 @@ impl EventTransport for AmqpBus {
         &'a self,
         context: &'a str,
         from_seq: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<(), BusError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Option<u64>, BusError>> + Send + 'a>> {
         Box::pin(async move {
             if !lock(&self.inner.contexts).contains(context) {
                 return Err(BusError::UnknownSubscriber(context.to_string()));
@@ -160,7 +160,7 @@ impl EventTransport for AmqpBus {
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             tracing::info!(context, from_seq, sent, "redelivery requested");
-            Ok(())
+            Ok(Some(sent))
         })
     }
 
