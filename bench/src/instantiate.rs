@@ -13,9 +13,7 @@ use anyhow::Context as _;
 use wasmtime::component::{
     Component, ComponentExportIndex, Instance, InstancePre, Linker, ResourceTable, Val,
 };
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-};
+use wasmtime::{Engine, Store, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -66,22 +64,12 @@ impl WasiHttpView for Data {
     }
 }
 
-/// The host's engine configuration (keep in step with the host's `runtime/engine.rs`).
+/// The host's own engine configuration.
 fn engine() -> anyhow::Result<Engine> {
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_INSTANCES)
-        .total_memories(MAX_INSTANCES)
-        .total_tables(MAX_INSTANCES)
-        .max_memory_size(MEMORY_LIMIT)
-        .total_stacks(MAX_INSTANCES);
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        .memory_init_cow(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config.concurrency_support(false);
-    Ok(Engine::new(&config)?)
+    Ok(Engine::new(&ctxhost::runtime::engine_config(
+        MAX_INSTANCES,
+        MEMORY_LIMIT,
+    ))?)
 }
 
 /// `ok(value)` of a `result`.

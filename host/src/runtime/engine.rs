@@ -54,6 +54,59 @@ pub(crate) struct Inner {
     unhealthy_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Unhealthy>>>,
 }
 
+/// Dirty pages zeroed in place, rather than unmapped, when a pool slot is reset.
+const KEEP_RESIDENT: usize = 1 << 20;
+
+/// Whether the kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7 and later).
+fn pagemap_scan_supported() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    kernel_at_least(&release, (6, 7))
+}
+
+fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= wanted,
+        _ => false,
+    }
+}
+
+/// The engine configuration of the host: pooling allocator sized for `max_instances`
+/// instances of at most `memory_limit` bytes of linear memory each, copy-on-write memory
+/// images, epoch interruption, no component-model concurrency (3-4x cheaper calls). Public
+/// so benchmarks measure the same engine.
+pub fn engine_config(max_instances: u32, memory_limit: usize) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(max_instances)
+        .total_memories(max_instances)
+        .total_tables(max_instances)
+        .max_memory_size(memory_limit)
+        .total_stacks(max_instances);
+    // Resetting a slot: the PAGEMAP_SCAN ioctl (Linux 6.7+) finds the pages the instance
+    // dirtied and, within the first MiB, they are zeroed in place instead of unmapped, so
+    // the next instance takes no page faults and no TLB shootdowns there. Measured 1.5x on
+    // the read path; without the ioctl, zeroing the whole MiB was slower than the faults it
+    // saved, so it stays off where the kernel lacks it.
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
+    if pagemap_scan_supported() {
+        pool.linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
+    }
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config.concurrency_support(false);
+    config
+}
+
 /// Cheap, clonable handle to the runtime.
 #[derive(Clone)]
 pub struct Runtime(pub(crate) Arc<Inner>);
@@ -61,20 +114,10 @@ pub struct Runtime(pub(crate) Arc<Inner>);
 impl Runtime {
     /// Build the engine and the shared linker, and start the epoch ticker.
     pub fn new(settings: EngineSettings, db: Db, committer: Committer) -> anyhow::Result<Self> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(settings.max_instances)
-            .total_memories(settings.max_instances)
-            .total_tables(settings.max_instances)
-            .max_memory_size(settings.memory_limit)
-            .total_stacks(settings.max_instances);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        config.concurrency_support(false);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&engine_config(
+            settings.max_instances,
+            settings.memory_limit,
+        ))?;
 
         let mut linker = Linker::<Invocation>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -158,5 +201,17 @@ fn spawn_ticker(inner: Weak<Inner>) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the epoch ticker: deadlines are off");
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        assert!(super::kernel_at_least("6.18.1-cloud-amd64\n", (6, 7)));
+        assert!(super::kernel_at_least("6.7.0", (6, 7)));
+        assert!(!super::kernel_at_least("6.1.0-37-amd64", (6, 7)));
+        assert!(!super::kernel_at_least("5.15.0", (6, 7)));
+        assert!(!super::kernel_at_least("garbage", (6, 7)));
     }
 }

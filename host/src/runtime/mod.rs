@@ -13,7 +13,7 @@ mod registry;
 mod store_data;
 
 pub use context::{ContextLimits, LoadedContext, RouteSpec};
-pub use engine::{EngineSettings, Runtime, Unhealthy};
+pub use engine::{EngineSettings, Runtime, Unhealthy, engine_config};
 pub use health::{Health, HealthPolicy};
 pub use invoke::{HttpReply, InvokeError, lock as invoke_lock};
 pub use loader::{Artifact, LoadError, PluginSource};
