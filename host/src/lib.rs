@@ -11,7 +11,8 @@
 //! - `runtime`: engine, loading and linking components, running invocations.
 //! - `capabilities`: the WIT imports given to components (store, events, config, log).
 //! - `state`: the redb database, units of work and the group committer.
-//! - `bus`: event envelopes, delivery with inbox, and the embedded transport.
+//! - `bus`: event envelopes, delivery with inbox (batched), the embedded transport and the
+//!   RabbitMQ one (`bus::amqp`).
 //! - `swap`: hot swap (deploy, rollback, versions, watched directory, self-healing).
 //! - `admin`: health, readiness and operator endpoints (bearer token).
 //! - `resilience`: timeouts, circuit breakers, bulkheads and retries of calls between
