@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use super::cursor;
 use super::delivery::{RetryPolicy, deliver_all};
 use super::envelope::Envelope;
-use super::{BusError, EventTransport, TransportStatus};
+use super::{BusError, EventTransport, TransportStatus, subscribes};
 use crate::runtime::Runtime;
-use crate::state::{CURSORS, CommitOutcome, StateError, Table, UnitOfWork};
+use crate::state::StateError;
 
 /// Events read from the log per batch.
 const BATCH: usize = 256;
@@ -46,37 +47,10 @@ impl EmbeddedBus {
     }
 }
 
-fn cursors() -> Table {
-    Arc::from(CURSORS)
-}
-
-fn read_cursor(runtime: &Runtime, context: &str) -> Result<u64, StateError> {
-    Ok(runtime
-        .db()
-        .read(CURSORS, context)?
-        .and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0))
-}
-
-async fn write_cursor(runtime: &Runtime, context: &str, seq: u64) -> Result<(), StateError> {
-    loop {
-        let mut unit = UnitOfWork::begin(runtime.db())?;
-        unit.put(&cursors(), context, Some(seq.to_be_bytes().to_vec()));
-        if let CommitOutcome::Committed { .. } = runtime.committer().commit(unit).await? {
-            return Ok(());
-        }
-    }
-}
-
 impl EventTransport for EmbeddedBus {
     fn start(&self, contexts: Vec<String>, shutdown: watch::Receiver<bool>) {
         for name in contexts {
-            let subscribes = self
-                .runtime
-                .registry()
-                .get(&name)
-                .is_some_and(|c| !c.subscriptions.is_empty());
-            if !subscribes {
+            if !subscribes(&self.runtime, &name) {
                 continue;
             }
             let sub = Arc::new(Subscriber {
@@ -109,7 +83,7 @@ impl EventTransport for EmbeddedBus {
                 .ok()
                 .and_then(|m| m.get(context).cloned())
                 .ok_or_else(|| BusError::UnknownSubscriber(context.to_string()))?;
-            write_cursor(&self.runtime, context, from_seq).await?;
+            cursor::write(&self.runtime, context, from_seq).await?;
             sub.rewind.store(from_seq, Ordering::SeqCst);
             sub.wake.notify_one();
             tracing::info!(context, from_seq, "redelivery requested");
@@ -136,9 +110,9 @@ async fn worker(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), StateError> {
     let mut committed = runtime.committer().committed_events();
-    let mut cursor = read_cursor(&runtime, &context)?;
+    let mut cursor = cursor::read(&runtime, &context)?;
     let mut persisted = cursor;
-    let cursor_table = cursors();
+    let cursor_table = cursor::table();
     tracing::debug!(context = %context, cursor, "event worker started");
     'outer: loop {
         if *shutdown.borrow() {
@@ -153,7 +127,7 @@ async fn worker(
         let batch = runtime.db().events_after(cursor, BATCH)?;
         if batch.is_empty() {
             if persisted != cursor {
-                write_cursor(&runtime, &context, cursor).await?;
+                cursor::write(&runtime, &context, cursor).await?;
                 persisted = cursor;
             }
             tokio::select! {

@@ -113,10 +113,11 @@ fn take<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Envelope {
+    /// An event for the tests of the bus.
+    pub(crate) fn sample() -> Envelope {
         Envelope {
             id: "e-1".into(),
             source: "/contexts/order".into(),

@@ -6,6 +6,7 @@
 //! through RabbitMQ, between the contexts of one process or of several.
 
 pub mod amqp;
+mod cursor;
 pub(crate) mod delivery;
 mod embedded;
 pub mod envelope;
@@ -14,9 +15,18 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use amqp::{AmqpBus, AmqpSettings};
-pub use delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver, deliver_all, deliver_batch};
+pub use delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver_all};
 pub use embedded::EmbeddedBus;
 pub use envelope::Envelope;
+
+/// Whether `context` is loaded and subscribes to any event type (else no transport needs to
+/// deliver to it).
+fn subscribes(runtime: &crate::runtime::Runtime, context: &str) -> bool {
+    runtime
+        .registry()
+        .get(context)
+        .is_some_and(|c| !c.subscriptions.is_empty())
+}
 
 /// Failures of a transport's operator commands.
 #[derive(Debug, thiserror::Error)]

@@ -209,7 +209,7 @@ async fn foreign(
         "deadLetteredAt": crate::time::now_rfc3339(),
     });
     let key = format!("{context}/foreign/{}", uuid::Uuid::new_v4());
-    record_dead_letter(runtime, &key, record).await?;
+    record_dead_letter(runtime, &key, &record, None).await?;
     delivery.nack(REJECT).await?;
     Ok(())
 }

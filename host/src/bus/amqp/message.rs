@@ -102,19 +102,7 @@ fn short(s: &str) -> ShortString {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample() -> Envelope {
-        Envelope {
-            id: "3f1c".into(),
-            source: "/contexts/order".into(),
-            event_type: "OrderPlaced".into(),
-            time: "2026-01-01T00:00:00Z".into(),
-            correlationid: "42".into(),
-            traceid: "0af7651916cd43dd8448eb211c80319c".into(),
-            datacontenttype: "application/json".into(),
-            data: br#"{"orderId":42}"#.to_vec(),
-        }
-    }
+    use crate::bus::envelope::tests::sample;
 
     #[test]
     fn an_event_round_trips_through_a_message() {

@@ -2,7 +2,7 @@
 //!
 //! The event log stays the outbox: a relay publishes it with publisher confirms, and one
 //! consumer per subscribing context applies its queue's messages through the same
-//! exactly-once `deliver` as the embedded bus, acknowledging after the commit. A supervisor
+//! exactly-once `deliver_all` as the embedded bus, acknowledging after the commit. A supervisor
 //! owns the connection: it declares the topology, starts the relay and the consumers, and
 //! when anything fails (broker down, restarted, a hung confirm) tears the connection down and
 //! reconnects with backoff. HTTP keeps being served meanwhile; events wait in the outbox.
@@ -29,7 +29,7 @@ use self::consumer::{ConsumerSpec, Stopped};
 use self::link::{Link, LinkState, redact};
 use self::topology::Topology;
 use super::envelope::Envelope;
-use super::{BusError, EventTransport, RetryPolicy, TransportStatus};
+use super::{BusError, EventTransport, RetryPolicy, TransportStatus, subscribes};
 use crate::runtime::Runtime;
 use crate::state::StateError;
 
@@ -126,17 +126,11 @@ impl EventTransport for AmqpBus {
     fn start(&self, contexts: Vec<String>, shutdown: watch::Receiver<bool>) {
         {
             let mut set = lock(&self.inner.contexts);
-            for name in contexts {
-                let subscribes = self
-                    .inner
-                    .runtime
-                    .registry()
-                    .get(&name)
-                    .is_some_and(|c| !c.subscriptions.is_empty());
-                if subscribes {
-                    set.insert(name);
-                }
-            }
+            set.extend(
+                contexts
+                    .into_iter()
+                    .filter(|name| subscribes(&self.inner.runtime, name)),
+            );
         }
         self.inner.added.notify_one();
         if !self.started.swap(true, Ordering::SeqCst) {
@@ -330,14 +324,7 @@ async fn serve(
 
     inner.link.connections.fetch_add(1, Ordering::Relaxed);
     *lock(&inner.connection) = Some(conn.clone());
-    inner.link.set(
-        LinkState::Connected,
-        format!(
-            "connected to {endpoint}, namespace {:?}, consuming for {}",
-            inner.settings.namespace,
-            describe(&consuming)
-        ),
-    );
+    connected(inner, &endpoint, &consuming);
     tracing::info!(broker = %endpoint, namespace = %inner.settings.namespace, consumers = ?consuming, "connected to the broker");
 
     let mut watch = tokio::time::interval(WATCH_EVERY);
@@ -356,14 +343,7 @@ async fn serve(
             },
             _ = inner.added.notified() => {
                 spawn_consumers(inner, conn, &mut tasks, &mut consuming);
-                inner.link.set(
-                    LinkState::Connected,
-                    format!(
-                        "connected to {endpoint}, namespace {:?}, consuming for {}",
-                        inner.settings.namespace,
-                        describe(&consuming)
-                    ),
-                );
+                connected(inner, &endpoint, &consuming);
             }
             _ = watch.tick() => {
                 if !conn.status().connected() {
@@ -382,12 +362,20 @@ async fn serve(
     result
 }
 
-fn describe(consuming: &BTreeSet<String>) -> String {
-    if consuming.is_empty() {
-        "no context".into()
+/// Report the link up, with the contexts consuming over it.
+fn connected(inner: &Inner, endpoint: &str, consuming: &BTreeSet<String>) {
+    let consumers = if consuming.is_empty() {
+        "no context".to_string()
     } else {
         consuming.iter().cloned().collect::<Vec<_>>().join(", ")
-    }
+    };
+    inner.link.set(
+        LinkState::Connected,
+        format!(
+            "connected to {endpoint}, namespace {:?}, consuming for {consumers}",
+            inner.settings.namespace
+        ),
+    );
 }
 
 async fn relay_task(inner: Arc<Inner>, channel: lapin::Channel) -> Result<TaskEnd, AmqpError> {

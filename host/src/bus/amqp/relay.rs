@@ -13,9 +13,10 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use super::link::Link;
 use super::topology::Topology;
 use super::{AmqpError, message};
+use crate::bus::cursor;
 use crate::bus::envelope::Envelope;
 use crate::runtime::Runtime;
-use crate::state::{CURSORS, CommitOutcome, StateError, UnitOfWork};
+use crate::state::StateError;
 
 /// The relay's cursor in the cursor table (not a valid context name, so no clash).
 const RELAY_CURSOR: &str = "amqp:relay";
@@ -26,22 +27,7 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The last sequence number the broker confirmed.
 pub fn read_cursor(runtime: &Runtime) -> Result<u64, StateError> {
-    Ok(runtime
-        .db()
-        .read(CURSORS, RELAY_CURSOR)?
-        .and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0))
-}
-
-async fn write_cursor(runtime: &Runtime, seq: u64) -> Result<(), StateError> {
-    let table: crate::state::Table = Arc::from(CURSORS);
-    loop {
-        let mut unit = UnitOfWork::begin(runtime.db())?;
-        unit.put(&table, RELAY_CURSOR, Some(seq.to_be_bytes().to_vec()));
-        if let CommitOutcome::Committed { .. } = runtime.committer().commit(unit).await? {
-            return Ok(());
-        }
-    }
+    cursor::read(runtime, RELAY_CURSOR)
 }
 
 /// Publish the outbox until the channel fails.
@@ -112,7 +98,7 @@ pub async fn run(
             confirmed = seq;
         }
         if confirmed > cursor {
-            write_cursor(&runtime, confirmed).await?;
+            cursor::write(&runtime, RELAY_CURSOR, confirmed).await?;
             link.published
                 .fetch_add(confirmed - cursor, Ordering::Relaxed);
             cursor = confirmed;

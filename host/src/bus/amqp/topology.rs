@@ -119,45 +119,33 @@ impl Topology {
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(DELIVERY_LIMIT),
         );
-        let channel = conn.create_channel().await?;
-        match channel
-            .queue_declare(name.as_str().into(), durable, quorum)
-            .await
-        {
-            Ok(_) => {
-                let _ = channel.close(200, "declared".into()).await;
-                return Ok("quorum");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let attempts = [
+            ("quorum", durable, quorum),
+            ("classic", durable, args),
+            ("existing", passive, FieldTable::default()),
+        ];
+        let mut last = None;
+        for (kind, options, arguments) in attempts {
+            if let Some(e) = last.take() {
+                tracing::warn!(queue = %name, error = %e, next = kind, "the broker refused the queue declaration; trying the next kind");
             }
-            Err(e) => {
-                tracing::warn!(queue = %name, error = %e, "the broker refused a quorum queue; trying a classic one");
-            }
-        }
-        let channel = conn.create_channel().await?;
-        match channel
-            .queue_declare(name.as_str().into(), durable, args)
-            .await
-        {
-            Ok(_) => {
-                let _ = channel.close(200, "declared".into()).await;
-                Ok("classic")
-            }
-            Err(e) => {
-                tracing::warn!(queue = %name, error = %e, "the broker refused a classic queue; using the existing one as it is");
-                let channel = conn.create_channel().await?;
-                channel
-                    .queue_declare(
-                        name.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await?;
-                let _ = channel.close(200, "declared".into()).await;
-                Ok("existing")
+            let channel = conn.create_channel().await?;
+            match channel
+                .queue_declare(name.as_str().into(), options, arguments)
+                .await
+            {
+                Ok(_) => {
+                    let _ = channel.close(200, "declared".into()).await;
+                    return Ok(kind);
+                }
+                Err(e) => last = Some(e),
             }
         }
+        Err(last.unwrap_or_else(|| unreachable!("three attempts were made")))
     }
 
     /// Bind the queue of `context` to an event type.

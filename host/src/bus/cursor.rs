@@ -1,0 +1,33 @@
+//! Durable positions in the event log, one per key of the cursor table: a subscriber of the
+//! embedded bus (its context name) or the broker relay.
+
+use std::sync::Arc;
+
+use crate::runtime::Runtime;
+use crate::state::{CURSORS, CommitOutcome, StateError, Table, UnitOfWork};
+
+/// The cursor table.
+pub fn table() -> Table {
+    Arc::from(CURSORS)
+}
+
+/// The sequence number stored under `key` (0 when none).
+pub fn read(runtime: &Runtime, key: &str) -> Result<u64, StateError> {
+    Ok(runtime
+        .db()
+        .read(CURSORS, key)?
+        .and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0))
+}
+
+/// Store `seq` under `key`, durably.
+pub async fn write(runtime: &Runtime, key: &str, seq: u64) -> Result<(), StateError> {
+    let table = table();
+    loop {
+        let mut unit = UnitOfWork::begin(runtime.db())?;
+        unit.put(&table, key, Some(seq.to_be_bytes().to_vec()));
+        if let CommitOutcome::Committed { .. } = runtime.committer().commit(unit).await? {
+            return Ok(());
+        }
+    }
+}
