@@ -48,15 +48,22 @@ pub async fn run(
     seconds: u64,
 ) -> anyhow::Result<()> {
     let url = std::env::var("CTXHOST_BENCH_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.into());
-    let namespace = format!("ctxhost-bench-{}", std::process::id());
     let mut runs = Vec::new();
     runs.push(measure(bin, plugin_dir, "embedded", "", clients, seconds).await?);
-    let amqp = format!("[amqp]\nurl = {url:?}\nnamespace = {namespace:?}\n");
-    match measure(bin, plugin_dir, "rabbitmq", &amqp, clients, seconds).await {
-        Ok(r) => runs.push(r),
-        Err(e) => println!("\nRabbitMQ run skipped: {e:#}"),
+    // Its queues and exchanges are deleted from the broker when it is dropped.
+    match ctxhost_tests::broker::Namespace::on_broker("ctxhost-bench", &url) {
+        Ok(namespace) => {
+            let amqp = format!(
+                "[amqp]\nurl = {url:?}\nnamespace = {:?}\n",
+                namespace.name()
+            );
+            match measure(bin, plugin_dir, "rabbitmq", &amqp, clients, seconds).await {
+                Ok(r) => runs.push(r),
+                Err(e) => println!("\nRabbitMQ run skipped: {e:#}"),
+            }
+        }
+        Err(e) => println!("\nRabbitMQ run skipped: no broker: {e}"),
     }
-    cleanup(&url, &namespace).await;
 
     println!(
         "\n## Events end to end: `POST /orders` until the view shows it, {clients} clients, {seconds} s\n"
@@ -291,37 +298,4 @@ async fn wait_connected(client: &reqwest::Client, base: &str) -> anyhow::Result<
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Remove the benchmark's queues and exchanges from the broker.
-async fn cleanup(url: &str, namespace: &str) {
-    let Ok(conn) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
-    else {
-        return;
-    };
-    for context in ["order", "payment", "car", "view"] {
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = ch
-                .queue_delete(format!("{namespace}.{context}").into(), Default::default())
-                .await;
-        }
-    }
-    if let Ok(ch) = conn.create_channel().await {
-        let _ = ch
-            .queue_delete(
-                format!("{namespace}.dead-letters").into(),
-                Default::default(),
-            )
-            .await;
-        let _ = ch
-            .exchange_delete(format!("{namespace}.events").into(), Default::default())
-            .await;
-        let _ = ch
-            .exchange_delete(
-                format!("{namespace}.dead-letter").into(),
-                Default::default(),
-            )
-            .await;
-    }
-    let _ = conn.close(200, "bye".into()).await;
 }

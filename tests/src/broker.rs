@@ -15,9 +15,8 @@ use std::future::Future;
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, ExchangeDeleteOptions, QueueDeclareOptions,
@@ -51,36 +50,39 @@ pub fn amqp_url() -> String {
 /// drop it after the hosts that use it (declare it before them).
 pub struct Namespace {
     name: String,
+    url: String,
 }
 
 impl Namespace {
     /// A fresh namespace; panics with a clear message when the broker cannot be reached.
     pub fn new() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("ctxhost-test-{}-{n}-{nanos}", std::process::id());
         let url = amqp_url();
-        if let Err(e) = on_own_runtime(AMQP_TIMEOUT, {
-            let url = url.clone();
+        Self::on_broker("ctxhost-test", &url).unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ is not reachable at {}: {e} (start the broker, or point \
+                 CTXHOST_TEST_AMQP_URL at one)",
+                redacted(&url)
+            )
+        })
+    }
+
+    /// A fresh namespace named `<prefix>-...` on the broker at `url`, whose objects are
+    /// deleted there when dropped; `Err` when the broker cannot be reached.
+    pub fn on_broker(prefix: &str, url: &str) -> Result<Self, String> {
+        let name = crate::unique_name(prefix);
+        on_own_runtime(AMQP_TIMEOUT, {
+            let url = url.to_owned();
             move || async move {
                 let conn = connect(&url).await?;
                 let _ = conn.close(200, "ok".into()).await;
                 Ok::<(), String>(())
             }
         })
-        .and_then(|r| r)
-        {
-            panic!(
-                "RabbitMQ is not reachable at {}: {e} (start the broker, or point \
-                 CTXHOST_TEST_AMQP_URL at one)",
-                redacted(&url)
-            );
-        }
-        Self { name }
+        .and_then(|r| r)?;
+        Ok(Self {
+            name,
+            url: url.to_owned(),
+        })
     }
 
     /// The namespace itself, as given to [`crate::HostOptions::amqp`].
@@ -110,7 +112,7 @@ impl Namespace {
 
     /// Deletes the namespace's exchanges and queues; errors are reported, not raised.
     fn delete_objects(&self) -> Result<(), String> {
-        let url = amqp_url();
+        let url = self.url.clone();
         let exchanges = vec![self.events_exchange(), self.dead_letter_exchange()];
         let mut queues: Vec<String> = QUEUE_CONTEXTS.iter().map(|c| self.queue(c)).collect();
         queues.push(self.dead_letter_queue());

@@ -392,6 +392,17 @@ impl Drop for Host {
     }
 }
 
+/// `<prefix>-<pid>-<counter>-<nanos>`: unique across the tests of a process and across runs.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
 /// A uniquely named temporary directory, removed on drop unless `keep` is set.
 struct TestDir {
     path: PathBuf,
@@ -400,14 +411,7 @@ struct TestDir {
 
 impl TestDir {
     fn new() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("ctxhost-e2e-{}-{n}-{nanos}", std::process::id()));
+        let path = std::env::temp_dir().join(unique_name("ctxhost-e2e"));
         fs::create_dir_all(&path).expect("create the test directory");
         Self { path, keep: false }
     }
