@@ -2,6 +2,7 @@
 //! as the previous one answered, for a fixed time, after a warm-up. Reports throughput,
 //! latency percentiles and every non-2xx or failed request.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub struct Report {
     pub seconds: f64,
     /// Latencies of every measured request, sorted, in microseconds.
     pub latencies_us: Vec<u64>,
+    /// The same latencies by HTTP status (0: no answer), each sorted.
+    pub by_status: BTreeMap<u16, Vec<u64>>,
     pub first_failures: Vec<String>,
 }
 
@@ -42,12 +45,28 @@ impl Report {
 
     /// The `q` quantile (0..=1) of latency, in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
-        self.latencies_us[i] as f64 / 1e3
+        quantile_ms(&self.latencies_us, q)
     }
+
+    /// Measured requests answered `status` (0: no answer).
+    pub fn count(&self, status: u16) -> usize {
+        self.by_status.get(&status).map_or(0, Vec::len)
+    }
+
+    /// The `q` quantile of the latency of requests answered `status`, in milliseconds.
+    pub fn status_quantile_ms(&self, status: u16, q: f64) -> f64 {
+        self.by_status
+            .get(&status)
+            .map_or(f64::NAN, |l| quantile_ms(l, q))
+    }
+}
+
+fn quantile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted_us.len() - 1) as f64 * q).round() as usize;
+    sorted_us[i] as f64 / 1e3
 }
 
 /// Run `connections` loops against `base` for `warmup + duration`; `next(conn, i)` gives
@@ -89,11 +108,11 @@ where
                 if let Some(body) = req.body {
                     b = b.header("content-type", "application/json").body(body);
                 }
-                let outcome = match b.send().await {
+                let (code, outcome) = match b.send().await {
                     Ok(r) => {
                         let status = r.status();
                         let body = r.bytes().await;
-                        match (status.is_success(), body) {
+                        let outcome = match (status.is_success(), body) {
                             (true, Ok(_)) => None,
                             (_, Ok(body)) => Some(format!(
                                 "{} {}: {status} {}",
@@ -102,12 +121,13 @@ where
                                 String::from_utf8_lossy(&body)
                             )),
                             (_, Err(e)) => Some(format!("{} {}: {e}", req.method, req.path)),
-                        }
+                        };
+                        (status.as_u16(), outcome)
                     }
-                    Err(e) => Some(format!("{} {}: {e}", req.method, req.path)),
+                    Err(e) => (0, Some(format!("{} {}: {e}", req.method, req.path))),
                 };
                 if t0 >= measure_from {
-                    lat.push(t0.elapsed().as_micros() as u64);
+                    lat.push((code, t0.elapsed().as_micros() as u64));
                     if let Some(f) = outcome {
                         failures += 1;
                         if first.len() < 3 {
@@ -128,10 +148,16 @@ where
     for t in tasks {
         let (lat, failures, first) = t.await?;
         report.requests += lat.len() as u64;
-        report.latencies_us.extend(lat);
+        for (code, us) in lat {
+            report.latencies_us.push(us);
+            report.by_status.entry(code).or_default().push(us);
+        }
         report.failures += failures;
         report.first_failures.extend(first);
     }
     report.latencies_us.sort_unstable();
+    for latencies in report.by_status.values_mut() {
+        latencies.sort_unstable();
+    }
     Ok(report)
 }

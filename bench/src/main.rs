@@ -8,6 +8,7 @@ mod load;
 mod memory;
 mod peer;
 mod read;
+mod resilience;
 mod swap;
 mod write;
 
@@ -40,6 +41,7 @@ fn usage() -> ! {
          \n  write        POST /orders (durable) at 1, 16 and 64 clients\
          \n  memory       host resident memory idle, under the read load and the write load\
          \n  events       orders/s from POST to the view and order->view latency, embedded bus vs RabbitMQ\
+         \n  resilience   orders under a slowed payment, with and without its circuit breaker\
          \n  all          every suite above, in that order"
     );
     std::process::exit(2)
@@ -81,8 +83,9 @@ async fn main() -> anyhow::Result<()> {
             "write",
             "memory",
             "events",
+            "resilience",
         ],
-        "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" => {
+        "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience" => {
             std::slice::from_ref(&what)
         }
         _ => usage(),
@@ -96,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
             "write" => write::run(&bin, &plugins, &[1, 16, 64], seconds).await?,
             "memory" => memory::run(&bin, &plugins, connections, seconds).await?,
             "events" => events::run(&bin, &plugins, connections, seconds).await?,
+            "resilience" => resilience::run(&bin, &plugins, connections, seconds).await?,
             _ => usage(),
         }
     }

@@ -13,6 +13,19 @@ use crate::read::register_car;
 /// Target of the mission at 64 clients, orders per second.
 const TARGET: f64 = 3000.0;
 
+/// `POST /orders` of one unit of car `car`, as customer `c<client>`.
+pub fn order_request(car: u64, client: usize) -> Req {
+    Req {
+        method: reqwest::Method::POST,
+        path: "/orders".into(),
+        body: Some(
+            serde_json::json!({"carId": car, "qty": 1, "customerId": format!("c{client}")})
+                .to_string()
+                .into_bytes(),
+        ),
+    }
+}
+
 /// A closed-loop load of `POST /orders` for car `car` (client `c` orders as customer `c<c>`).
 pub async fn order_load(
     base: &str,
@@ -25,15 +38,7 @@ pub async fn order_load(
         clients,
         Duration::from_secs(1),
         Duration::from_secs(seconds),
-        move |c, _| Req {
-            method: reqwest::Method::POST,
-            path: "/orders".into(),
-            body: Some(
-                serde_json::json!({"carId": car, "qty": 1, "customerId": format!("c{c}")})
-                    .to_string()
-                    .into_bytes(),
-            ),
-        },
+        move |c, _| order_request(car, c),
     )
     .await
 }

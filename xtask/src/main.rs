@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-mod bench_resilience;
-
 /// The compilation target of every plugin.
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Packages built as Wasm components, in the order the host config lists them.
@@ -90,6 +88,16 @@ Builds everything (see `cargo xtask build --help`), then runs
 from the repository root, in the foreground. The API listens on 127.0.0.1:8080 and keeps
 its state in ./data unless CTXHOST_LISTEN / CTXHOST_DATA_DIR (or --listen / --data-dir)
 say otherwise. Example: cargo xtask run -- --listen 127.0.0.1:9090";
+
+const BENCH_RESILIENCE_HELP: &str = "\
+Usage: cargo xtask bench-resilience [--clients N] [--seconds S]
+
+The `resilience` suite of `cargo xtask bench`: for each scenario
+  A: payment sleeps 3000 ms per call, over the 1000 ms call timeout
+  B: payment sleeps 400 ms per call, under the timeout but over the 250 ms slow-call threshold
+runs N concurrent clients (default 100) posting orders for S seconds (default 10), once with
+the circuit breaker of `payment` enabled and once disabled, on 127.0.0.1, and prints the
+success rate, throughput, p50/p99 of successful orders and of 503 refusals.";
 
 const TEST_HELP: &str = "\
 Usage: cargo xtask test
@@ -173,11 +181,20 @@ fn dispatch(args: &[String]) -> Result<()> {
             run(&Workspace::load()?, passthrough)
         }
         "bench-resilience" => {
-            if wants_help(bench_resilience::HELP) {
+            if wants_help(BENCH_RESILIENCE_HELP) {
                 return Ok(());
             }
-            let ws = Workspace::load()?;
-            bench_resilience::run(&ws.root, &ws.target_dir, rest)
+            // The `resilience` suite, with this command's historical flags and defaults.
+            let mut args: Vec<String> = ["--connections", "100", "--seconds", "10"]
+                .map(String::from)
+                .to_vec();
+            for arg in rest {
+                args.push(match arg.as_str() {
+                    "--clients" => "--connections".to_string(),
+                    other => other.to_string(),
+                });
+            }
+            bench(&Workspace::load()?, "resilience", &args)
         }
         "test" => {
             if wants_help(TEST_HELP) {
