@@ -97,6 +97,19 @@ impl Runtime {
     }
 
     /// Record an invocation's outcome; report the version when it just became unhealthy.
+    /// Run one invocation of `ctx`: counted in flight while it runs, its outcome recorded
+    /// in the version's health.
+    async fn tracked<T>(
+        &self,
+        ctx: &LoadedContext,
+        work: impl Future<Output = Result<T, InvokeError>>,
+    ) -> Result<T, InvokeError> {
+        let _in_flight = ctx.enter();
+        let result = work.await;
+        self.record(ctx, result.is_err());
+        result
+    }
+
     fn record(&self, ctx: &LoadedContext, failed: bool) {
         if ctx.health.record(failed) {
             let (fails, total) = ctx.health.window();
@@ -122,12 +135,8 @@ impl Runtime {
         trace_id: Arc<str>,
         request: http::Request<Full<Bytes>>,
     ) -> Result<HttpReply, InvokeError> {
-        let _in_flight = ctx.enter();
-        let result = self
-            .invoke_http_inner(ctx.clone(), unit, trace_id, request)
-            .await;
-        self.record(&ctx, result.is_err());
-        result
+        let work = self.invoke_http_inner(ctx.clone(), unit, trace_id, request);
+        self.tracked(&ctx, work).await
     }
 
     async fn invoke_http_inner(
@@ -225,10 +234,8 @@ impl Runtime {
         unit: SharedUnit,
         event: &Envelope,
     ) -> Result<Result<(), String>, InvokeError> {
-        let _in_flight = ctx.enter();
-        let result = self.invoke_handler_inner(ctx.clone(), unit, event).await;
-        self.record(&ctx, result.is_err());
-        result
+        let work = self.invoke_handler_inner(ctx.clone(), unit, event);
+        self.tracked(&ctx, work).await
     }
 
     async fn invoke_handler_inner(
@@ -320,12 +327,8 @@ impl Runtime {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), InvokeError> {
-        let _in_flight = ctx.enter();
-        let result = self
-            .call_export_inner(ctx.clone(), site, index, params, results)
-            .await;
-        self.record(&ctx, result.is_err());
-        result
+        let work = self.call_export_inner(ctx.clone(), site, index, params, results);
+        self.tracked(&ctx, work).await
     }
 
     async fn call_export_inner(
