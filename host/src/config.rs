@@ -30,6 +30,18 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
 }
 
+/// An `instance_reuse` setting: how many invocations one instance may serve (at least 1).
+fn reuse(value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError::Invalid {
+            name: "instance_reuse",
+            message: "must be at least 1 (1: a fresh instance for every invocation)".into(),
+        }),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
 /// The file's shape.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +53,7 @@ struct FileConfig {
     body_limit: Option<usize>,
     deadline_ms: Option<u64>,
     memory_limit_mb: Option<usize>,
+    instance_reuse: Option<u32>,
     max_instances: Option<u32>,
     admin_token: Option<String>,
     upload_limit_mb: Option<usize>,
@@ -69,6 +82,7 @@ struct PluginEntry {
     path: PathBuf,
     deadline_ms: Option<u64>,
     memory_limit_mb: Option<usize>,
+    instance_reuse: Option<u32>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -179,6 +193,7 @@ impl Settings {
         let default_limits = ContextLimits {
             deadline: Duration::from_millis(file.deadline_ms.unwrap_or(5_000)),
             memory_limit: file.memory_limit_mb.unwrap_or(128) * 1024 * 1024,
+            instance_reuse: reuse(file.instance_reuse, 1)?,
         };
         let mut plugins = Vec::new();
         for (name, entry) in file.plugins {
@@ -207,6 +222,7 @@ impl Settings {
                     .memory_limit_mb
                     .map(|m| m * 1024 * 1024)
                     .unwrap_or(default_limits.memory_limit),
+                instance_reuse: reuse(entry.instance_reuse, default_limits.instance_reuse)?,
             };
             plugins.push(PluginSource {
                 name,

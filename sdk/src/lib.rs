@@ -19,7 +19,7 @@
 //!
 //! and this `src/lib.rs` (build with `cargo build --release --target wasm32-wasip2`):
 //!
-//! ```ignore
+//! ```text
 //! ctxhost_sdk::generate!("my:hello/hello", "../../wit", "wit");
 //!
 //! use ctxhost_sdk::{Request, Response, router::route};

@@ -91,6 +91,11 @@ pub async fn plugins(State(app): State<Arc<App>>) -> Json<Value> {
                 "limits": {
                     "deadlineMs": c.limits.deadline.as_millis() as u64,
                     "memoryLimitBytes": c.limits.memory_limit,
+                    "instanceReuse": c.limits.instance_reuse,
+                },
+                "instances": {
+                    "created": c.warm.created(),
+                    "idle": c.warm.len(),
                 },
             })
         })

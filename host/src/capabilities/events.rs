@@ -44,7 +44,7 @@ impl Host for Invocation {
             datacontenttype: "application/json".into(),
             data,
         };
-        lock(&self.unit).publish(crate::state::OutgoingEvent {
+        lock(self.unit()?).publish(crate::state::OutgoingEvent {
             encoded: envelope.encode(),
         });
         Ok(Ok(()))

@@ -59,7 +59,7 @@ impl Host for Invocation {
             return Ok(Err(e));
         }
         let table = self.context.table.clone();
-        Ok(lock(&self.unit).get(&table, &key).map_err(io))
+        Ok(lock(self.unit()?).get(&table, &key).map_err(io))
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), StoreError>> {
@@ -73,7 +73,7 @@ impl Host for Invocation {
             ))));
         }
         let table = self.context.table.clone();
-        lock(&self.unit).put(&table, &key, Some(value));
+        lock(self.unit()?).put(&table, &key, Some(value));
         Ok(Ok(()))
     }
 
@@ -82,7 +82,7 @@ impl Host for Invocation {
             return Ok(Err(e));
         }
         let table = self.context.table.clone();
-        lock(&self.unit).put(&table, &key, None);
+        lock(self.unit()?).put(&table, &key, None);
         Ok(Ok(()))
     }
 
@@ -96,7 +96,7 @@ impl Host for Invocation {
             start: Bound::Included(prefix),
         };
         let table = self.context.table.clone();
-        Ok(lock(&self.unit)
+        Ok(lock(self.unit()?)
             .scan(&table, range, limit.map(|l| l as usize))
             .map(entries)
             .map_err(io))
@@ -116,7 +116,7 @@ impl Host for Invocation {
             end: Bound::Excluded(end),
         };
         let table = self.context.table.clone();
-        Ok(lock(&self.unit)
+        Ok(lock(self.unit()?)
             .scan(&table, range, limit.map(|l| l as usize))
             .map(entries)
             .map_err(io))
@@ -129,7 +129,7 @@ impl Host for Invocation {
         let key = format!("{}/{sequence}", self.context.name);
         match self.runtime.0.sequences.next(&key) {
             Ok(v) => {
-                lock(&self.unit).took_sequence(key, v);
+                lock(self.unit()?).took_sequence(key, v);
                 Ok(Ok(v))
             }
             Err(e) => Ok(Err(io(e))),

@@ -34,8 +34,24 @@ fn trace_id(req: &Request<Body>) -> Arc<str> {
         .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
     match from_header {
         Some(t) => Arc::from(t.to_ascii_lowercase()),
-        None => Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+        None => new_trace_id(),
     }
+}
+
+/// A new 128-bit trace id without a system call: a random half drawn once per process and a
+/// per-process counter scrambled by splitmix64 (a bijection, so ids never repeat within
+/// the process, and the random half keeps processes apart).
+fn new_trace_id() -> Arc<str> {
+    static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let process = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let mut z = NEXT
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    Arc::from(format!("{process:016x}{z:016x}"))
 }
 
 /// The axum fallback: every request that is not the host's own.
@@ -238,4 +254,18 @@ fn failure(e: &InvokeError) -> Response {
         }
     }
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn new_trace_ids_are_32_hex_digits_and_distinct() {
+        let ids: std::collections::HashSet<_> =
+            (0..10_000).map(|_| super::new_trace_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(
+            ids.iter()
+                .all(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+    }
 }

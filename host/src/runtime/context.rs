@@ -11,6 +11,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 use super::health::Health;
 use super::store_data::Invocation;
+use super::warm::WarmPool;
 use crate::bindings::PlatformIndices;
 use crate::state::Table;
 
@@ -49,6 +50,8 @@ pub struct LoadedContext {
     pub in_flight: Arc<AtomicUsize>,
     /// Outcomes of its recent invocations.
     pub health: Arc<Health>,
+    /// Its idle instances, when `limits.instance_reuse` keeps them.
+    pub(crate) warm: Arc<WarmPool>,
     pub(crate) component: Component,
     pub(crate) pre: InstancePre<Invocation>,
     pub(crate) platform: PlatformIndices,
@@ -74,6 +77,10 @@ pub struct ContextLimits {
     pub deadline: Duration,
     /// Cap on the linear memory of one instance, in bytes.
     pub memory_limit: usize,
+    /// Invocations one instance may serve: 1 (the default) gives every invocation a fresh
+    /// instance; more lets an instance that finished cleanly serve later ones, which is
+    /// faster but lets the guest's memory outlive a request.
+    pub instance_reuse: u32,
 }
 
 /// Counts an invocation as in flight until dropped.

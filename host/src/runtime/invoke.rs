@@ -15,6 +15,7 @@ use super::context::LoadedContext;
 use super::engine::{Runtime, Unhealthy};
 use super::linking::{host_error, is_err};
 use super::store_data::{Invocation, SharedUnit};
+use super::warm::Warm;
 use crate::bindings::{Manifest, types::Event};
 use crate::bus::Envelope;
 use crate::resilience::Failure;
@@ -146,18 +147,14 @@ impl Runtime {
         trace_id: Arc<str>,
         request: http::Request<Full<Bytes>>,
     ) -> Result<HttpReply, InvokeError> {
-        let mut store = self.new_store(ctx.clone(), unit, trace_id, 0);
-        let instance = ctx
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
+        let mut warm = self.instance(&ctx, unit, trace_id, 0).await?;
         let proxy = ctx
             .proxy
-            .load(&mut store, &instance)
+            .load(&mut warm.store, &warm.instance)
             .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let req = store
+        let req = warm
+            .store
             .data_mut()
             .http()
             .new_incoming_request(
@@ -165,22 +162,24 @@ impl Runtime {
                 request,
             )
             .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
-        let out = store
+        let out = warm
+            .store
             .data_mut()
             .http()
             .new_response_outparam(tx)
             .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
-        let task = tokio::spawn(async move {
-            let r = proxy
+        // The guest writes its body while the host drains it: both in this task.
+        // The guest writes its body while the host drains it, both in this task. A failed
+        // call ends the wait at once: the response outparam may still sit in its store.
+        let call = async {
+            proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await;
-            drop(store);
-            r
-        });
-        let abort = task.abort_handle();
-        let run = async {
-            let reply = match rx.await {
+                .call_handle(&mut warm.store, req, out)
+                .await
+                .map_err(|e| self.classify(&ctx, e))
+        };
+        let collect = async {
+            Ok(match rx.await {
                 Ok(Ok(resp)) => {
                     let (parts, body) = resp.into_parts();
                     match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
@@ -194,36 +193,73 @@ impl Runtime {
                 }
                 Ok(Err(code)) => Some(Err(format!("answered with an error: {code:?}"))),
                 Err(_) => None,
-            };
-            (reply, task.await)
+            })
         };
-        let (reply, joined) = match tokio::time::timeout(Self::wall_limit(&ctx), run).await {
-            Ok(r) => r,
+        let run = async { tokio::try_join!(collect, call) };
+        // On timeout the call is dropped mid-run; so is its store, with `warm`.
+        let (reply, ()) = match tokio::time::timeout(Self::wall_limit(&ctx), run).await {
+            Ok(r) => r?,
             Err(_) => {
-                abort.abort();
                 return Err(InvokeError::Deadline {
                     context: ctx.name.to_string(),
                     deadline_ms: ctx.limits.deadline.as_millis(),
                 });
             }
         };
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.classify(&ctx, e)),
-            Err(e) => {
-                return Err(InvokeError::host(
-                    &ctx,
-                    format!("invocation task failed: {e}"),
-                ));
-            }
-        }
         match reply {
-            Some(Ok(r)) => Ok(r),
+            Some(Ok(r)) => {
+                self.recycle(&ctx, warm);
+                Ok(r)
+            }
             Some(Err(m)) => Err(InvokeError::host(&ctx, m)),
             None => Err(InvokeError::host(
                 &ctx,
                 "returned without setting a response",
             )),
+        }
+    }
+
+    /// An instance of `ctx` bound to one invocation: an idle one when the context reuses
+    /// instances and one is free, else a fresh one.
+    async fn instance(
+        &self,
+        ctx: &Arc<LoadedContext>,
+        unit: SharedUnit,
+        trace_id: Arc<str>,
+        depth: u32,
+    ) -> Result<Warm, InvokeError> {
+        if ctx.limits.instance_reuse > 1
+            && let Some(mut warm) = ctx.warm.take()
+        {
+            warm.store.data_mut().bind(unit, trace_id, depth);
+            warm.store
+                .set_epoch_deadline(self.deadline_ticks(ctx.limits.deadline));
+            return Ok(warm);
+        }
+        let mut store = self.new_store(ctx.clone(), unit, trace_id, depth);
+        let instance = ctx
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| InvokeError::host(ctx, format!("cannot instantiate: {e:#}")))?;
+        ctx.warm.created_one();
+        Ok(Warm {
+            store,
+            instance,
+            uses: 0,
+        })
+    }
+
+    /// After an invocation that succeeded: release its unit of work, and keep the instance
+    /// for another one when the context allows and the guest left no host resource behind.
+    /// A failed invocation's instance is simply dropped (a trap poisons its store).
+    fn recycle(&self, ctx: &LoadedContext, mut warm: Warm) {
+        warm.uses += 1;
+        let clean = warm.store.data_mut().release();
+        if !clean {
+            tracing::debug!(context = %ctx.name, "instance left host resources open: not reused");
+        } else if warm.uses < ctx.limits.instance_reuse {
+            ctx.warm.put(warm);
         }
     }
 
@@ -245,7 +281,6 @@ impl Runtime {
         event: &Envelope,
     ) -> Result<Result<(), String>, InvokeError> {
         let trace: Arc<str> = Arc::from(event.traceid.as_str());
-        let mut store = self.new_store(ctx.clone(), unit, trace, 0);
         let arg = Event {
             id: event.id.clone(),
             source: event.source.clone(),
@@ -257,12 +292,18 @@ impl Runtime {
             data: event.data.clone(),
         };
         let fut = async {
-            let platform = self.platform_instance(&ctx, &mut store).await?;
-            platform
+            let mut warm = self.instance(&ctx, unit, trace, 0).await?;
+            let platform = ctx
+                .platform
+                .load(&mut warm.store, &warm.instance)
+                .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+            let outcome = platform
                 .ctxhost_platform_subscriber()
-                .call_handle(&mut store, &arg)
+                .call_handle(&mut warm.store, &arg)
                 .await
-                .map_err(|e| self.classify(&ctx, e))
+                .map_err(|e| self.classify(&ctx, e))?;
+            self.recycle(&ctx, warm);
+            Ok(outcome)
         };
         within(&ctx, Self::wall_limit(&ctx), fut).await
     }
@@ -340,20 +381,21 @@ impl Runtime {
         results: &mut [Val],
     ) -> Result<(), InvokeError> {
         let wall = site.wall;
-        let mut store = self.new_store(ctx.clone(), site.unit, site.trace_id, site.depth);
-        store.set_epoch_deadline(self.deadline_ticks(site.deadline.min(ctx.limits.deadline)));
         let fut = async {
-            let instance = ctx
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| InvokeError::host(&ctx, format!("cannot instantiate: {e:#}")))?;
-            let func = instance
-                .get_func(&mut store, index)
+            let mut warm = self
+                .instance(&ctx, site.unit, site.trace_id, site.depth)
+                .await?;
+            warm.store
+                .set_epoch_deadline(self.deadline_ticks(site.deadline.min(ctx.limits.deadline)));
+            let func = warm
+                .instance
+                .get_func(&mut warm.store, index)
                 .ok_or_else(|| InvokeError::host(&ctx, "export vanished"))?;
-            func.call_async(&mut store, params, results)
+            func.call_async(&mut warm.store, params, results)
                 .await
-                .map_err(|e| self.classify(&ctx, e))
+                .map_err(|e| self.classify(&ctx, e))?;
+            self.recycle(&ctx, warm);
+            Ok(())
         };
         within(&ctx, wall, fut).await
     }
@@ -395,7 +437,7 @@ pub(crate) async fn forward_call(
 ) -> wasmtime::Result<()> {
     let data = store.data();
     let runtime = data.runtime.clone();
-    let unit = data.unit.clone();
+    let unit = data.unit()?.clone();
     let trace = data.trace_id.clone();
     let depth = data.depth + 1;
     let caller = data.context.name.clone();

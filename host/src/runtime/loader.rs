@@ -304,6 +304,7 @@ impl Runtime {
             limits: c.artifact.limits,
             in_flight: Arc::new(AtomicUsize::new(0)),
             health: Arc::new(Health::new(HealthPolicy::default())),
+            warm: Arc::default(),
             component: c.component.clone(),
             pre,
             platform,

@@ -1,6 +1,7 @@
 //! The component runtime: one wasmtime engine, the components loaded from configuration,
-//! and fresh, isolated instances for every invocation (an HTTP request, an event delivery,
-//! a call from another context).
+//! and isolated instances for every invocation (an HTTP request, an event delivery, a call
+//! from another context): fresh ones, or idle ones of the same version where a context
+//! allows reuse.
 
 mod cache;
 mod context;
@@ -11,6 +12,7 @@ mod linking;
 mod loader;
 mod registry;
 mod store_data;
+mod warm;
 
 pub use context::{ContextLimits, LoadedContext, RouteSpec};
 pub use engine::{EngineSettings, Runtime, Unhealthy, engine_config};

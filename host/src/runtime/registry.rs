@@ -42,8 +42,13 @@ impl Registry {
                 p.insert(iface.clone(), ctx.name.to_string());
             }
         }
-        if let Ok(mut m) = self.contexts.write() {
-            m.insert(ctx.name.to_string(), ctx);
+        let replaced = match self.contexts.write() {
+            Ok(mut m) => m.insert(ctx.name.to_string(), ctx),
+            Err(_) => None,
+        };
+        // Its idle instances hold it alive; invocations still running keep their own.
+        if let Some(old) = replaced {
+            old.warm.retire();
         }
     }
 }

@@ -15,10 +15,12 @@ use crate::state::UnitOfWork;
 /// Shared handle to a unit of work: the invocation that owns it and the contexts it calls.
 pub type SharedUnit = Arc<std::sync::Mutex<UnitOfWork>>;
 
-/// Per-invocation state.
+/// Per-invocation state. An instance kept for reuse keeps its `Store`, so the parts that
+/// belong to one invocation (unit of work, trace id, depth) are bound before each one and
+/// the unit is released after it.
 pub struct Invocation {
     pub(crate) context: Arc<LoadedContext>,
-    pub(crate) unit: SharedUnit,
+    unit: Option<SharedUnit>,
     pub(crate) trace_id: Arc<str>,
     /// How many calls between contexts led here (0 for the entry invocation).
     pub(crate) depth: u32,
@@ -43,7 +45,7 @@ impl Invocation {
             .build();
         Invocation {
             context,
-            unit,
+            unit: Some(unit),
             trace_id,
             depth,
             runtime,
@@ -52,6 +54,29 @@ impl Invocation {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
         }
+    }
+}
+
+impl Invocation {
+    /// The unit of work of the running invocation.
+    pub(crate) fn unit(&self) -> wasmtime::Result<&SharedUnit> {
+        self.unit
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("no invocation is running on this instance"))
+    }
+
+    /// Make this store's next invocation write into `unit` under `trace_id`.
+    pub(crate) fn bind(&mut self, unit: SharedUnit, trace_id: Arc<str>, depth: u32) {
+        self.unit = Some(unit);
+        self.trace_id = trace_id;
+        self.depth = depth;
+    }
+
+    /// Let go of the finished invocation's unit of work, which its owner commits, and tell
+    /// whether the instance left nothing behind in the host's resource table.
+    pub(crate) fn release(&mut self) -> bool {
+        self.unit = None;
+        self.table.is_empty()
     }
 }
 

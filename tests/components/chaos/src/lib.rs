@@ -11,6 +11,7 @@ ctxhost_sdk::generate!(
 );
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ctxhost::rental::payments::{self, PaymentRequest};
 use ctxhost_sdk::body::JsonObject;
@@ -35,7 +36,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/chaos/read/{key}"),
     ("POST", "/chaos/publish"),
     ("GET", "/chaos/payment-of/{orderId}"),
+    ("GET", "/chaos/served"),
 ];
+
+/// Requests this instance has served: guest memory, so it stays 1 when every request gets
+/// a fresh instance and grows when the host reuses instances.
+static SERVED: AtomicU64 = AtomicU64::new(0);
 
 struct Chaos;
 
@@ -84,6 +90,7 @@ impl incoming_handler::Guest for Chaos {
 export!(Chaos);
 
 fn handle(req: Request) -> ApiResult {
+    SERVED.fetch_add(1, Ordering::Relaxed);
     let Some((method, pattern)) = ROUTES
         .iter()
         .find(|(_, pattern)| route(pattern, &req.path).is_some())
@@ -94,6 +101,10 @@ fn handle(req: Request) -> ApiResult {
         return Err(Response::method_not_allowed(&req.method, &[method]));
     }
     match *pattern {
+        "/chaos/served" => Ok(Response::json(
+            200,
+            &json!({ "served": SERVED.load(Ordering::Relaxed) }),
+        )),
         "/chaos/ok" => Ok(Response::json(200, &json!({ "ok": true }))),
         "/chaos/panic" => panic!("chaos: panic requested"),
         "/chaos/trap" => trap(),
