@@ -73,6 +73,24 @@ impl BenchHost {
         }
     }
 
+    /// How many instances the current version of `context` created so far (admin API).
+    pub async fn instances_created(&self, context: &str) -> anyhow::Result<u64> {
+        let list: serde_json::Value = reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .get(format!("{}/admin/plugins", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        list.as_array()
+            .and_then(|l| l.iter().find(|p| p["name"] == context))
+            .and_then(|p| p["instances"]["created"].as_u64())
+            .with_context(|| format!("no instance count for {context} in /admin/plugins"))
+    }
+
     /// Resident memory of the host process, in KiB (from /proc).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;

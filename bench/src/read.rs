@@ -263,6 +263,11 @@ pub async fn run(
         h.p99 / n.p99,
         r.p99 / n.p99
     );
+    let served: f64 = kept.iter().map(|r| r.requests as f64).sum();
+    println!(
+        "instances of car created by the reusing host: {} (for {served:.0} measured requests and their warm-ups)",
+        reusing.instances_created("car").await?
+    );
     for f in h
         .first_failures
         .iter()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ctxhost_tests::{
     Api, Host, HostOptions, OrderLoad, SETTLE, assert_rental_consistent, assert_view_matches_orders,
+    plugin_dir, with_marker,
 };
 use serde_json::Value;
 
@@ -78,6 +79,33 @@ async fn reuse_serves_requests_with_kept_instances_and_drops_the_ones_that_fail(
         assert_eq!(served(&host).await, 1, "after {path}");
         assert_eq!(served(&host).await, 2, "after {path}");
     }
+}
+
+#[tokio::test]
+async fn reuse_a_deployed_version_starts_with_its_own_instances() {
+    let host = Host::start(
+        HostOptions::new()
+            .with_chaos()
+            .plugin_setting("chaos", "instance_reuse = 50"),
+    );
+    for n in 1..=3 {
+        assert_eq!(served(&host).await, n);
+    }
+    let path = plugin_dir().join("chaos.wasm");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    host.send(
+        reqwest::Method::PUT,
+        "/admin/plugins/chaos",
+        Some((with_marker(&bytes, "reuse-v2"), "application/wasm")),
+    )
+    .await
+    .expect(200);
+    // The old version's idle instance is not handed to the new one, and the setting stays.
+    assert_eq!(served(&host).await, 1);
+    assert_eq!(served(&host).await, 2);
+    let chaos = plugin(&host, "chaos").await;
+    assert_eq!(chaos["instances"]["created"], 1, "{chaos}");
+    assert_eq!(chaos["limits"]["instanceReuse"], 50, "{chaos}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,55 +168,58 @@ impl Runtime {
             .http()
             .new_response_outparam(tx)
             .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
-        // The guest writes its body while the host drains it: both in this task.
         // The guest writes its body while the host drains it, both in this task. A failed
-        // call ends the wait at once: the response outparam may still sit in its store.
-        let call = async {
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut warm.store, req, out)
-                .await
-                .map_err(|e| self.classify(&ctx, e))
-        };
+        // call ends the wait at once (the response outparam may still sit in its store).
         let collect = async {
-            Ok(match rx.await {
+            match rx.await {
                 Ok(Ok(resp)) => {
                     let (parts, body) = resp.into_parts();
                     match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
-                        Ok(c) => Some(Ok(HttpReply {
+                        Ok(c) => Ok(HttpReply {
                             status: parts.status,
                             headers: parts.headers,
                             body: c.to_bytes(),
-                        })),
-                        Err(e) => Some(Err(format!("unreadable response body: {e}"))),
+                        }),
+                        Err(e) => Err(format!("unreadable response body: {e}")),
                     }
                 }
-                Ok(Err(code)) => Some(Err(format!("answered with an error: {code:?}"))),
-                Err(_) => None,
-            })
+                Ok(Err(code)) => Err(format!("answered with an error: {code:?}")),
+                Err(_) => Err("returned without setting a response".to_string()),
+            }
         };
-        let run = async { tokio::try_join!(collect, call) };
+        tokio::pin!(collect);
+        let mut reply = None;
+        let call = proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut warm.store, req, out);
+        let run = async {
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    biased;
+                    called = &mut call => return called,
+                    r = &mut collect, if reply.is_none() => reply = Some(r),
+                }
+            }
+        };
         // On timeout the call is dropped mid-run; so is its store, with `warm`.
-        let (reply, ()) = match tokio::time::timeout(Self::wall_limit(&ctx), run).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(InvokeError::Deadline {
-                    context: ctx.name.to_string(),
-                    deadline_ms: ctx.limits.deadline.as_millis(),
-                });
-            }
-        };
-        match reply {
-            Some(Ok(r)) => {
-                self.recycle(&ctx, warm);
-                Ok(r)
-            }
-            Some(Err(m)) => Err(InvokeError::host(&ctx, m)),
-            None => Err(InvokeError::host(
-                &ctx,
-                "returned without setting a response",
-            )),
+        let deadline = tokio::time::Instant::now() + Self::wall_limit(&ctx);
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.classify(&ctx, e)),
+            Err(_) => return Err(overran(&ctx)),
         }
+        // The guest returned cleanly and what it wrote is in the host's channel: the
+        // instance can serve the next invocation while the rest of the body is drained.
+        // Holding it until then kept one instance per waiting connection.
+        self.recycle(&ctx, warm);
+        let reply = match reply {
+            Some(r) => r,
+            None => tokio::time::timeout_at(deadline, collect)
+                .await
+                .map_err(|_| overran(&ctx))?,
+        };
+        reply.map_err(|m| InvokeError::host(&ctx, m))
     }
 
     /// An instance of `ctx` bound to one invocation: an idle one when the context reuses
@@ -398,6 +401,14 @@ impl Runtime {
             Ok(())
         };
         within(&ctx, wall, fut).await
+    }
+}
+
+/// The error of an invocation stopped by its wall-clock backstop.
+fn overran(ctx: &LoadedContext) -> InvokeError {
+    InvokeError::Deadline {
+        context: ctx.name.to_string(),
+        deadline_ms: ctx.limits.deadline.as_millis(),
     }
 }
 
