@@ -123,8 +123,9 @@ Suites:
   swap (default)  upload-to-serving time of a hot swap, compiled on upload and
                   precompiled, and latency/failures of a read load with and without
                   repeated swaps.
-  read            GET /cars/{id} through the host against the same handler written as
-                  native axum + redb in the benchmark process (ratio, target >= 0.70).
+  read            GET /cars/{id} through the host (a fresh instance per request, and
+                  with `instance_reuse`) against the same handler written as native
+                  axum + redb in the benchmark process (ratios, target >= 0.70).
   peer            a minimal wasi:http hello served by the host and by `wasmtime serve`
                   (wasmtime-cli of the host's wasmtime version, installed with
                   `cargo install` into the target directory when missing).
@@ -132,6 +133,9 @@ Suites:
                   host's (target < 20 us), and a typed call into a fresh instance.
   write           POST /orders, durable, at 1, 16 and 64 clients (target 3,000/s at 64).
   memory          host resident memory idle, under the read load and the write load.
+  events          orders/s from POST to the view and order->view latency, embedded bus
+                  against RabbitMQ (needs the broker on 127.0.0.1:5672).
+  resilience      orders under a slowed payment, with and without its circuit breaker.
   all             every suite, in that order.
 Options after `--`: --connections N (default 64), --seconds S (default 5),
 --rounds R (interleaved runs of each side of read and peer, default 3).
