@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use ctxhost_tests::{
-    Api, Host, HostOptions, OrderLoad, SETTLE, assert_rental_consistent, assert_view_matches_orders,
-    plugin_dir, with_marker,
+    Api, Host, HostOptions, OrderLoad, SETTLE, assert_rental_consistent,
+    assert_view_matches_orders, plugin_dir, with_marker,
 };
 use serde_json::Value;
 
