@@ -23,7 +23,7 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 
 /// The broker the tests use when `CTXHOST_TEST_AMQP_URL` is not set.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -113,7 +113,7 @@ impl Namespace {
     /// Deletes the namespace's exchanges and queues; errors are reported, not raised.
     fn delete_objects(&self) -> Result<(), String> {
         let url = self.url.clone();
-        let exchanges = vec![self.events_exchange(), self.dead_letter_exchange()];
+        let exchanges = [self.events_exchange(), self.dead_letter_exchange()];
         let mut queues: Vec<String> = QUEUE_CONTEXTS.iter().map(|c| self.queue(c)).collect();
         queues.push(self.dead_letter_queue());
         on_own_runtime(AMQP_TIMEOUT, move || async move {
@@ -121,33 +121,24 @@ impl Namespace {
             let mut failures = Vec::new();
             // A failed delete closes its channel (and deleting what does not exist may fail,
             // depending on the broker): one fresh channel per delete.
-            for queue in &queues {
+            let objects = queues
+                .iter()
+                .map(|q| ("queue", q))
+                .chain(exchanges.iter().map(|e| ("exchange", e)));
+            for (kind, name) in objects {
                 let result = match conn.create_channel().await {
                     Ok(ch) => {
-                        let r = ch
-                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                            .await
-                            .map(drop);
-                        let _ = ch.close(200, "done".into()).await;
-                        r
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result
-                    && !is_not_found(&e)
-                {
-                    failures.push(format!("queue {queue}: {e}"));
-                }
-            }
-            for exchange in &exchanges {
-                let result = match conn.create_channel().await {
-                    Ok(ch) => {
-                        let r = ch
-                            .exchange_delete(
-                                exchange.as_str().into(),
+                        let r = if kind == "queue" {
+                            ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                                .await
+                                .map(drop)
+                        } else {
+                            ch.exchange_delete(
+                                name.as_str().into(),
                                 ExchangeDeleteOptions::default(),
                             )
-                            .await;
+                            .await
+                        };
                         let _ = ch.close(200, "done".into()).await;
                         r
                     }
@@ -156,7 +147,7 @@ impl Namespace {
                 if let Err(e) = result
                     && !is_not_found(&e)
                 {
-                    failures.push(format!("exchange {exchange}: {e}"));
+                    failures.push(format!("{kind} {name}: {e}"));
                 }
             }
             let _ = conn.close(200, "done".into()).await;
@@ -228,94 +219,66 @@ pub async fn take_dead_letter_messages(ns: &Namespace) -> Result<Vec<QueueMessag
 /// `(ready messages, consumers)` of `<namespace>.<context>`, without changing it (a passive
 /// declare); `Err` when the queue does not exist or the broker cannot be reached.
 pub async fn queue_counts(ns: &Namespace, context: &str) -> Result<(u32, u32), String> {
-    let url = amqp_url();
     let queue = ns.queue(context);
-    let work = async move {
-        let conn = connect(&url).await?;
-        let result = async {
-            let ch = conn
-                .create_channel()
-                .await
-                .map_err(|e| format!("open a channel: {e}"))?;
-            let declared = ch
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions::default().passive(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| format!("queue {queue}: {e}"))?;
-            let _ = ch.close(200, "done".into()).await;
-            Ok((declared.message_count(), declared.consumer_count()))
-        }
-        .await;
-        let _ = conn.close(200, "done".into()).await;
-        result
-    };
-    tokio::time::timeout(AMQP_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| Err(format!("inspecting the queue took over {AMQP_TIMEOUT:?}")))
+    on_channel("inspecting the queue", async |ch| {
+        let declared = ch
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("queue {queue}: {e}"))?;
+        Ok((declared.message_count(), declared.consumer_count()))
+    })
+    .await
 }
 
 /// Reads every message of `queue` (at most 10,000); `remove` acks them, otherwise they are
 /// requeued.
 async fn read_queue(queue: String, remove: bool) -> Result<Vec<QueueMessage>, String> {
-    let url = amqp_url();
-    let work = async move {
-        let conn = connect(&url).await?;
-        let result = async {
-            let ch = conn
-                .create_channel()
+    on_channel("reading the queue", async |ch| {
+        let mut messages = Vec::new();
+        let mut last_tag = None;
+        while messages.len() < 10_000 {
+            let got = ch
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
                 .await
-                .map_err(|e| format!("open a channel: {e}"))?;
-            let mut messages = Vec::new();
-            let mut last_tag = None;
-            while messages.len() < 10_000 {
-                let got = ch
-                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-                    .await
-                    .map_err(|e| format!("basic.get from {queue}: {e}"))?;
-                let Some(message) = got else { break };
-                let delivery = message.delivery;
-                let text = |v: &Option<lapin::types::ShortString>| {
-                    v.as_ref()
-                        .map(|s| s.as_str().to_owned())
-                        .unwrap_or_default()
-                };
-                messages.push((
-                    text(delivery.properties.kind()),
-                    text(delivery.properties.correlation_id()),
-                    delivery.data,
-                ));
-                last_tag = Some(delivery.delivery_tag);
-            }
-            if let Some(tag) = last_tag {
-                if remove {
-                    ch.basic_ack(tag, BasicAckOptions { multiple: true })
-                        .await
-                        .map_err(|e| format!("basic.ack on {queue}: {e}"))?;
-                } else {
-                    ch.basic_nack(
-                        tag,
-                        BasicNackOptions {
-                            multiple: true,
-                            requeue: true,
-                        },
-                    )
-                    .await
-                    .map_err(|e| format!("basic.nack on {queue}: {e}"))?;
-                }
-            }
-            let _ = ch.close(200, "done".into()).await;
-            Ok(messages)
+                .map_err(|e| format!("basic.get from {queue}: {e}"))?;
+            let Some(message) = got else { break };
+            let delivery = message.delivery;
+            let text = |v: &Option<lapin::types::ShortString>| {
+                v.as_ref()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default()
+            };
+            messages.push((
+                text(delivery.properties.kind()),
+                text(delivery.properties.correlation_id()),
+                delivery.data,
+            ));
+            last_tag = Some(delivery.delivery_tag);
         }
-        .await;
-        let _ = conn.close(200, "done".into()).await;
-        result
-    };
-    tokio::time::timeout(AMQP_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| Err(format!("reading the queue took over {AMQP_TIMEOUT:?}")))
+        if let Some(tag) = last_tag {
+            if remove {
+                ch.basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+                    .map_err(|e| format!("basic.ack on {queue}: {e}"))?;
+            } else {
+                ch.basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await
+                .map_err(|e| format!("basic.nack on {queue}: {e}"))?;
+            }
+        }
+        Ok(messages)
+    })
+    .await
 }
 
 /// Stops the broker application (`rabbitmqctl stop_app`); panics with the command's output
@@ -501,6 +464,30 @@ async fn connect(url: &str) -> Result<Connection, String> {
             redacted(url)
         )),
     }
+}
+
+/// Runs `work` on a channel of a new connection to the tests' broker, then closes both; the
+/// whole is bounded by [`AMQP_TIMEOUT`] (`what` names it in the error).
+async fn on_channel<T>(
+    what: &str,
+    work: impl AsyncFnOnce(&Channel) -> Result<T, String>,
+) -> Result<T, String> {
+    let run = async {
+        let conn = connect(&amqp_url()).await?;
+        let result = match conn.create_channel().await {
+            Ok(ch) => {
+                let result = work(&ch).await;
+                let _ = ch.close(200, "done".into()).await;
+                result
+            }
+            Err(e) => Err(format!("open a channel: {e}")),
+        };
+        let _ = conn.close(200, "done".into()).await;
+        result
+    };
+    tokio::time::timeout(AMQP_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| Err(format!("{what} took over {AMQP_TIMEOUT:?}")))
 }
 
 /// Whether an AMQP error is the broker's 404 NOT_FOUND.

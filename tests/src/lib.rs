@@ -29,7 +29,8 @@ pub mod broker;
 mod rental;
 
 pub use rental::{
-    Created, LoadOutcome, OrderLoad, assert_rental_consistent, assert_view_matches_orders, settled,
+    Created, LoadOutcome, OrderLoad, assert_rental_consistent, assert_view_matches_orders,
+    availability_is, settled,
 };
 
 /// The four rental contexts every test host loads.

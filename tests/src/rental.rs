@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{Api, check_placed_order, ensure_that, eventually, id, text, view_row, view_row_for};
+use crate::{
+    Api, SETTLE, check_placed_order, ensure_that, eventually, id, text, view_row, view_row_for,
+};
 
 /// Order id -> (payment id, qty) of every order answered 201.
 pub type Created = BTreeMap<u64, (u64, u64)>;
@@ -341,18 +343,18 @@ pub async fn assert_view_matches_orders(orders_api: &Api, view_api: &Api, settle
     .await;
 }
 
-/// Waits up to `settle` until the order has `status`, its payment `payment_status`, and the
-/// view row of `customer` shows both with the order's payment id. `orders` serves orders and
-/// payments, `view` the view (the same host, or two processes).
+/// Waits up to [`SETTLE`] until the order has `status`, its payment `payment_status`, and
+/// the view row of `customer` shows both with the order's payment id. `orders` serves orders
+/// and payments, `view` the view (the same host, or two processes).
 pub async fn settled(
     orders: &Api,
     view: &Api,
     customer: &str,
     order_id: u64,
-    (status, payment_status): (&str, &str),
-    settle: Duration,
+    status: &str,
+    payment_status: &str,
 ) {
-    eventually(settle, || async {
+    eventually(SETTLE, || async {
         let order = orders.order(order_id).await;
         ensure_that!(text(&order, "status") == status, "order: {order}");
         let payment = orders.payment(id(&order, "paymentId")).await;
@@ -373,6 +375,25 @@ pub async fn settled(
         ensure_that!(
             row[view_row::PAYMENT_ID] == order["paymentId"],
             "view row: {row}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// Waits up to [`SETTLE`] until the car and the view both say `available` for `car` (and the
+/// car's stock is `stock`, when given). `cars` serves the car and the view.
+pub async fn availability_is(cars: &Api, car: u64, stock: Option<u64>, available: i64) {
+    eventually(SETTLE, || async {
+        let car_now = cars.car(car).await;
+        ensure_that!(car_now["available"] == json!(available), "car: {car_now}");
+        if let Some(stock) = stock {
+            ensure_that!(car_now["stock"] == json!(stock), "car: {car_now}");
+        }
+        let (view, _) = cars.availability(car).await.ok_or("car not in the view")?;
+        ensure_that!(
+            view == available,
+            "view availability {view}, want {available}"
         );
         Ok(())
     })

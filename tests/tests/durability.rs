@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ctxhost_tests::{
-    Api, Host, HostOptions, OrderLoad, SETTLE, assert_rental_consistent, ensure_that, eventually,
-    id, text,
+    Api, Host, HostOptions, OrderLoad, assert_rental_consistent, availability_is, id, settled, text,
 };
 use serde_json::{Value, json};
 
@@ -33,34 +32,6 @@ async fn snapshot(api: &Api, customers: &[&str]) -> Value {
     })
 }
 
-/// Waits until the order has `status` and its view row shows `order_status`/`payment_status`.
-async fn settled(api: &Api, customer: &str, order_id: u64, status: &str, payment_status: &str) {
-    ctxhost_tests::settled(
-        api,
-        api,
-        customer,
-        order_id,
-        (status, payment_status),
-        SETTLE,
-    )
-    .await;
-}
-
-/// Waits until both the car and the view say `available` for `car`.
-async fn availability_is(api: &Api, car: u64, available: i64) {
-    eventually(SETTLE, || async {
-        let car_now = api.car(car).await;
-        ensure_that!(car_now["available"] == json!(available), "car: {car_now}");
-        let (view, _) = api.availability(car).await.ok_or("car not in the view")?;
-        ensure_that!(
-            view == available,
-            "view availability {view}, want {available}"
-        );
-        Ok(())
-    })
-    .await;
-}
-
 async fn cancel(api: &Api, order_id: u64) {
     let answer = api
         .post_json(&format!("/orders/{order_id}/cancel"), &json!({}))
@@ -78,13 +49,13 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
     let rented = id(&host.place_order(avante, 1, "alice").await, "id");
     let to_cancel = id(&host.place_order(avante, 2, "alice").await, "id");
     let rejected = id(&host.place_order(morning, 3, "bob").await, "id");
-    settled(&host, "alice", rented, "RENTED", "APPROVED").await;
-    settled(&host, "alice", to_cancel, "RENTED", "APPROVED").await;
+    settled(&host, &host, "alice", rented, "RENTED", "APPROVED").await;
+    settled(&host, &host, "alice", to_cancel, "RENTED", "APPROVED").await;
     cancel(&host, to_cancel).await;
-    settled(&host, "alice", to_cancel, "CANCELLED", "CANCELLED").await;
-    settled(&host, "bob", rejected, "REJECTED", "CANCELLED").await;
-    availability_is(&host, avante, 3).await;
-    availability_is(&host, morning, 2).await;
+    settled(&host, &host, "alice", to_cancel, "CANCELLED", "CANCELLED").await;
+    settled(&host, &host, "bob", rejected, "REJECTED", "CANCELLED").await;
+    availability_is(&host, avante, None, 3).await;
+    availability_is(&host, morning, None, 2).await;
 
     let before = snapshot(&host, &["alice", "bob"]).await;
     assert_eq!(
@@ -121,8 +92,16 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
         id(&order, "paymentId") > max_payment,
         "payment id reused after restart: {order}"
     );
-    settled(&host, "alice", id(&order, "id"), "RENTED", "APPROVED").await;
-    availability_is(&host, avante, 2).await;
+    settled(
+        &host,
+        &host,
+        "alice",
+        id(&order, "id"),
+        "RENTED",
+        "APPROVED",
+    )
+    .await;
+    availability_is(&host, avante, None, 2).await;
 }
 
 #[tokio::test]
@@ -131,11 +110,11 @@ async fn redelivered_events_after_a_restart_are_applied_once() {
     let car = host.create_car("Avante", 5).await;
     let kept = id(&host.place_order(car, 2, "alice").await, "id");
     let returned = id(&host.place_order(car, 1, "alice").await, "id");
-    settled(&host, "alice", kept, "RENTED", "APPROVED").await;
-    settled(&host, "alice", returned, "RENTED", "APPROVED").await;
+    settled(&host, &host, "alice", kept, "RENTED", "APPROVED").await;
+    settled(&host, &host, "alice", returned, "RENTED", "APPROVED").await;
     cancel(&host, returned).await;
-    settled(&host, "alice", returned, "CANCELLED", "CANCELLED").await;
-    availability_is(&host, car, 3).await;
+    settled(&host, &host, "alice", returned, "CANCELLED", "CANCELLED").await;
+    availability_is(&host, car, None, 3).await;
     let before = snapshot(&host, &["alice"]).await;
 
     host.restart();
@@ -165,8 +144,8 @@ async fn redelivered_events_after_a_restart_are_applied_once() {
     // once the view and the car have handled it they have seen the whole log again.
     let marker_car = host.create_car("Marker", 1).await;
     let marker = id(&host.place_order(marker_car, 1, "marker").await, "id");
-    settled(&host, "marker", marker, "RENTED", "APPROVED").await;
-    availability_is(&host, marker_car, 0).await;
+    settled(&host, &host, "marker", marker, "RENTED", "APPROVED").await;
+    availability_is(&host, marker_car, None, 0).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Nothing was applied twice: stock was not taken or returned again, rows not duplicated.
