@@ -57,6 +57,7 @@ impl<T> WarmPool<T> {
             v.push(warm);
             return;
         }
+        // Dropping a store frees its pool slot: do it after the lock is released.
         drop(idle);
         drop(warm);
     }
