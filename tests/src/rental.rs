@@ -1,6 +1,8 @@
-//! A load of orders for one car and the invariants the rental state must reach after any
+//! The rental API: its domain calls on [`Api`] (cars, orders, payments, the view) with the
+//! checks every answer must pass, and the invariants the rental state must reach after any
 //! disturbance (a kill -9, a stopped process, a broker outage): nothing answered 201 is lost,
-//! nothing is applied twice, and the car, the payments and the view agree.
+//! nothing is applied twice, and the car, the payments and the view agree ([`OrderLoad`],
+//! [`assert_rental_consistent`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,9 +11,142 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{
-    Api, SETTLE, check_placed_order, ensure_that, eventually, id, text, view_row, view_row_for,
-};
+use crate::http::{Api, as_list, id, text};
+use crate::{ensure_that, eventually};
+
+/// How long the saga and the view get to converge, unless a test says otherwise.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// Field names of a row of `GET /customers/{customerId}/orders` (the view's own table).
+pub mod view_row {
+    /// The order's id.
+    pub const ORDER_ID: &str = "orderId";
+    /// The order's status: `PAID`, `RENTED`, `REJECTED` or `CANCELLED`.
+    pub const ORDER_STATUS: &str = "orderStatus";
+    /// The payment's id.
+    pub const PAYMENT_ID: &str = "paymentId";
+    /// The payment's status: `APPROVED` or `CANCELLED`.
+    pub const PAYMENT_STATUS: &str = "paymentStatus";
+}
+
+impl Api {
+    /// `POST /cars`, asserting 201 and the echoed fields; returns the car's id.
+    pub async fn create_car(&self, name: &str, stock: u64) -> u64 {
+        let car = self
+            .post_json("/cars", &json!({"name": name, "stock": stock}))
+            .await
+            .expect(201);
+        assert_eq!(car["name"], json!(name), "POST /cars: name: {car}");
+        assert_eq!(car["stock"], json!(stock), "POST /cars: stock: {car}");
+        assert_eq!(
+            car["available"],
+            json!(stock),
+            "POST /cars: available: {car}"
+        );
+        id(&car, "id")
+    }
+
+    /// `POST /orders`, asserting 201, status `PAID`, a payment id and the echoed fields.
+    pub async fn place_order(&self, car_id: u64, qty: u64, customer: &str) -> Value {
+        let order = self
+            .post_json(
+                "/orders",
+                &json!({"carId": car_id, "qty": qty, "customerId": customer}),
+            )
+            .await
+            .expect(201);
+        check_placed_order(&order, car_id, qty, customer);
+        order
+    }
+
+    /// `GET /cars/{id}`.
+    pub async fn car(&self, car_id: u64) -> Value {
+        self.get_ok(&format!("/cars/{car_id}")).await
+    }
+
+    /// `GET /orders/{id}`.
+    pub async fn order(&self, order_id: u64) -> Value {
+        self.get_ok(&format!("/orders/{order_id}")).await
+    }
+
+    /// `GET /payments/{id}`.
+    pub async fn payment(&self, payment_id: u64) -> Value {
+        self.get_ok(&format!("/payments/{payment_id}")).await
+    }
+
+    /// `GET /orders`.
+    pub async fn orders(&self) -> Vec<Value> {
+        self.get_list("/orders").await
+    }
+
+    /// `GET /payments`.
+    pub async fn payments(&self) -> Vec<Value> {
+        self.get_list("/payments").await
+    }
+
+    /// `GET /cars`.
+    pub async fn cars(&self) -> Vec<Value> {
+        self.get_list("/cars").await
+    }
+
+    /// `GET /availability/{carId}` as `(available, whole answer)`, or `None` while the view
+    /// does not know the car yet (404).
+    pub async fn availability(&self, car_id: u64) -> Option<(i64, Value)> {
+        let resp = self.get(&format!("/availability/{car_id}")).await;
+        if resp.status == 404 {
+            return None;
+        }
+        let value = resp.expect(200);
+        assert_eq!(
+            value["carId"],
+            json!(car_id),
+            "availability: carId: {value}"
+        );
+        let available = value["available"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("availability: `available` is not an integer: {value}"));
+        Some((available, value))
+    }
+
+    /// `GET /customers/{customerId}/orders`; an unknown customer (404) counts as no rows.
+    pub async fn customer_orders(&self, customer: &str) -> Vec<Value> {
+        let path = format!("/customers/{customer}/orders");
+        let resp = self.get(&path).await;
+        if resp.status == 404 {
+            return Vec::new();
+        }
+        let value = resp.expect(200);
+        as_list(&value).unwrap_or_else(|| panic!("GET {path}: not a list: {value}"))
+    }
+}
+
+/// Checks the answer of a successful `POST /orders`.
+pub fn check_placed_order(order: &Value, car_id: u64, qty: u64, customer: &str) {
+    assert_eq!(
+        order["status"],
+        json!("PAID"),
+        "POST /orders: status: {order}"
+    );
+    assert_eq!(
+        order["carId"],
+        json!(car_id),
+        "POST /orders: carId: {order}"
+    );
+    assert_eq!(order["qty"], json!(qty), "POST /orders: qty: {order}");
+    assert_eq!(
+        order["customerId"],
+        json!(customer),
+        "POST /orders: customerId: {order}"
+    );
+    id(order, "id");
+    id(order, "paymentId");
+}
+
+/// The row of the customer-orders view for `order_id`, if any.
+pub fn view_row_for(rows: &[Value], order_id: u64) -> Option<&Value> {
+    rows.iter()
+        .find(|row| row[view_row::ORDER_ID].as_u64() == Some(order_id))
+}
 
 /// Order id -> (payment id, qty) of every order answered 201.
 pub type Created = BTreeMap<u64, (u64, u64)>;
