@@ -1,8 +1,12 @@
 //! The configuration file of a test host: [`HostOptions`] says what the host loads besides
-//! the four rental contexts, and [`config_text`] writes the `ctxhost.toml` the host is
-//! started with.
+//! the four rental contexts, [`config_table`] builds the settings as a TOML table (raw
+//! snippets of the tests parsed and merged into it) and [`config_text`] serializes it into
+//! the `ctxhost.toml` the host is started with.
 
 use std::path::{Path, PathBuf};
+
+use toml::map::Entry;
+use toml::{Table, Value};
 
 use crate::broker;
 
@@ -16,14 +20,13 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 #[derive(Clone, Debug, Default)]
 pub struct HostOptions {
     chaos: bool,
-    config: Vec<(String, String, String)>,
     data_dir: Option<PathBuf>,
-    host_settings: Vec<String>,
-    host_lines: Vec<String>,
-    plugin_settings: Vec<(String, String)>,
     contexts: Option<Vec<String>>,
     amqp_namespace: Option<String>,
     amqp_prefetch: Option<u16>,
+    /// What the methods below add, merged into the generated settings at start: top-level
+    /// keys and tables, `plugins.<plugin>` keys and `plugins.<plugin>.config` entries.
+    extra: Table,
 }
 
 impl HostOptions {
@@ -39,31 +42,43 @@ impl HostOptions {
     }
 
     /// Adds `key = "value"` to `[plugins.<plugin>.config]`.
+    #[track_caller]
     pub fn plugin_config(mut self, plugin: &str, key: &str, value: &str) -> Self {
-        self.config
-            .push((plugin.to_owned(), key.to_owned(), value.to_owned()));
+        let config = Table::from_iter([(key.to_owned(), Value::from(value))]);
+        let plugin_table = Table::from_iter([("config".to_owned(), Value::Table(config))]);
+        let plugins = Table::from_iter([(plugin.to_owned(), Value::Table(plugin_table))]);
+        let snippet = Table::from_iter([("plugins".to_owned(), Value::Table(plugins))]);
+        merge(&mut self.extra, snippet, "");
         self
     }
 
-    /// Adds a top-level line to the host configuration, e.g. `watch_dir = "/tmp/x"`
-    /// (written after the other top-level keys, before every table).
+    /// Adds top-level settings to the host configuration, a TOML snippet such as
+    /// `watch_dir = "/tmp/x"`.
+    #[track_caller]
     pub fn host_setting(mut self, line: &str) -> Self {
-        self.host_settings.push(line.to_owned());
+        merge(&mut self.extra, parse("host_setting", line), "");
         self
     }
 
-    /// Adds a line to `[plugins.<plugin>]`, e.g. `deadline_ms = 300`.
+    /// Adds settings to `[plugins.<plugin>]`, a TOML snippet such as `deadline_ms = 300`.
+    #[track_caller]
     pub fn plugin_setting(mut self, plugin: &str, line: &str) -> Self {
-        self.plugin_settings
-            .push((plugin.to_owned(), line.to_owned()));
+        let plugins = Table::from_iter([(
+            plugin.to_owned(),
+            Value::Table(parse("plugin_setting", line)),
+        )]);
+        let snippet = Table::from_iter([("plugins".to_owned(), Value::Table(plugins))]);
+        merge(&mut self.extra, snippet, "");
         self
     }
 
-    /// Adds raw lines to the host's configuration file, before the plugin tables (for
-    /// example `[resilience.payment]` tables and their keys). Lines before the first table
-    /// header are top-level keys and go with the other top-level keys.
+    /// Adds a TOML snippet to the host's configuration, for example `[resilience.payment]`
+    /// tables and their keys; keys before its first table header are top-level keys. Its
+    /// tables merge with the generated ones and those of other snippets; a key set twice
+    /// panics.
+    #[track_caller]
     pub fn host_config(mut self, lines: &str) -> Self {
-        self.host_lines.push(lines.to_owned());
+        merge(&mut self.extra, parse("host_config", lines), "");
         self
     }
 
@@ -109,27 +124,22 @@ impl HostOptions {
     }
 }
 
-/// The configuration file of a test host: the top-level keys first (TOML puts a key after a
-/// table header into that table), then the raw tables, `[amqp]` and the plugin tables.
-pub(crate) fn config_text(
+/// The settings of a test host: where it listens, its admin token, cache and data
+/// directories, `contexts`, `[amqp]` and a `[plugins.<name>]` table with the `path` of each
+/// of `names`, with what the test added through [`HostOptions`] merged in.
+pub(crate) fn config_table(
     opts: &HostOptions,
     names: &[&str],
     plugin_dir: &Path,
     data_dir: &Path,
     cache_dir: &Path,
-) -> String {
-    // TOML: every top-level key before the first table, or it lands in that table.
-    let mut top = String::new();
-    top.push_str("listen = \"127.0.0.1:0\"\n");
-    top.push_str(&format!("admin_token = {}\n", toml_string(ADMIN_TOKEN)));
-    top.push_str(&format!(
-        "cache_dir = {}\n",
-        toml_string(&cache_dir.to_string_lossy())
-    ));
-    top.push_str(&format!(
-        "data_dir = {}\n",
-        toml_string(&data_dir.to_string_lossy())
-    ));
+) -> Table {
+    let path_value = |path: &Path| Value::from(path.to_string_lossy().into_owned());
+    let mut table = Table::new();
+    table.insert("listen".to_owned(), Value::from("127.0.0.1:0"));
+    table.insert("admin_token".to_owned(), Value::from(ADMIN_TOKEN));
+    table.insert("cache_dir".to_owned(), path_value(cache_dir));
+    table.insert("data_dir".to_owned(), path_value(data_dir));
     if let Some(contexts) = &opts.contexts {
         for context in contexts {
             assert!(
@@ -137,182 +147,142 @@ pub(crate) fn config_text(
                 "contexts: {context} is not a loaded plugin ({names:?})"
             );
         }
-        let list: Vec<String> = contexts.iter().map(|c| toml_string(c)).collect();
-        top.push_str(&format!("contexts = [{}]\n", list.join(", ")));
-    }
-    for line in &opts.host_settings {
-        top.push_str(line);
-        top.push('\n');
-    }
-    let mut tables = String::new();
-    for lines in &opts.host_lines {
-        let (keys, rest) = split_top_level(lines);
-        if !keys.trim().is_empty() {
-            top.push_str(&keys);
-        }
-        if !rest.trim().is_empty() {
-            tables.push('\n');
-            tables.push_str(&rest);
-        }
+        table.insert("contexts".to_owned(), Value::from(contexts.clone()));
     }
     if let Some(namespace) = &opts.amqp_namespace {
-        tables.push_str("\n[amqp]\n");
-        tables.push_str(&format!("url = {}\n", toml_string(&broker::amqp_url())));
-        tables.push_str(&format!("namespace = {}\n", toml_string(namespace)));
+        let mut amqp = Table::new();
+        amqp.insert("url".to_owned(), Value::from(broker::amqp_url()));
+        amqp.insert("namespace".to_owned(), Value::from(namespace.as_str()));
         if let Some(prefetch) = opts.amqp_prefetch {
-            tables.push_str(&format!("prefetch = {prefetch}\n"));
+            amqp.insert("prefetch".to_owned(), Value::from(i64::from(prefetch)));
         }
+        table.insert("amqp".to_owned(), Value::Table(amqp));
     } else {
         assert!(
             opts.amqp_prefetch.is_none(),
             "amqp_prefetch without amqp(namespace)"
         );
     }
-    let mut config = top;
-    config.push_str(&tables);
-    for name in names {
-        let wasm = plugin_dir.join(format!("{name}.wasm"));
-        config.push_str(&format!("\n[plugins.{name}]\n"));
-        config.push_str(&format!(
-            "path = {}\n",
-            toml_string(&wasm.to_string_lossy())
-        ));
-        for (_, line) in opts.plugin_settings.iter().filter(|(p, _)| p == name) {
-            config.push_str(line);
-            config.push('\n');
+    if let Some(Value::Table(plugins)) = opts.extra.get("plugins") {
+        for plugin in plugins.keys() {
+            assert!(
+                names.contains(&plugin.as_str()),
+                "configuration for a plugin not loaded: {plugin}"
+            );
         }
-        let entries: Vec<_> = opts.config.iter().filter(|(p, _, _)| p == name).collect();
-        if !entries.is_empty() {
-            config.push_str(&format!("\n[plugins.{name}.config]\n"));
-            for (_, key, value) in entries {
-                config.push_str(&format!("{} = {}\n", toml_key(key), toml_string(value)));
+    }
+    let plugins = names
+        .iter()
+        .map(|name| {
+            let wasm = plugin_dir.join(format!("{name}.wasm"));
+            let plugin = Table::from_iter([("path".to_owned(), path_value(&wasm))]);
+            ((*name).to_owned(), Value::Table(plugin))
+        })
+        .collect();
+    table.insert("plugins".to_owned(), Value::Table(plugins));
+    merge(&mut table, opts.extra.clone(), "");
+    table
+}
+
+/// The configuration file of a test host: [`config_table`] as TOML.
+pub(crate) fn config_text(
+    opts: &HostOptions,
+    names: &[&str],
+    plugin_dir: &Path,
+    data_dir: &Path,
+    cache_dir: &Path,
+) -> String {
+    let table = config_table(opts, names, plugin_dir, data_dir, cache_dir);
+    toml::to_string(&table).expect("serialize the test host configuration")
+}
+
+/// A TOML snippet given to `method`, as a table; panics when it is not TOML.
+#[track_caller]
+fn parse(method: &str, snippet: &str) -> Table {
+    snippet
+        .parse()
+        .unwrap_or_else(|e| panic!("{method}: not a TOML snippet ({e}):\n{snippet}"))
+}
+
+/// Merges `from` into `into` (the table at the dotted path `at`): tables merge key by key,
+/// any other value may be set only once (as in one TOML file), else this panics.
+#[track_caller]
+fn merge(into: &mut Table, from: Table, at: &str) {
+    for (key, value) in from {
+        let path = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        match into.entry(key) {
+            Entry::Vacant(slot) => {
+                slot.insert(value);
             }
+            Entry::Occupied(slot) => match (slot.into_mut(), value) {
+                (Value::Table(mine), Value::Table(theirs)) => merge(mine, theirs, &path),
+                (mine, theirs) => panic!(
+                    "`{path}` is set twice in the test host configuration: {mine} and {theirs}"
+                ),
+            },
         }
     }
-    for (plugin, _, _) in &opts.config {
-        assert!(
-            names.contains(&plugin.as_str()),
-            "config for a plugin not loaded: {plugin}"
-        );
-    }
-    config
-}
-
-/// Splits raw configuration lines into the top-level keys before the first table header and
-/// the rest (that header and everything after it), each ending with a newline.
-fn split_top_level(lines: &str) -> (String, String) {
-    let mut keys = String::new();
-    let mut rest = String::new();
-    let mut in_table = false;
-    for line in lines.lines() {
-        in_table |= is_table_header(line);
-        let out = if in_table { &mut rest } else { &mut keys };
-        out.push_str(line);
-        out.push('\n');
-    }
-    (keys, rest)
-}
-
-/// Whether a configuration line is a table header (`[a.b]`, `[[a]]`, `[a."b c"]`), not an
-/// array value on a line of its own.
-fn is_table_header(line: &str) -> bool {
-    let line = line.trim();
-    let Some(inner) = line.strip_prefix('[') else {
-        return false;
-    };
-    let inner = inner.strip_prefix('[').unwrap_or(inner);
-    let Some(end) = inner.find(']') else {
-        return false;
-    };
-    let name = inner[..end].trim();
-    let after = inner[end..].trim_start_matches(']').trim();
-    let mut quoted = false;
-    let bare_ok = name.chars().all(|c| {
-        if c == '"' {
-            quoted = !quoted;
-        }
-        quoted || c == '"' || c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ')
-    });
-    !name.is_empty()
-        && !name.starts_with('.')
-        && bare_ok
-        && (after.is_empty() || after.starts_with('#'))
-}
-
-/// A TOML key: bare when it can be, quoted otherwise.
-fn toml_key(key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if bare {
-        key.to_owned()
-    } else {
-        toml_string(key)
-    }
-}
-
-/// A TOML basic string.
-fn toml_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
-    use super::{HostOptions, config_text, is_table_header, split_top_level};
+    use toml::{Table, Value};
+
+    use super::{HostOptions, PLUGINS, config_table, config_text};
+    use crate::broker;
+
+    const WITH_CHAOS: [&str; 5] = ["order", "payment", "car", "view", "chaos"];
+
+    /// The file written for `opts`, parsed back.
+    fn written(opts: &HostOptions, names: &[&str]) -> Table {
+        let text = config_text(
+            opts,
+            names,
+            Path::new("plugins"),
+            Path::new("data"),
+            Path::new("cache"),
+        );
+        text.parse()
+            .unwrap_or_else(|e| panic!("the written file is not TOML ({e}):\n{text}"))
+    }
+
+    fn table(text: &str) -> Table {
+        text.parse()
+            .unwrap_or_else(|e| panic!("bad expected TOML ({e}):\n{text}"))
+    }
+
+    const GENERATED: &str = r#"
+listen = "127.0.0.1:0"
+admin_token = "test-admin-token"
+cache_dir = "cache"
+data_dir = "data"
+"#;
+
+    const PLUGIN_PATHS: &str = r#"
+[plugins.order]
+path = "plugins/order.wasm"
+[plugins.payment]
+path = "plugins/payment.wasm"
+[plugins.car]
+path = "plugins/car.wasm"
+[plugins.view]
+path = "plugins/view.wasm"
+"#;
 
     #[test]
-    fn table_headers_are_told_from_array_lines() {
-        for header in [
-            "[amqp]",
-            "  [resilience.payment]  ",
-            "[[items]]",
-            "[rate_limit.routes.\"GET /cars\"]",
-            "[plugins.order.config] # comment",
-        ] {
-            assert!(is_table_header(header), "{header}");
-        }
-        for line in [
-            "contexts = [\"order\"]",
-            "[\"a\", \"b\"],",
-            "[1, 2]",
-            "[]",
-            "key = 1",
-            "",
-        ] {
-            assert!(!is_table_header(line), "{line}");
-        }
+    fn the_default_file_parses_back_to_the_default_settings() {
+        let expected = table(&format!("{GENERATED}{PLUGIN_PATHS}"));
+        assert_eq!(written(&HostOptions::new(), &PLUGINS), expected);
     }
 
     #[test]
-    fn keys_before_the_first_table_are_top_level() {
-        let (keys, rest) =
-            split_top_level("watch_dir = \"w\"\n[resilience.payment]\nretries = 2\n");
-        assert_eq!(keys, "watch_dir = \"w\"\n");
-        assert_eq!(rest, "[resilience.payment]\nretries = 2\n");
-        let (keys, rest) = split_top_level("[a]\nx = 1\n");
-        assert_eq!(keys, "");
-        assert_eq!(rest, "[a]\nx = 1\n");
-    }
-
-    #[test]
-    fn every_top_level_key_comes_before_the_first_table() {
+    fn every_option_parses_back_to_its_setting() {
         let opts = HostOptions::new()
             .with_chaos()
             .host_config("[resilience.payment]\nretries = 2\n")
@@ -320,47 +290,150 @@ mod tests {
             .contexts(&["order", "payment"])
             .amqp("ns-1")
             .amqp_prefetch(8)
+            .plugin_config("payment", "max-qty-per-order", "3")
+            .plugin_setting("chaos", "deadline_ms = 300");
+        let url = Value::from(broker::amqp_url());
+        let expected = table(&format!(
+            r#"{GENERATED}
+contexts = ["order", "payment"]
+watch_dir = "w"
+
+[resilience.payment]
+retries = 2
+
+[amqp]
+url = {url}
+namespace = "ns-1"
+prefetch = 8
+{PLUGIN_PATHS}
+[plugins.payment.config]
+max-qty-per-order = "3"
+[plugins.chaos]
+path = "plugins/chaos.wasm"
+deadline_ms = 300
+"#
+        ));
+        assert_eq!(written(&opts, &WITH_CHAOS), expected);
+    }
+
+    #[test]
+    fn raw_snippets_merge_into_the_generated_tables() {
+        // Top-level keys before a snippet's first table stay top-level, also after a table
+        // of an earlier snippet; arrays on lines of their own, quoted keys in a header and
+        // a comment after it are TOML like any other; two snippets add to one table.
+        let opts = HostOptions::new()
+            .with_chaos()
+            .host_config(
+                "[rate_limit.routes.\"GET /cars\"] # by client\nclient_rate = 1.0\nclient_burst = 5\n",
+            )
+            .host_config(
+                "watch_dir = \"w\"\nlist = [\n  [\"a\", \"b\"],\n  [1, 2],\n  [],\n]\n\
+                 [rate_limit.routes.\"GET /payments\"]\nrate = 0.5\n\
+                 [resilience.payment]\nbreaker = { enabled = false }\n",
+            )
+            .host_setting("instance_reuse = 1000")
+            .plugin_setting("chaos", "deadline_ms = 300")
+            .plugin_setting("chaos", "memory_limit_mb = 32")
+            .plugin_config("payment", "fault-injection", "true")
             .plugin_config("payment", "max-qty-per-order", "3");
-        let names = ["order", "payment", "car", "view", "chaos"];
+        let expected = table(&format!(
+            r#"{GENERATED}
+watch_dir = "w"
+list = [["a", "b"], [1, 2], []]
+instance_reuse = 1000
+
+[rate_limit.routes."GET /cars"]
+client_rate = 1.0
+client_burst = 5
+[rate_limit.routes."GET /payments"]
+rate = 0.5
+
+[resilience.payment.breaker]
+enabled = false
+{PLUGIN_PATHS}
+[plugins.payment.config]
+fault-injection = "true"
+max-qty-per-order = "3"
+[plugins.chaos]
+path = "plugins/chaos.wasm"
+deadline_ms = 300
+memory_limit_mb = 32
+"#
+        ));
+        assert_eq!(written(&opts, &WITH_CHAOS), expected);
+    }
+
+    #[test]
+    fn strings_and_keys_that_need_quoting_survive() {
+        let odd = "a \"quoted\" \\ back\\slash\nnew line\ttab \u{1} é";
+        let opts = HostOptions::new().plugin_config("payment", "a key.with dots", odd);
         let text = config_text(
             &opts,
-            &names,
-            Path::new("plugins"),
-            Path::new("data"),
-            Path::new("cache"),
+            &PLUGINS,
+            Path::new("plug ins/\"x\""),
+            Path::new(odd),
+            Path::new("C:\\cache"),
         );
-        let lines: Vec<&str> = text.lines().collect();
-        let first_table = lines
-            .iter()
-            .position(|l| is_table_header(l))
-            .expect("a table");
-        for key in [
-            "listen",
-            "admin_token",
-            "cache_dir",
-            "data_dir",
-            "contexts",
-            "watch_dir",
-        ] {
-            let at = lines
-                .iter()
-                .position(|l| l.starts_with(&format!("{key} =")))
-                .unwrap_or_else(|| panic!("no {key} in\n{text}"));
-            assert!(at < first_table, "{key} after a table in\n{text}");
-        }
-        assert!(
-            text.contains("contexts = [\"order\", \"payment\"]\n"),
+        let back: Table = text.parse().expect("the written file is TOML");
+        assert_eq!(back["data_dir"].as_str(), Some(odd), "{text}");
+        assert_eq!(back["cache_dir"].as_str(), Some("C:\\cache"), "{text}");
+        assert_eq!(
+            back["plugins"]["order"]["path"].as_str(),
+            Some("plug ins/\"x\"/order.wasm"),
             "{text}"
         );
-        let amqp = text.split("[amqp]\n").nth(1).expect("an [amqp] table");
-        let amqp: Vec<&str> = amqp.lines().take_while(|l| !l.is_empty()).collect();
-        assert_eq!(amqp.len(), 3, "{text}");
-        assert!(amqp[0].starts_with("url = \"amqp://"), "{text}");
-        assert_eq!(amqp[1], "namespace = \"ns-1\"");
-        assert_eq!(amqp[2], "prefetch = 8");
-        assert!(
-            text.contains("[resilience.payment]\nretries = 2\n"),
+        assert_eq!(
+            back["plugins"]["payment"]["config"]["a key.with dots"].as_str(),
+            Some(odd),
             "{text}"
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "`listen` is set twice")]
+    fn a_snippet_may_not_set_a_generated_key_again() {
+        let opts = HostOptions::new().host_setting("listen = \"0.0.0.0:1\"");
+        config_table(
+            &opts,
+            &PLUGINS,
+            Path::new("p"),
+            Path::new("d"),
+            Path::new("c"),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "`plugins.payment.config.max-qty-per-order` is set twice")]
+    fn a_plugin_config_entry_may_be_set_only_once() {
+        let _ = HostOptions::new()
+            .plugin_config("payment", "max-qty-per-order", "3")
+            .plugin_config("payment", "max-qty-per-order", "4");
+    }
+
+    #[test]
+    #[should_panic(expected = "`resilience.payment.retries` is set twice")]
+    fn snippets_may_not_set_a_key_twice() {
+        let _ = HostOptions::new()
+            .host_config("[resilience.payment]\nretries = 2\n")
+            .host_config("[resilience.payment]\nretries = 3\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "configuration for a plugin not loaded: chaos")]
+    fn settings_of_a_plugin_not_loaded_panic() {
+        let opts = HostOptions::new().plugin_setting("chaos", "deadline_ms = 300");
+        config_table(
+            &opts,
+            &PLUGINS,
+            Path::new("p"),
+            Path::new("d"),
+            Path::new("c"),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "host_config: not a TOML snippet")]
+    fn a_snippet_that_is_not_toml_panics() {
+        let _ = HostOptions::new().host_config("[resilience.payment\nretries = 2\n");
     }
 }
