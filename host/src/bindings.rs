@@ -15,5 +15,5 @@ wasmtime::component::bindgen!({
     require_store_data_send: true,
 });
 
-pub use self::ctxhost::platform::{config, events, log, store, types};
-pub use self::exports::ctxhost::platform::context::Manifest;
+pub(crate) use self::ctxhost::platform::{config, events, log, store, types};
+pub(crate) use self::exports::ctxhost::platform::context::Manifest;

@@ -1,19 +1,27 @@
 //! Configuration: a TOML file, overridden by `CTXHOST_*` environment variables, overridden
 //! by command-line flags (clap reads flag-or-variable; the file fills what both left unset).
+//!
+//! Each subsystem owns its section and its checks: the runtime its limits and
+//! `[plugins.*]` ([`crate::runtime::RuntimeSettings`]), the bus `[amqp]`
+//! ([`crate::bus::AmqpSettings`]), resilience `[resilience.*]` and `[rate_limit]`
+//! ([`crate::resilience`]); [`Settings::resolve`] only reads the file and composes them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::runtime::{ContextLimits, EngineSettings, PluginSource};
+use crate::bus::{AmqpConfigError, AmqpFile, AmqpSettings};
+use crate::resilience::{
+    PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings,
+};
+use crate::runtime::{PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings};
 
 /// Default address of the API.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default configuration file, read when present.
-pub const DEFAULT_CONFIG: &str = "ctxhost.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "ctxhost.toml";
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -24,67 +32,50 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid configuration file {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("invalid setting {name}: {message}")]
-    Invalid { name: &'static str, message: String },
+    #[error("invalid configuration file {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid setting listen: {value:?} is not an address like 127.0.0.1:8080 ({source})")]
+    Listen {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeConfigError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpConfigError),
+    #[error("invalid setting {0}")]
+    Policy(#[from] PolicyError),
 }
 
-/// An `instance_reuse` setting: how many invocations one instance may serve (at least 1).
-fn reuse(value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
-    match value {
-        Some(0) => Err(ConfigError::Invalid {
-            name: "instance_reuse",
-            message: "must be at least 1 (1: a fresh instance for every invocation)".into(),
-        }),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    }
-}
-
-/// The file's shape.
+/// The file's shape: the server's own keys, then each subsystem's.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
-    cache_dir: Option<PathBuf>,
     contexts: Option<Vec<String>>,
     body_limit: Option<usize>,
+    admin_token: Option<String>,
+    upload_limit_mb: Option<usize>,
+    watch_dir: Option<PathBuf>,
+    // The runtime's keys (see `runtime::RuntimeFile`).
+    cache_dir: Option<PathBuf>,
     deadline_ms: Option<u64>,
     memory_limit_mb: Option<usize>,
     instance_reuse: Option<u32>,
     max_instances: Option<u32>,
-    admin_token: Option<String>,
-    upload_limit_mb: Option<usize>,
-    watch_dir: Option<PathBuf>,
     #[serde(default)]
     plugins: BTreeMap<String, PluginEntry>,
     #[serde(default)]
-    resilience: crate::resilience::ResilienceFile,
+    resilience: ResilienceFile,
     #[serde(default)]
-    rate_limit: crate::resilience::RateLimitFile,
+    rate_limit: RateLimitFile,
     amqp: Option<AmqpFile>,
-}
-
-/// The `[amqp]` table: RabbitMQ as the event transport.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AmqpFile {
-    url: Option<String>,
-    namespace: Option<String>,
-    prefetch: Option<u16>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PluginEntry {
-    path: PathBuf,
-    deadline_ms: Option<u64>,
-    memory_limit_mb: Option<usize>,
-    instance_reuse: Option<u32>,
-    #[serde(default)]
-    config: BTreeMap<String, toml::Value>,
 }
 
 /// What flags and environment variables set (`None`: not given).
@@ -104,37 +95,22 @@ pub struct Overrides {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub body_limit: usize,
-    pub engine: EngineSettings,
-    /// The contexts this process runs, in load order.
-    pub plugins: Vec<PluginSource>,
     /// The file the settings came from, if any.
     pub config_file: Option<PathBuf>,
+    /// Engine, contexts and their limits.
+    pub runtime: RuntimeSettings,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// The gateway's rate limits.
+    pub rate_limit: RateLimitSettings,
     /// Bearer token of the admin API (`None`: generated at start).
     pub admin_token: Option<String>,
     /// Largest plugin upload, in bytes.
     pub upload_limit: usize,
     /// Directory whose changed `<context>.wasm` files are deployed.
     pub watch_dir: Option<PathBuf>,
-    /// Limits of contexts deployed at run time without configuration.
-    pub default_limits: ContextLimits,
     /// RabbitMQ as the event transport (`None`: the embedded bus).
-    pub amqp: Option<crate::bus::AmqpSettings>,
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-fn scalar(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+    pub amqp: Option<AmqpSettings>,
 }
 
 impl Settings {
@@ -153,24 +129,20 @@ impl Settings {
             .and_then(|p| p.parent())
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
 
         let listen_s = ov
             .listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_s.parse().map_err(|e| ConfigError::Invalid {
-            name: "listen",
-            message: format!("{listen_s:?} is not an address like 127.0.0.1:8080 ({e})"),
+        let listen: SocketAddr = listen_s.parse().map_err(|source| ConfigError::Listen {
+            value: listen_s.clone(),
+            source,
         })?;
         let data_dir = ov
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./data"));
-        let cache_dir = file
-            .cache_dir
-            .map(|p| if p.is_relative() { base.join(p) } else { p })
-            .unwrap_or_else(|| data_dir.join("cache"));
-
         let wanted: Option<Vec<String>> = match ov.contexts {
             Some(s) => Some(
                 s.split(',')
@@ -180,163 +152,48 @@ impl Settings {
             ),
             None => file.contexts,
         };
-        if let Some(w) = &wanted {
-            for name in w {
-                if !file.plugins.contains_key(name) {
-                    return Err(ConfigError::Invalid {
-                        name: "contexts",
-                        message: format!("{name:?} is not a configured plugin"),
-                    });
-                }
-            }
-        }
-        let default_limits = ContextLimits {
-            deadline: Duration::from_millis(file.deadline_ms.unwrap_or(5_000)),
-            memory_limit: file.memory_limit_mb.unwrap_or(128) * 1024 * 1024,
-            instance_reuse: reuse(file.instance_reuse, 1)?,
+        let runtime_file = RuntimeFile {
+            cache_dir: file.cache_dir,
+            deadline_ms: file.deadline_ms,
+            memory_limit_mb: file.memory_limit_mb,
+            instance_reuse: file.instance_reuse,
+            max_instances: file.max_instances,
+            plugins: file.plugins,
         };
-        let mut plugins = Vec::new();
-        for (name, entry) in file.plugins {
-            if !valid_name(&name) {
-                return Err(ConfigError::Invalid {
-                    name: "plugins",
-                    message: format!(
-                        "{name:?} is not a valid context name (lowercase letters, digits, '-', '_')"
-                    ),
-                });
-            }
-            if wanted.as_ref().is_some_and(|w| !w.contains(&name)) {
-                continue;
-            }
-            let path = if entry.path.is_relative() {
-                base.join(&entry.path)
-            } else {
-                entry.path
-            };
-            let limits = ContextLimits {
-                deadline: entry
-                    .deadline_ms
-                    .map(Duration::from_millis)
-                    .unwrap_or(default_limits.deadline),
-                memory_limit: entry
-                    .memory_limit_mb
-                    .map(|m| m * 1024 * 1024)
-                    .unwrap_or(default_limits.memory_limit),
-                instance_reuse: reuse(entry.instance_reuse, default_limits.instance_reuse)?,
-            };
-            plugins.push(PluginSource {
-                name,
-                path,
-                limits,
-                config: entry
-                    .config
-                    .iter()
-                    .map(|(k, v)| (k.clone(), scalar(v)))
-                    .collect(),
-            });
-        }
-        if plugins.is_empty() {
-            return Err(ConfigError::Invalid {
-                name: "plugins",
-                message: match &config_file {
-                    Some(p) => format!("{} configures no plugin to run", p.display()),
-                    None => format!(
-                        "no configuration file: pass --config, set CTXHOST_CONFIG or create {DEFAULT_CONFIG}"
-                    ),
-                },
-            });
-        }
-        let amqp = resolve_amqp(ov.amqp_url, file.amqp)?;
-        let body_limit = file.body_limit.unwrap_or(1024 * 1024);
-        let resilience = crate::resilience::ResilienceSettings::resolve(
-            &file.resilience,
-            &file.rate_limit,
-            default_limits.deadline,
-        )
-        .map_err(|message| ConfigError::Invalid {
-            name: "resilience",
-            message,
-        })?;
-        let engine = EngineSettings {
-            deadline: default_limits.deadline,
-            memory_limit: plugins
-                .iter()
-                .map(|p| p.limits.memory_limit)
-                .fold(default_limits.memory_limit, usize::max),
-            max_instances: file.max_instances.unwrap_or(1_000),
-            cache_dir,
-            max_call_depth: 8,
+        let deadline = runtime_file.default_deadline();
+        let resilience = ResilienceSettings::resolve(&file.resilience, deadline)?;
+        let no_plugin = || match &config_file {
+            Some(p) => format!("{} configures no plugin to run", p.display()),
+            None => format!(
+                "no configuration file: pass --config, set CTXHOST_CONFIG or create {DEFAULT_CONFIG}"
+            ),
+        };
+        let runtime = RuntimeSettings::resolve(
+            runtime_file,
+            &base,
+            &data_dir,
+            wanted,
             resilience,
-        };
+            no_plugin,
+        )?;
+        let amqp = AmqpSettings::resolve(ov.amqp_url, file.amqp)?;
+        let rate_limit = RateLimitSettings::resolve(&file.rate_limit)?;
         Ok(Settings {
             listen,
             data_dir,
-            body_limit,
-            engine,
-            plugins,
+            runtime,
+            body_limit: file.body_limit.unwrap_or(1024 * 1024),
+            rate_limit,
             admin_token: ov
                 .admin_token
                 .or(file.admin_token)
                 .filter(|t| !t.is_empty()),
             upload_limit: file.upload_limit_mb.unwrap_or(64) * 1024 * 1024,
-            watch_dir: file
-                .watch_dir
-                .map(|p| if p.is_relative() { base.join(p) } else { p }),
-            default_limits,
+            watch_dir: file.watch_dir.map(relative),
             config_file,
             amqp,
         })
     }
-}
-
-/// The RabbitMQ settings, when a URL is given by flag, variable or file.
-fn resolve_amqp(
-    url: Option<String>,
-    file: Option<AmqpFile>,
-) -> Result<Option<crate::bus::AmqpSettings>, ConfigError> {
-    let file = file.unwrap_or_default();
-    let Some(url) = url.or(file.url).filter(|u| !u.trim().is_empty()) else {
-        if file.namespace.is_some() || file.prefetch.is_some() {
-            return Err(ConfigError::Invalid {
-                name: "amqp",
-                message: "the [amqp] table needs a url (or set CTXHOST_AMQP_URL / --amqp-url)"
-                    .into(),
-            });
-        }
-        return Ok(None);
-    };
-    let invalid = |message: String| ConfigError::Invalid {
-        name: "amqp",
-        message,
-    };
-    let parsed: lapin::uri::AMQPUri = url
-        .parse()
-        .map_err(|e| invalid(format!("url is not an AMQP URI: {e}")))?;
-    if parsed.scheme != lapin::uri::AMQPScheme::AMQP {
-        return Err(invalid(
-            "only amqp:// is supported (this build has no TLS for amqps://)".into(),
-        ));
-    }
-    let namespace = file.namespace.unwrap_or_else(|| "ctxhost".into());
-    if namespace.is_empty()
-        || namespace.len() > 100
-        || !namespace
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(invalid(format!(
-            "namespace {namespace:?} must be 1-100 letters, digits, '-', '_' or '.'"
-        )));
-    }
-    let prefetch = file.prefetch.unwrap_or(128);
-    if prefetch == 0 {
-        return Err(invalid("prefetch must be at least 1".into()));
-    }
-    Ok(Some(crate::bus::AmqpSettings {
-        url,
-        namespace,
-        prefetch,
-    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -344,9 +201,9 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.display().to_string(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
         path: path.display().to_string(),
-        message: e.to_string(),
+        source,
     })
 }
 
@@ -380,11 +237,11 @@ mod tests {
         })
         .expect("resolves");
         assert_eq!(s.listen.port(), 0);
-        assert_eq!(s.plugins.len(), 2);
-        assert_eq!(s.plugins[0].path, d.join("o.wasm"));
-        assert_eq!(s.plugins[1].path, PathBuf::from("/abs/p.wasm"));
+        assert_eq!(s.runtime.plugins.len(), 2);
+        assert_eq!(s.runtime.plugins[0].path, d.join("o.wasm"));
+        assert_eq!(s.runtime.plugins[1].path, PathBuf::from("/abs/p.wasm"));
         assert_eq!(
-            s.plugins[1]
+            s.runtime.plugins[1]
                 .config
                 .get("max-qty-per-order")
                 .map(String::as_str),
@@ -397,7 +254,7 @@ mod tests {
         })
         .expect("resolves");
         assert_eq!(s.listen.port(), 9000);
-        assert_eq!(s.plugins.len(), 1);
+        assert_eq!(s.runtime.plugins.len(), 1);
     }
 
     #[test]

@@ -3,33 +3,44 @@
 //! Each context is a Wasm component behind the WIT contract in `wit/`; the host gives it an
 //! HTTP gateway, its own transactional store, events and calls to other contexts.
 //!
+//! The library's entry points: [`Settings::resolve`] reads the configuration, [`build`]
+//! starts a [`Host`], [`Host::router`] is its HTTP surface, [`serve`] serves it, and [`run`]
+//! does all of that as `ctxhost serve` does. [`api`] holds the admin API's wire types.
+//!
 //! # Layout
 //!
-//! - `config`: the TOML file, `CTXHOST_*` variables and flags, resolved into `Settings`.
-//! - `server`: assembles the parts and serves (`run`).
-//! - `gateway`: the axum entry point, route table and problem answers.
-//! - `runtime`: engine, loading and linking components, running invocations.
-//! - `capabilities`: the WIT imports given to components (store, events, config, log).
-//! - `state`: the redb database, units of work and the group committer.
-//! - `bus`: event envelopes, delivery with inbox (batched), the embedded transport and the
-//!   RabbitMQ one (`bus::amqp`).
+//! Dependencies point one way, from the top of this list down (see `docs/ARCHITECTURE.md`):
+//!
+//! - `server`: builds the parts and serves them (`build`, `Host::router`, `serve`, `run`).
+//! - `gateway`: the entry point of API clients: rate-limit layer, route table, dispatch into
+//!   a context as one unit of work, problem answers.
+//! - `admin`: probes and the admin API (bearer token).
 //! - `swap`: hot swap (deploy, rollback, versions, watched directory, self-healing).
-//! - `admin`: health, readiness and operator endpoints (bearer token).
-//! - `resilience`: timeouts, circuit breakers, bulkheads and retries of calls between
-//!   contexts; rate limits at the gateway.
+//! - `runtime`: engine, loading and linking components, invocations, calls between contexts.
+//! - `capabilities`: the WIT imports given to components (store, events, config, log).
+//! - `bus`: event envelopes and transports (the embedded bus, RabbitMQ), delivery with an
+//!   inbox; it runs handlers through the runtime's `bus::Subscribers` implementation.
+//! - `resilience`: breakers, bulkheads, retries, rate-limit buckets: policies and state.
+//! - `state`: the redb database, units of work and the group committer.
+//! - `config`: the file, variables and flags, composed from each subsystem's section.
+//! - leaves: `api` (wire types), `bindings` (generated from `wit/`), `sync` (the one lock
+//!   helper), `time`.
 
-pub mod admin;
-pub mod bindings;
-pub mod bus;
+mod admin;
+pub mod api;
+mod bindings;
+mod bus;
 mod capabilities;
-pub mod config;
-pub mod gateway;
-pub mod resilience;
-pub mod runtime;
-pub mod server;
-pub mod state;
-pub mod swap;
-pub mod time;
+mod config;
+mod gateway;
+mod resilience;
+mod runtime;
+mod server;
+mod state;
+mod swap;
+mod sync;
+mod time;
 
-pub use config::{Overrides, Settings};
-pub use server::run;
+pub use config::{ConfigError, Overrides, Settings};
+pub use runtime::engine_config;
+pub use server::{Host, StartError, build, run, serve};

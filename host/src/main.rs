@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use ctxhost::api::{DeployReport, PluginInfo, ProblemDetails};
 use ctxhost::{Overrides, Settings};
 
 /// A WebAssembly component host for business bounded contexts.
@@ -119,7 +120,7 @@ fn main() -> anyhow::Result<()> {
                     admin_token,
                     amqp_url,
                 })?;
-                ctxhost::run(settings, shutdown_signal()).await
+                Ok(ctxhost::run(settings, shutdown_signal()).await?)
             }
             Command::Plugin { command } => match command {
                 PluginCommand::List { target } => list_plugins(&target).await,
@@ -173,13 +174,14 @@ impl AdminTarget {
             })
     }
 
-    /// Send a request to the admin API and return its JSON answer, or the problem it reported.
-    async fn call(
+    /// Send a request to the admin API and read its answer as `T`, or the problem it
+    /// reported.
+    async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> anyhow::Result<serde_json::Value> {
+    ) -> anyhow::Result<T> {
         let endpoint = format!("{}{path}", self.url.trim_end_matches('/'));
         let mut req = reqwest::Client::new()
             .request(method, &endpoint)
@@ -192,18 +194,18 @@ impl AdminTarget {
             .await
             .with_context(|| format!("cannot reach {endpoint}"))?;
         let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        let json: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        let text = res
+            .text()
+            .await
+            .with_context(|| format!("cannot read the answer of {endpoint}"))?;
         if !status.is_success() {
-            let detail = json
-                .get("detail")
-                .and_then(|d| d.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| json.to_string());
+            let detail = serde_json::from_str::<ProblemDetails>(&text)
+                .map(|p| p.detail)
+                .unwrap_or(text);
             anyhow::bail!("{endpoint} answered {status}: {detail}");
         }
-        Ok(json)
+        serde_json::from_str(&text)
+            .with_context(|| format!("{endpoint} answered {status} with an unexpected body"))
     }
 }
 
@@ -237,45 +239,39 @@ async fn rollback(target: &AdminTarget, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_report(r: &serde_json::Value) {
-    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
-    let changed = r.get("changed").and_then(|v| v.as_bool()).unwrap_or(true);
-    let ms = r.get("elapsedMs").and_then(|v| v.as_f64()).unwrap_or(0.0);
-    if changed {
+fn print_report(r: &DeployReport) {
+    if r.changed {
         println!(
-            "{} {} now serving ({}), switched in {ms:.1} ms",
-            s("name"),
-            s("version"),
-            s("digest")
+            "{} {} now serving ({}), switched in {:.1} ms",
+            r.name, r.version, r.digest, r.elapsed_ms
         );
     } else {
-        println!(
-            "{} already runs {}: nothing changed",
-            s("name"),
-            s("digest")
-        );
+        println!("{} already runs {}: nothing changed", r.name, r.digest);
     }
 }
 
 async fn list_plugins(target: &AdminTarget) -> anyhow::Result<()> {
-    let body = target
+    let plugins: Vec<PluginInfo> = target
         .call(reqwest::Method::GET, "/admin/plugins", None)
         .await?;
     println!(
         "{:<12} {:<10} {:<20} {:<10} {:>8} LOADED",
         "NAME", "VERSION", "DIGEST", "STATE", "INFLIGHT"
     );
-    for p in body.as_array().map(Vec::as_slice).unwrap_or_default() {
-        let s = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
-        let digest = s("digest");
+    for p in &plugins {
+        let version = if p.version.is_empty() {
+            "-"
+        } else {
+            &p.version
+        };
         println!(
             "{:<12} {:<10} {:<20} {:<10} {:>8} {}",
-            s("name"),
-            s("version"),
-            digest.get(..19).unwrap_or(&digest),
-            s("state"),
-            p.get("inFlight").and_then(|v| v.as_u64()).unwrap_or(0),
-            s("loadedAt")
+            p.name,
+            version,
+            p.digest.get(..19).unwrap_or(&p.digest),
+            p.state,
+            p.in_flight,
+            p.loaded_at
         );
     }
     Ok(())

@@ -1,83 +1,209 @@
-//! Assembling and running the host: state, runtime, contexts, event transport, gateway,
-//! admin API, hot swap.
+//! Assembling and running the host, in three steps so tests can drive each one:
+//! [`build`] starts every part (state, runtime, contexts, event transport, hot swap) from
+//! the settings; [`Host::router`] is the HTTP surface (the host's own endpoints, the gateway
+//! as their fallback); [`serve`] serves a router on a listener until shutdown. [`run`]
+//! does all three, as `ctxhost serve` does.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::Context as _;
 use axum::Router;
-use axum::routing::{get, post, put};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin;
-use crate::bus::{AmqpBus, EmbeddedBus, EventTransport, RetryPolicy};
+use crate::admin::{self, Admin};
+use crate::bus::{AmqpBus, BusCtx, EmbeddedBus, EventTransport, RetryPolicy};
 use crate::config::Settings;
-use crate::gateway::RouteTable;
-use crate::runtime::Runtime;
-use crate::state::{Committer, Db, db_tables};
-use crate::swap::{Swapper, VersionStore, startup_artifacts, watch_dir};
+use crate::gateway::{self, Gateway, RouteError, RouteTable, SharedRoutes};
+use crate::resilience::{PolicyError, RateLimiter};
+use crate::runtime::{EngineError, LoadError, Runtime};
+use crate::state::{Committer, Db, StateError, db_tables};
+use crate::swap::{SwapError, Swapper, VersionStore, startup_artifacts, watch_dir};
 
-/// What every request handler shares.
-pub struct App {
-    pub runtime: Runtime,
-    routes: Arc<RwLock<Arc<RouteTable>>>,
-    pub transport: Arc<dyn EventTransport>,
-    pub swapper: Arc<Swapper>,
-    /// Largest request body, in bytes.
-    pub body_limit: usize,
-    /// Largest plugin upload, in bytes.
-    pub upload_limit: usize,
-    /// Bearer token of the admin API.
-    pub admin_token: String,
-    /// The contexts this process is configured to run.
-    pub contexts: Vec<String>,
+/// Why the host could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the state: {0}")]
+    State(#[from] StateError),
+    #[error("cannot start the runtime: {0}")]
+    Engine(#[from] EngineError),
+    #[error("cannot decide the versions to run: {0}")]
+    Versions(#[from] SwapError),
+    #[error("cannot load the configured contexts: {0}")]
+    Load(#[from] LoadError),
+    #[error("the contexts' routes do not fit together: {0}")]
+    Routes(#[from] RouteError),
+    #[error("invalid setting {0}")]
+    RateLimit(#[from] PolicyError),
+    #[error("cannot write the admin token to {path}: {source}")]
+    AdminToken {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving failed: {0}")]
+    Serve(#[source] std::io::Error),
 }
 
-impl App {
-    /// The current route table.
-    pub fn routes(&self) -> Arc<RouteTable> {
-        match self.routes.read() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+/// A started host: every part running, not yet serving HTTP.
+pub struct Host {
+    pub runtime: Runtime,
+    pub gateway: Arc<Gateway>,
+    pub admin: Arc<Admin>,
+    /// Tells the background tasks (event workers, self-healing, watcher) to stop.
+    stop: watch::Sender<bool>,
+}
+
+impl Host {
+    /// The HTTP surface: probes and the admin API, with the gateway as their fallback.
+    pub fn router(&self) -> Router {
+        admin::router(self.admin.clone()).fallback_service(gateway::router(self.gateway.clone()))
+    }
+
+    /// Stop the background tasks (the HTTP server is stopped by its own shutdown signal).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
     }
 }
 
-/// The axum router of the host.
-pub fn router(app: Arc<App>) -> Router {
-    let admin = Router::new()
-        .route("/admin/plugins", get(admin::plugins))
-        .route("/admin/plugins/{name}", put(admin::deploy))
-        .route("/admin/plugins/{name}/rollback", post(admin::rollback))
-        .route("/admin/plugins/{name}/versions", get(admin::versions))
-        .route("/admin/dead-letters", get(admin::dead_letters))
-        .route("/admin/resilience", get(crate::resilience::admin))
-        .route(
-            "/admin/subscriptions/{context}/redeliver",
-            post(admin::redeliver),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            admin::require_token,
-        ));
-    Router::new()
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
-        .merge(admin)
-        .fallback(crate::resilience::gateway::limited_dispatch)
-        .with_state(app)
+/// Start every part of the host from `settings`: the state, the runtime with the configured
+/// contexts (the version deployed last, or the configured file), the event transport, hot
+/// swap with self-healing and the watched directory.
+pub async fn build(settings: &Settings) -> Result<Host, StartError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    let plugins = &settings.runtime.plugins;
+    let tables: Vec<_> = plugins.iter().flat_map(|p| db_tables(&p.name)).collect();
+    let db = Db::open(&settings.data_dir, &tables)?;
+    let committer = Committer::start(db.clone())?;
+    let runtime = Runtime::new(
+        settings.runtime.engine.clone(),
+        db.clone(),
+        committer.clone(),
+    )?;
+    let versions = VersionStore::new(runtime.clone(), &settings.data_dir);
+    let artifacts = startup_artifacts(&versions, plugins).await?;
+    runtime.load_all(artifacts).await?;
+
+    let loaded = runtime.registry().all();
+    let routes = RouteTable::build(loaded.iter().map(|c| (&c.name, c.routes.as_slice())))?;
+    let routes = Arc::new(SharedRoutes::new(routes));
+    let bus = BusCtx::new(db, committer, Arc::new(runtime.clone()));
+    let transport: Arc<dyn EventTransport> = match &settings.amqp {
+        Some(amqp) => Arc::new(AmqpBus::new(bus, amqp.clone(), RetryPolicy::default())?),
+        None => Arc::new(EmbeddedBus::new(bus, RetryPolicy::default())),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let contexts: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    transport.start(contexts.clone(), stop_rx.clone());
+    let swapper = Arc::new(Swapper::new(
+        runtime.clone(),
+        routes.clone(),
+        transport.clone(),
+        versions,
+        settings.runtime.default_limits,
+        stop_rx,
+    ));
+    swapper.spawn_self_healing();
+    if let Some(dir) = &settings.watch_dir {
+        watch_dir(swapper.clone(), dir.clone());
+    }
+    let limiter = Arc::new(RateLimiter::new(settings.rate_limit.clone())?);
+    let gateway = Arc::new(Gateway {
+        runtime: runtime.clone(),
+        routes,
+        body_limit: settings.body_limit,
+        limiter: limiter.clone(),
+    });
+    let admin = Arc::new(Admin {
+        runtime: runtime.clone(),
+        transport,
+        swapper,
+        limiter,
+        token: admin_token(settings)?,
+        contexts,
+        upload_limit: settings.upload_limit,
+    });
+    Ok(Host {
+        runtime,
+        gateway,
+        admin,
+        stop,
+    })
+}
+
+/// Serve `router` on `listener` until `shutdown` completes; requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(StartError::Serve)
+}
+
+/// Start everything, print where the API listens, and serve until `shutdown` completes.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let host = build(&settings).await?;
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: settings.listen,
+                source,
+            })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: settings.listen,
+        source,
+    })?;
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+    println!("ctxhost listening on http://{addr}");
+    let router = host.router();
+    let served = serve(listener, router, async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+    })
+    .await;
+    host.stop();
+    served
 }
 
 /// The admin token: configured, or generated and written to `<data dir>/admin-token`.
-fn admin_token(settings: &Settings) -> anyhow::Result<String> {
+fn admin_token(settings: &Settings) -> Result<String, StartError> {
     if let Some(t) = &settings.admin_token {
         return Ok(t.clone());
     }
     let path = settings.data_dir.join("admin-token");
     let token =
         uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
-    write_secret(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    write_secret(&path, &token).map_err(|source| StartError::AdminToken {
+        path: path.clone(),
+        source,
+    })?;
     tracing::info!(file = %path.display(), "generated the admin token");
     Ok(token)
 }
@@ -99,86 +225,6 @@ fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     std::fs::write(path, secret)
-}
-
-/// Start everything, print where the API listens, and serve until `shutdown` completes.
-pub async fn run(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
-    let tables: Vec<_> = settings
-        .plugins
-        .iter()
-        .flat_map(|p| db_tables(&p.name))
-        .collect();
-    let db = Db::open(&settings.data_dir, &tables)?;
-    let committer = Committer::start(db.clone())?;
-    let runtime = Runtime::new(settings.engine.clone(), db, committer)?;
-    let versions = VersionStore::new(runtime.clone(), &settings.data_dir);
-    let artifacts = startup_artifacts(&versions, &settings.plugins).await?;
-    runtime.load_all(artifacts).await?;
-
-    let loaded = runtime.registry().all();
-    let routes = RouteTable::build(loaded.iter().map(|c| (&c.name, c.routes.as_slice())))
-        .map_err(anyhow::Error::msg)?;
-    let routes = Arc::new(RwLock::new(Arc::new(routes)));
-    let transport: Arc<dyn EventTransport> = match &settings.amqp {
-        Some(amqp) => Arc::new(AmqpBus::new(
-            runtime.clone(),
-            amqp.clone(),
-            RetryPolicy::default(),
-        )?),
-        None => Arc::new(EmbeddedBus::new(runtime.clone(), RetryPolicy::default())),
-    };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let contexts: Vec<String> = settings.plugins.iter().map(|p| p.name.clone()).collect();
-    transport.start(contexts.clone(), stop_rx.clone());
-    let swapper = Arc::new(Swapper::new(
-        runtime.clone(),
-        routes.clone(),
-        transport.clone(),
-        versions,
-        settings.default_limits,
-        stop_rx,
-    ));
-    swapper.spawn_self_healing();
-    if let Some(dir) = &settings.watch_dir {
-        watch_dir(swapper.clone(), dir.clone());
-    }
-
-    let app = Arc::new(App {
-        runtime,
-        routes,
-        transport,
-        swapper,
-        body_limit: settings.body_limit,
-        upload_limit: settings.upload_limit,
-        admin_token: admin_token(&settings)?,
-        contexts,
-    });
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
-    println!("ctxhost listening on http://{addr}");
-    axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    })
-    .await?;
-    Ok(())
 }
 
 #[cfg(all(test, unix))]

@@ -1,7 +1,7 @@
 //! Wall-clock timestamps in RFC 3339, as events and operators see them.
 
 /// Now, as RFC 3339 UTC with millisecond precision.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let now = now
         .replace_nanosecond(now.millisecond() as u32 * 1_000_000)

@@ -7,8 +7,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 
+use super::Admin;
 use crate::gateway::problem::Problem;
-use crate::server::App;
 
 /// Compare without an early exit, so the time taken does not reveal the token.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -16,14 +16,18 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Middleware: 401 problem unless the request carries the admin token.
-pub async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub(super) async fn require_token(
+    State(app): State<Arc<Admin>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(t) if same(t.trim().as_bytes(), app.admin_token.as_bytes()) => next.run(req).await,
+        Some(t) if same(t.trim().as_bytes(), app.token.as_bytes()) => next.run(req).await,
         _ => {
             let mut res = Problem::new(
                 StatusCode::UNAUTHORIZED,

@@ -1,35 +1,73 @@
 //! The host's own endpoints: liveness and readiness (open), and the admin API behind a
-//! bearer token: plugins (list, deploy, rollback, versions), dead letters, redelivery.
+//! bearer token: plugins (list, deploy, rollback, versions), dead letters, redelivery,
+//! resilience state. Its answers are the wire types of [`crate::api`].
 
 mod auth;
 mod plugins;
 
-pub use auth::require_token;
-pub use plugins::{deploy, rollback, versions};
-
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::bus::BusError;
+use crate::api::{HealthInfo, InstancesInfo, LimitsInfo, PluginInfo, Route};
+use crate::bus::{BusError, EventTransport};
 use crate::gateway::problem::Problem;
-use crate::server::App;
+use crate::resilience::RateLimiter;
+use crate::runtime::{LoadedContext, Runtime};
 use crate::state::DEAD_LETTERS;
+use crate::swap::Swapper;
+
+/// What the host's own endpoints need.
+pub struct Admin {
+    pub runtime: Runtime,
+    pub transport: Arc<dyn EventTransport>,
+    pub swapper: Arc<Swapper>,
+    /// The gateway's rate limits, for `GET /admin/resilience`.
+    pub limiter: Arc<RateLimiter>,
+    /// Bearer token of the admin API.
+    pub token: String,
+    /// The contexts this process is configured to run (readiness waits for them).
+    pub contexts: Vec<String>,
+    /// Largest plugin upload, in bytes.
+    pub upload_limit: usize,
+}
+
+/// The probes, open, and the admin API behind the token.
+pub(crate) fn router(admin: Arc<Admin>) -> Router {
+    let protected = Router::new()
+        .route("/admin/plugins", get(plugins))
+        .route("/admin/plugins/{name}", put(plugins::deploy))
+        .route("/admin/plugins/{name}/rollback", post(plugins::rollback))
+        .route("/admin/plugins/{name}/versions", get(plugins::versions))
+        .route("/admin/dead-letters", get(dead_letters))
+        .route("/admin/resilience", get(resilience))
+        .route("/admin/subscriptions/{context}/redeliver", post(redeliver))
+        .route_layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .with_state(admin)
+}
 
 /// `GET /healthz`: the process is alive and serving.
-pub async fn healthz() -> Json<Value> {
+async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: every configured context is loaded (else 503). A broker that is down
 /// makes the host `degraded`, still 200: requests are served and events wait in the outbox,
 /// so taking the host out of rotation would only add an outage.
-pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+async fn readyz(State(app): State<Arc<Admin>>) -> Response {
     let mut contexts = Vec::new();
     let mut ready = true;
     for name in &app.contexts {
@@ -63,48 +101,70 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /admin/plugins`: each loaded context with its version, digest, state, routes,
 /// events, invocations in flight and health.
-pub async fn plugins(State(app): State<Arc<App>>) -> Json<Value> {
-    let list: Vec<Value> = app
-        .runtime
-        .registry()
-        .all()
-        .iter()
-        .map(|c| {
-            let (window_failures, window_calls) = c.health.window();
-            json!({
-                "name": &*c.name,
-                "version": c.version,
-                "digest": c.digest,
-                "state": if c.health.is_unhealthy() { "unhealthy" } else { "running" },
-                "origin": c.origin,
-                "routes": c.routes,
-                "subscriptions": c.subscriptions,
-                "imports": c.imports,
-                "exports": c.exports,
-                "loadedAt": c.loaded_at,
-                "inFlight": c.in_flight.load(std::sync::atomic::Ordering::SeqCst),
-                "health": {
-                    "failures": c.health.failures(),
-                    "windowFailures": window_failures,
-                    "windowCalls": window_calls,
-                },
-                "limits": {
-                    "deadlineMs": c.limits.deadline.as_millis() as u64,
-                    "memoryLimitBytes": c.limits.memory_limit,
-                    "instanceReuse": c.limits.instance_reuse,
-                },
-                "instances": {
-                    "created": c.warm.created(),
-                    "idle": c.warm.len(),
-                },
+async fn plugins(State(app): State<Arc<Admin>>) -> Json<Vec<PluginInfo>> {
+    Json(
+        app.runtime
+            .registry()
+            .all()
+            .iter()
+            .map(|c| info(c))
+            .collect(),
+    )
+}
+
+fn info(c: &LoadedContext) -> PluginInfo {
+    let (window_failures, window_calls) = c.health.window();
+    PluginInfo {
+        name: c.name.to_string(),
+        version: c.version.clone(),
+        digest: c.digest.clone(),
+        state: if c.health.is_unhealthy() {
+            "unhealthy"
+        } else {
+            "running"
+        }
+        .into(),
+        origin: c.origin.clone(),
+        routes: c
+            .routes
+            .iter()
+            .map(|r| Route {
+                method: r.method.clone(),
+                path: r.path.clone(),
             })
-        })
-        .collect();
-    Json(Value::Array(list))
+            .collect(),
+        subscriptions: c.subscriptions.clone(),
+        imports: c.imports.clone(),
+        exports: c.exports.clone(),
+        loaded_at: c.loaded_at.clone(),
+        in_flight: c.in_flight.load(std::sync::atomic::Ordering::SeqCst) as u64,
+        health: HealthInfo {
+            failures: c.health.failures(),
+            window_failures: window_failures as u64,
+            window_calls: window_calls as u64,
+        },
+        limits: LimitsInfo {
+            deadline_ms: c.limits.deadline.as_millis() as u64,
+            memory_limit_bytes: c.limits.memory_limit as u64,
+            instance_reuse: c.limits.instance_reuse,
+        },
+        instances: InstancesInfo {
+            created: c.warm.created(),
+            idle: c.warm.len() as u64,
+        },
+    }
+}
+
+/// `GET /admin/resilience`: breaker states, bulkhead occupancy, counters of calls between
+/// contexts, and the gateway's rate limits.
+async fn resilience(State(app): State<Arc<Admin>>) -> Json<Value> {
+    let mut body = app.runtime.resilience().snapshot();
+    body["rateLimit"] = app.limiter.snapshot();
+    Json(body)
 }
 
 /// `GET /admin/dead-letters`: events a context could not handle after every retry.
-pub async fn dead_letters(State(app): State<Arc<App>>) -> Response {
+async fn dead_letters(State(app): State<Arc<Admin>>) -> Response {
     match app.runtime.db().read_prefix(DEAD_LETTERS, "") {
         Ok(rows) => {
             let list: Vec<Value> = rows
@@ -120,7 +180,7 @@ pub async fn dead_letters(State(app): State<Arc<App>>) -> Response {
 /// Body of a redelivery request.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Redeliver {
+struct Redeliver {
     #[serde(default)]
     from_seq: u64,
 }
@@ -129,8 +189,8 @@ pub struct Redeliver {
 /// to the context again; events it already applied are skipped by its inbox. Over RabbitMQ
 /// the answer says how many of this process's events were sent to the context's queue
 /// (`republished`).
-pub async fn redeliver(
-    State(app): State<Arc<App>>,
+async fn redeliver(
+    State(app): State<Arc<Admin>>,
     Path(context): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {

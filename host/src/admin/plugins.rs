@@ -8,8 +8,9 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
+use super::Admin;
 use crate::gateway::problem::Problem;
-use crate::server::App;
+use crate::runtime::valid_name;
 use crate::swap::SwapError;
 
 fn refused(e: SwapError) -> Response {
@@ -17,7 +18,7 @@ fn refused(e: SwapError) -> Response {
         SwapError::Load(_) | SwapError::Routes(_) => StatusCode::UNPROCESSABLE_ENTITY,
         SwapError::NoPrevious(_) => StatusCode::CONFLICT,
         SwapError::Unknown(_) => StatusCode::NOT_FOUND,
-        SwapError::MissingArtifact { .. } | SwapError::Storage(_) => {
+        SwapError::MissingArtifact { .. } | SwapError::Artifact { .. } | SwapError::Storage(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     };
@@ -25,16 +26,12 @@ fn refused(e: SwapError) -> Response {
     Problem::new(status, e.to_string()).into_response()
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
 /// `PUT /admin/plugins/{name}` with the `.wasm` as body: hot swap (or a new context).
-pub async fn deploy(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body) -> Response {
+pub(super) async fn deploy(
+    State(app): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
     if !valid_name(&name) {
         return Problem::new(
             StatusCode::BAD_REQUEST,
@@ -60,7 +57,7 @@ pub async fn deploy(State(app): State<Arc<App>>, Path(name): Path<String>, body:
 }
 
 /// `POST /admin/plugins/{name}/rollback`: back to the previous version.
-pub async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+pub(super) async fn rollback(State(app): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
     match app.swapper.rollback(&name, "requested").await {
         Ok(report) => Json(report).into_response(),
         Err(e) => refused(e),
@@ -68,7 +65,7 @@ pub async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> 
 }
 
 /// `GET /admin/plugins/{name}/versions`: the kept versions and the deployment history.
-pub async fn versions(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+pub(super) async fn versions(State(app): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
     match app.swapper.versions(&name) {
         Ok(v) if v.stack.is_empty() && app.runtime.registry().get(&name).is_none() => {
             Problem::new(StatusCode::NOT_FOUND, format!("no context named {name}")).into_response()

@@ -3,17 +3,17 @@
 
 use std::sync::Arc;
 
-use crate::runtime::Runtime;
+use crate::bus::BusCtx;
 use crate::state::{CURSORS, CommitOutcome, StateError, Table, UnitOfWork};
 
 /// The cursor table.
-pub fn table() -> Table {
+pub(super) fn table() -> Table {
     Arc::from(CURSORS)
 }
 
 /// The sequence number stored under `key` (0 when none).
-pub fn read(runtime: &Runtime, key: &str) -> Result<u64, StateError> {
-    Ok(runtime
+pub(super) fn read(bus: &BusCtx, key: &str) -> Result<u64, StateError> {
+    Ok(bus
         .db()
         .read(CURSORS, key)?
         .and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes))
@@ -21,12 +21,12 @@ pub fn read(runtime: &Runtime, key: &str) -> Result<u64, StateError> {
 }
 
 /// Store `seq` under `key`, durably.
-pub async fn write(runtime: &Runtime, key: &str, seq: u64) -> Result<(), StateError> {
+pub(super) async fn write(bus: &BusCtx, key: &str, seq: u64) -> Result<(), StateError> {
     let table = table();
     loop {
-        let mut unit = UnitOfWork::begin(runtime.db())?;
+        let mut unit = UnitOfWork::begin(bus.db())?;
         unit.put(&table, key, Some(seq.to_be_bytes().to_vec()));
-        if let CommitOutcome::Committed { .. } = runtime.committer().commit(unit).await? {
+        if let CommitOutcome::Committed { .. } = bus.committer().commit(unit).await? {
             return Ok(());
         }
     }

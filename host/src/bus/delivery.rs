@@ -8,13 +8,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::BusCtx;
 use super::envelope::Envelope;
-use crate::runtime::{Runtime, invoke_lock};
-use crate::state::{CommitOutcome, StateError, Table, UnitOfWork, inbox_table};
+use crate::state::{CommitOutcome, StateError, Table, UnitOfWork, inbox_table, unshare};
+use crate::sync::lock;
 
 /// How often and how patiently a failing handler is retried.
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub max_attempts: u32,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
@@ -32,7 +33,7 @@ impl Default for RetryPolicy {
 
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivered {
+pub(crate) enum Delivered {
     /// The handler ran and its unit of work committed.
     Applied,
     /// The inbox already had the event id: nothing ran.
@@ -44,7 +45,7 @@ pub enum Delivered {
 }
 
 /// Most events applied in one unit of work.
-pub const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 
 /// Why a pass over a run of events stopped before its end.
 enum Stop {
@@ -64,22 +65,22 @@ fn seq_bytes(seq: u64) -> Option<Vec<u8>> {
 /// events it committed, from the start of `run`, and why it stopped early. A conflict at
 /// commit runs the pass again on fresh state.
 async fn apply(
-    runtime: &Runtime,
+    bus: &BusCtx,
     context: &str,
     run: &[(u64, Envelope)],
     cursor: Option<(&Table, &str)>,
 ) -> Result<(Vec<Delivered>, Option<Stop>), StateError> {
     let inbox = inbox_table(context);
     loop {
-        let Some(ctx) = runtime.registry().get(context) else {
+        let Some(ctx) = bus.subscriber(context) else {
             return Ok((Vec::new(), Some(Stop::NoSuchContext)));
         };
-        let shared = Arc::new(Mutex::new(UnitOfWork::begin(runtime.db())?));
+        let shared = Arc::new(Mutex::new(UnitOfWork::begin(bus.db())?));
         let mut done = Vec::with_capacity(run.len());
         let mut stop = None;
         for (seq, event) in run {
             let savepoint = {
-                let mut unit = invoke_lock(&shared);
+                let mut unit = lock(&shared);
                 if unit.get(&inbox, &event.id)?.is_some() {
                     if let Some((table, key)) = cursor {
                         unit.put(table, key, seq_bytes(*seq));
@@ -91,32 +92,26 @@ async fn apply(
                 unit.put(&inbox, &event.id, seq_bytes(*seq));
                 savepoint
             };
-            let failure = match runtime
-                .invoke_handler(ctx.clone(), shared.clone(), event)
-                .await
-            {
-                Ok(Ok(())) => {
+            let failure = match ctx.handle(shared.clone(), event).await {
+                Ok(()) => {
                     if let Some((table, key)) = cursor {
-                        invoke_lock(&shared).put(table, key, seq_bytes(*seq));
+                        lock(&shared).put(table, key, seq_bytes(*seq));
                     }
                     done.push(Delivered::Applied);
                     continue;
                 }
-                Ok(Err(reason)) => format!("handler refused the event: {reason}"),
                 Err(e) => e.to_string(),
             };
-            invoke_lock(&shared).rollback_to(savepoint);
+            lock(&shared).rollback_to(savepoint);
             stop = Some(Stop::Failed(failure));
             break;
         }
         if done.is_empty() {
             return Ok((done, stop));
         }
-        let unit = Arc::try_unwrap(shared)
-            .map_err(|_| StateError::Storage("unit of work still shared".into()))?
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
-        match runtime.committer().commit(unit).await? {
+        let unit = unshare(shared)
+            .ok_or_else(|| StateError::Storage("unit of work still shared".into()))?;
+        match bus.committer().commit(unit).await? {
             CommitOutcome::Committed { .. } => return Ok((done, stop)),
             CommitOutcome::Conflict => continue,
         }
@@ -126,8 +121,8 @@ async fn apply(
 /// Apply every event of `run` in order, in batches of up to [`MAX_BATCH`]; an event whose
 /// handler fails is retried alone with backoff, then dead-lettered. Returns the outcome of
 /// each event, or fewer outcomes when the context is gone (the rest untouched).
-pub async fn deliver_all(
-    runtime: &Runtime,
+pub(crate) async fn deliver_all(
+    bus: &BusCtx,
     context: &str,
     run: &[(u64, Envelope)],
     cursor: Option<(&Table, &str)>,
@@ -136,15 +131,14 @@ pub async fn deliver_all(
     let mut outcomes = Vec::with_capacity(run.len());
     while outcomes.len() < run.len() {
         let rest = &run[outcomes.len()..];
-        let (done, stop) =
-            apply(runtime, context, &rest[..rest.len().min(MAX_BATCH)], cursor).await?;
+        let (done, stop) = apply(bus, context, &rest[..rest.len().min(MAX_BATCH)], cursor).await?;
         outcomes.extend(done);
         match stop {
             None => {}
             Some(Stop::NoSuchContext) => break,
             Some(Stop::Failed(failure)) => {
                 let item = &run[outcomes.len()];
-                match retry(runtime, context, item, cursor, policy, failure).await? {
+                match retry(bus, context, item, cursor, policy, failure).await? {
                     Delivered::NoSuchContext => break,
                     outcome => outcomes.push(outcome),
                 }
@@ -157,7 +151,7 @@ pub async fn deliver_all(
 /// Retry one event whose handler has failed once with `failure`, until it applies or the
 /// policy's attempts are spent; then it goes to the dead-letter table.
 async fn retry(
-    runtime: &Runtime,
+    bus: &BusCtx,
     context: &str,
     item: &(u64, Envelope),
     cursor: Option<(&Table, &str)>,
@@ -180,7 +174,7 @@ async fn retry(
             });
             let key = format!("{context}/{seq:020}-{}", event.id);
             let moved = cursor.map(|c| (c, *seq));
-            record_dead_letter(runtime, &key, &record, moved).await?;
+            record_dead_letter(bus, &key, &record, moved).await?;
             tracing::error!(context, event_id = %event.id, event_type = %event.event_type, seq, attempts, reason = %failure, "event dead-lettered");
             return Ok(Delivered::DeadLettered(failure));
         }
@@ -189,7 +183,7 @@ async fn retry(
             .saturating_mul(1 << (attempts - 1).min(16))
             .min(policy.max_backoff);
         tokio::time::sleep(backoff).await;
-        let (mut done, stop) = apply(runtime, context, std::slice::from_ref(item), cursor).await?;
+        let (mut done, stop) = apply(bus, context, std::slice::from_ref(item), cursor).await?;
         match (done.pop(), stop) {
             (Some(outcome), _) => return Ok(outcome),
             (None, Some(Stop::Failed(again))) => {
@@ -203,20 +197,20 @@ async fn retry(
 
 /// Keep `record` in the dead-letter table under `key`, moving `cursor` to the given sequence
 /// number in the same commit.
-pub async fn record_dead_letter(
-    runtime: &Runtime,
+pub(crate) async fn record_dead_letter(
+    bus: &BusCtx,
     key: &str,
     record: &serde_json::Value,
     cursor: Option<((&Table, &str), u64)>,
 ) -> Result<(), StateError> {
     let table: Table = Arc::from(crate::state::DEAD_LETTERS);
     loop {
-        let mut unit = UnitOfWork::begin(runtime.db())?;
+        let mut unit = UnitOfWork::begin(bus.db())?;
         unit.put(&table, key, Some(record.to_string().into_bytes()));
         if let Some(((cursor_table, cursor_key), seq)) = cursor {
             unit.put(cursor_table, cursor_key, seq_bytes(seq));
         }
-        if let CommitOutcome::Committed { .. } = runtime.committer().commit(unit).await? {
+        if let CommitOutcome::Committed { .. } = bus.committer().commit(unit).await? {
             return Ok(());
         }
     }

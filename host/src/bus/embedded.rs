@@ -3,6 +3,7 @@
 //! of the types it declared; the cursor moves in the same commit as the effect, so a
 //! restart resumes exactly where the context stopped.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +17,7 @@ use super::cursor;
 use super::delivery::{RetryPolicy, deliver_all};
 use super::envelope::Envelope;
 use super::{BusError, EventTransport, TransportStatus, subscribes};
-use crate::runtime::Runtime;
+use crate::bus::BusCtx;
 use crate::state::StateError;
 
 /// Events read from the log per batch.
@@ -31,16 +32,16 @@ struct Subscriber {
 }
 
 /// The broker-less transport.
-pub struct EmbeddedBus {
-    runtime: Runtime,
+pub(crate) struct EmbeddedBus {
+    bus: BusCtx,
     policy: RetryPolicy,
     subscribers: Mutex<HashMap<String, Arc<Subscriber>>>,
 }
 
 impl EmbeddedBus {
-    pub fn new(runtime: Runtime, policy: RetryPolicy) -> Self {
+    pub(crate) fn new(bus: BusCtx, policy: RetryPolicy) -> Self {
         EmbeddedBus {
-            runtime,
+            bus,
             policy,
             subscribers: Mutex::new(HashMap::new()),
         }
@@ -50,21 +51,19 @@ impl EmbeddedBus {
 impl EventTransport for EmbeddedBus {
     fn start(&self, contexts: Vec<String>, shutdown: watch::Receiver<bool>) {
         for name in contexts {
-            if !subscribes(&self.runtime, &name) {
+            if !subscribes(&self.bus, &name) {
                 continue;
             }
             let sub = Arc::new(Subscriber {
                 rewind: AtomicU64::new(NO_REWIND),
                 wake: Notify::new(),
             });
-            if let Ok(mut m) = self.subscribers.lock() {
-                m.insert(name.clone(), sub.clone());
-            }
-            let runtime = self.runtime.clone();
+            lock(&self.subscribers).insert(name.clone(), sub.clone());
+            let bus = self.bus.clone();
             let policy = self.policy.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(e) = worker(runtime, name.clone(), sub, policy, shutdown).await {
+                if let Err(e) = worker(bus, name.clone(), sub, policy, shutdown).await {
                     tracing::error!(context = %name, error = %e, "event worker stopped");
                 }
             });
@@ -77,13 +76,11 @@ impl EventTransport for EmbeddedBus {
         from_seq: u64,
     ) -> Pin<Box<dyn Future<Output = Result<Option<u64>, BusError>> + Send + 'a>> {
         Box::pin(async move {
-            let sub = self
-                .subscribers
-                .lock()
-                .ok()
-                .and_then(|m| m.get(context).cloned())
+            let sub = lock(&self.subscribers)
+                .get(context)
+                .cloned()
                 .ok_or_else(|| BusError::UnknownSubscriber(context.to_string()))?;
-            cursor::write(&self.runtime, context, from_seq).await?;
+            cursor::write(&self.bus, context, from_seq).await?;
             sub.rewind.store(from_seq, Ordering::SeqCst);
             sub.wake.notify_one();
             tracing::info!(context, from_seq, "redelivery requested");
@@ -103,14 +100,14 @@ impl EventTransport for EmbeddedBus {
 }
 
 async fn worker(
-    runtime: Runtime,
+    bus: BusCtx,
     context: String,
     sub: Arc<Subscriber>,
     policy: RetryPolicy,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), StateError> {
-    let mut committed = runtime.committer().committed_events();
-    let mut cursor = cursor::read(&runtime, &context)?;
+    let mut committed = bus.committer().committed_events();
+    let mut cursor = cursor::read(&bus, &context)?;
     let mut persisted = cursor;
     let cursor_table = cursor::table();
     tracing::debug!(context = %context, cursor, "event worker started");
@@ -124,10 +121,10 @@ async fn worker(
             persisted = rewind;
         }
         committed.borrow_and_update();
-        let batch = runtime.db().events_after(cursor, BATCH)?;
+        let batch = bus.db().events_after(cursor, BATCH)?;
         if batch.is_empty() {
             if persisted != cursor {
-                cursor::write(&runtime, &context, cursor).await?;
+                cursor::write(&bus, &context, cursor).await?;
                 persisted = cursor;
             }
             tokio::select! {
@@ -139,8 +136,8 @@ async fn worker(
             }
             continue;
         }
-        let subscriptions = match runtime.registry().get(&context) {
-            Some(c) => c.subscriptions.clone(),
+        let subscriptions = match bus.subscriber(&context) {
+            Some(c) => c.subscriptions().to_vec(),
             None => break,
         };
         let last = batch.last().map(|(seq, _)| *seq).unwrap_or(cursor);
@@ -158,7 +155,7 @@ async fn worker(
             continue 'outer;
         }
         let outcomes = deliver_all(
-            &runtime,
+            &bus,
             &context,
             &run,
             Some((&cursor_table, &context)),

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// CloudEvents `specversion` of every event.
-pub const SPEC_VERSION: &str = "1.0";
+pub(crate) const SPEC_VERSION: &str = "1.0";
 const FORMAT_V1: u8 = 1;
 
 /// One event, as stored in the log and delivered to subscribers.

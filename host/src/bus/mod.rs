@@ -5,27 +5,91 @@
 //! The embedded bus is the transport when no broker is configured; `amqp` carries events
 //! through RabbitMQ, between the contexts of one process or of several.
 
-pub mod amqp;
+pub(crate) mod amqp;
 mod cursor;
 pub(crate) mod delivery;
 mod embedded;
-pub mod envelope;
+pub(crate) mod envelope;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
-pub use amqp::{AmqpBus, AmqpSettings};
-pub use delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver_all};
-pub use embedded::EmbeddedBus;
-pub use envelope::Envelope;
+use crate::state::{Committer, Db, SharedUnit};
+
+pub(crate) use amqp::{AmqpBus, AmqpConfigError, AmqpFile, AmqpSettings};
+pub(crate) use delivery::RetryPolicy;
+pub(crate) use embedded::EmbeddedBus;
+pub(crate) use envelope::Envelope;
+
+/// A context as the bus sees it: the event types it subscribes to and its handler. One
+/// value stands for one version of the context, so a run of events is applied by one
+/// version even while a hot swap happens.
+pub(crate) trait Subscriber: Send + Sync {
+    /// The event types the context subscribes to.
+    fn subscriptions(&self) -> &[String];
+    /// Apply `event` inside `unit` (the caller commits it).
+    fn handle<'a>(
+        &'a self,
+        unit: SharedUnit,
+        event: &'a Envelope,
+    ) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+}
+
+/// The contexts this process runs, for the transports; the runtime provides them.
+pub(crate) trait Subscribers: Send + Sync + 'static {
+    /// The current version of `context`, when it is loaded here.
+    fn subscriber(&self, context: &str) -> Option<Arc<dyn Subscriber>>;
+}
+
+/// Why a handler did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandlerError {
+    /// The handler answered that it cannot apply the event.
+    #[error("handler refused the event: {0}")]
+    Refused(String),
+    /// The handler could not run or failed (trap, deadline, ...).
+    #[error("{0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What a transport works with: the state (event log, inboxes, cursors, dead letters) and
+/// the contexts it delivers to.
+#[derive(Clone)]
+pub(crate) struct BusCtx {
+    db: Db,
+    committer: Committer,
+    subscribers: Arc<dyn Subscribers>,
+}
+
+impl BusCtx {
+    pub(crate) fn new(db: Db, committer: Committer, subscribers: Arc<dyn Subscribers>) -> Self {
+        BusCtx {
+            db,
+            committer,
+            subscribers,
+        }
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) fn committer(&self) -> &Committer {
+        &self.committer
+    }
+
+    /// The current version of `context`, when it is loaded here.
+    pub(crate) fn subscriber(&self, context: &str) -> Option<Arc<dyn Subscriber>> {
+        self.subscribers.subscriber(context)
+    }
+}
 
 /// Whether `context` is loaded and subscribes to any event type (else no transport needs to
 /// deliver to it).
-fn subscribes(runtime: &crate::runtime::Runtime, context: &str) -> bool {
-    runtime
-        .registry()
-        .get(context)
-        .is_some_and(|c| !c.subscriptions.is_empty())
+fn subscribes(bus: &BusCtx, context: &str) -> bool {
+    bus.subscriber(context)
+        .is_some_and(|c| !c.subscriptions().is_empty())
 }
 
 /// Failures of a transport's operator commands.

@@ -1,13 +1,13 @@
 //! `ctxhost:platform/events`: publishing into the unit of work. The host fills in the
 //! CloudEvents attributes; the event leaves only with the unit's commit.
 
+use super::CapabilityCtx;
 use crate::bindings::events::Host;
 use crate::bus::Envelope;
-use crate::runtime::Invocation;
-use crate::runtime::invoke_lock as lock;
+use crate::sync::lock;
 
 /// Largest event payload, in bytes.
-pub const MAX_EVENT_DATA: usize = 256 * 1024;
+pub(super) const MAX_EVENT_DATA: usize = 256 * 1024;
 
 fn valid_type(t: &str) -> bool {
     !t.is_empty()
@@ -16,7 +16,7 @@ fn valid_type(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-impl Host for Invocation {
+impl Host for CapabilityCtx {
     fn publish(
         &mut self,
         event_type: String,
@@ -36,7 +36,7 @@ impl Host for Invocation {
         }
         let envelope = Envelope {
             id: uuid::Uuid::new_v4().to_string(),
-            source: format!("/contexts/{}", self.context.name),
+            source: format!("/contexts/{}", self.context),
             event_type,
             time: crate::time::now_rfc3339(),
             correlationid: correlation_id,

@@ -1,12 +1,12 @@
 //! `ctxhost:platform/log`: guest log lines in the host's log, tagged with context and trace.
 
+use super::CapabilityCtx;
 use crate::bindings::log::{Host, Level};
-use crate::runtime::Invocation;
 
 /// Longest message kept; the rest is cut so a guest cannot flood the log line by line.
 const MAX_MESSAGE: usize = 4096;
 
-impl Host for Invocation {
+impl Host for CapabilityCtx {
     fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
@@ -16,7 +16,7 @@ impl Host for Invocation {
             message.truncate(cut);
             message.push_str("...");
         }
-        let context = &*self.context.name;
+        let context = &*self.context;
         let trace_id = &*self.trace_id;
         match level {
             Level::Trace => tracing::trace!(target: "guest", context, trace_id, "{message}"),

@@ -4,15 +4,15 @@
 
 use std::ops::Bound;
 
+use super::CapabilityCtx;
 use crate::bindings::store::{Entry, Host, StoreError};
-use crate::runtime::Invocation;
-use crate::runtime::invoke_lock as lock;
 use crate::state::ScanRange;
+use crate::sync::lock;
 
 /// Longest key, in bytes.
-pub const MAX_KEY_LEN: usize = 1024;
+pub(super) const MAX_KEY_LEN: usize = 1024;
 /// Largest value, in bytes.
-pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+pub(super) const MAX_VALUE_LEN: usize = 1024 * 1024;
 
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() {
@@ -53,12 +53,12 @@ fn entries(v: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
         .collect()
 }
 
-impl Host for Invocation {
+impl Host for CapabilityCtx {
     fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, StoreError>> {
         if let Err(e) = check_key(&key) {
             return Ok(Err(e));
         }
-        let table = self.context.table.clone();
+        let table = self.table.clone();
         Ok(lock(self.unit()?).get(&table, &key).map_err(io))
     }
 
@@ -72,7 +72,7 @@ impl Host for Invocation {
                 value.len()
             ))));
         }
-        let table = self.context.table.clone();
+        let table = self.table.clone();
         lock(self.unit()?).put(&table, &key, Some(value));
         Ok(Ok(()))
     }
@@ -81,7 +81,7 @@ impl Host for Invocation {
         if let Err(e) = check_key(&key) {
             return Ok(Err(e));
         }
-        let table = self.context.table.clone();
+        let table = self.table.clone();
         lock(self.unit()?).put(&table, &key, None);
         Ok(Ok(()))
     }
@@ -95,7 +95,7 @@ impl Host for Invocation {
             end: prefix_end(&prefix),
             start: Bound::Included(prefix),
         };
-        let table = self.context.table.clone();
+        let table = self.table.clone();
         Ok(lock(self.unit()?)
             .scan(&table, range, limit.map(|l| l as usize))
             .map(entries)
@@ -115,7 +115,7 @@ impl Host for Invocation {
             start: Bound::Included(start),
             end: Bound::Excluded(end),
         };
-        let table = self.context.table.clone();
+        let table = self.table.clone();
         Ok(lock(self.unit()?)
             .scan(&table, range, limit.map(|l| l as usize))
             .map(entries)
@@ -126,8 +126,8 @@ impl Host for Invocation {
         if let Err(e) = check_key(&sequence) {
             return Ok(Err(e));
         }
-        let key = format!("{}/{sequence}", self.context.name);
-        match self.runtime.0.sequences.next(&key) {
+        let key = format!("{}/{sequence}", self.context);
+        match self.sequences.next(&key) {
             Ok(v) => {
                 lock(self.unit()?).took_sequence(key, v);
                 Ok(Ok(v))

@@ -1,6 +1,7 @@
 //! Serving one request: resolve the route, read the body within the limit, run the context
-//! in a fresh instance with a new unit of work, commit when it answered below 400 (running
-//! it again on fresh state after a conflict), and log one line.
+//! with a new unit of work, commit when it answered below 400 (running it again on fresh
+//! state after a conflict), and log one line. Every way the gateway answers by itself is a
+//! [`GatewayError`], answered as a problem.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,17 +13,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::Full;
 
+use super::Gateway;
 use super::problem::Problem;
 use super::routes::Resolved;
 use crate::runtime::InvokeError;
-use crate::server::App;
-use crate::state::{CommitOutcome, UnitOfWork};
+use crate::state::{CommitOutcome, StateError, UnitOfWork, unshare};
 
 /// Times a request runs again after its commit found that what it read had changed.
 const MAX_ATTEMPTS: u32 = 32;
 
 /// Header carrying the request's trace id back to the client.
-pub const TRACE_HEADER: &str = "x-trace-id";
+pub(super) const TRACE_HEADER: &str = "x-trace-id";
 
 /// The trace id of a W3C `traceparent` header, or a new one.
 fn trace_id(req: &Request<Body>) -> Arc<str> {
@@ -54,23 +55,100 @@ fn new_trace_id() -> Arc<str> {
     Arc::from(format!("{process:016x}{z:016x}"))
 }
 
-/// The axum fallback: every request that is not the host's own.
-pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
+/// Why the gateway answered a request itself instead of with a context's answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GatewayError {
+    #[error("{method} is not served for {path}")]
+    MethodNotAllowed {
+        method: http::Method,
+        path: String,
+        allowed: Vec<String>,
+    },
+    #[error("no context serves {method} {path}")]
+    NotFound { method: http::Method, path: String },
+    #[error("context {0} is not loaded")]
+    NotLoaded(Arc<str>),
+    #[error("the request body is over the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("malformed request: {0}")]
+    Malformed(#[source] http::Error),
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error("cannot begin a unit of work: {0}")]
+    Begin(#[source] StateError),
+    #[error("the unit of work of {0} is still in use after its invocation")]
+    UnitInUse(Arc<str>),
+    #[error("the change could not be stored: {0}")]
+    Commit(#[source] StateError),
+    #[error("{0}: too many concurrent changes to the same data; try again shortly")]
+    Contention(Arc<str>),
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let detail = self.to_string();
+        match self {
+            GatewayError::MethodNotAllowed { allowed, .. } => {
+                let mut res = Problem::new(StatusCode::METHOD_NOT_ALLOWED, detail).into_response();
+                if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                    res.headers_mut().insert(header::ALLOW, v);
+                }
+                res
+            }
+            GatewayError::NotFound { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, detail).into_response()
+            }
+            GatewayError::NotLoaded(_) | GatewayError::Commit(_) | GatewayError::Contention(_) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+                    .retry_after(1)
+                    .into_response()
+            }
+            GatewayError::TooLarge(limit) => Problem::too_large("the request body", limit),
+            GatewayError::Malformed(_) => {
+                Problem::new(StatusCode::BAD_REQUEST, detail).into_response()
+            }
+            GatewayError::Invoke(e) => failure(&e),
+            GatewayError::Begin(_) | GatewayError::UnitInUse(_) => {
+                tracing::error!(error = %detail, "internal error");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error of the host",
+                )
+                .into_response()
+            }
+        }
+    }
+}
+
+/// What the log line of a request tells besides its status.
+#[derive(Default)]
+struct Served {
+    /// The context the route belongs to, once resolved.
+    context: Option<Arc<str>>,
+    /// Runs of the invocation (more than one after commit conflicts).
+    attempts: u32,
+}
+
+/// The gateway's fallback: every request that is not the host's own.
+pub(crate) async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
     let started = Instant::now();
     let trace = trace_id(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let (context, attempts, mut response) = serve(&app, req, trace.clone()).await;
+    let mut served = Served::default();
+    let mut response = serve(&gw, req, trace.clone(), &mut served)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     if let Ok(v) = HeaderValue::from_str(&trace) {
         response.headers_mut().insert(TRACE_HEADER, v);
     }
     tracing::info!(
         method = %method,
         path = %path,
-        context = context.as_deref().unwrap_or("-"),
+        context = served.context.as_deref().unwrap_or("-"),
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
-        attempts,
+        attempts = served.attempts,
         trace_id = %trace,
         "request"
     );
@@ -78,57 +156,49 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
 }
 
 async fn serve(
-    app: &App,
+    gw: &Gateway,
     req: Request<Body>,
     trace: Arc<str>,
-) -> (Option<Arc<str>>, u32, Response) {
-    let name = match app
-        .routes()
+    served: &mut Served,
+) -> Result<Response, GatewayError> {
+    let name = match gw
+        .routes
+        .get()
         .resolve(req.method().as_str(), req.uri().path())
     {
         Resolved::Context(name) => name,
         Resolved::MethodNotAllowed(allowed) => {
-            let mut res = Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{} is not served for {}", req.method(), req.uri().path()),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
-                res.headers_mut().insert(header::ALLOW, v);
-            }
-            return (None, 0, res);
+            return Err(GatewayError::MethodNotAllowed {
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                allowed,
+            });
         }
         Resolved::NotFound => {
-            let detail = format!("no context serves {} {}", req.method(), req.uri().path());
-            return (
-                None,
-                0,
-                Problem::new(StatusCode::NOT_FOUND, detail).into_response(),
-            );
+            return Err(GatewayError::NotFound {
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+            });
         }
     };
-    let Some(ctx) = app.runtime.registry().get(&name) else {
-        let p = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("context {name} is not loaded"),
-        )
-        .retry_after(1);
-        return (Some(name), 0, p.into_response());
-    };
+    served.context = Some(name.clone());
+    let ctx = gw
+        .runtime
+        .registry()
+        .get(&name)
+        .ok_or_else(|| GatewayError::NotLoaded(name.clone()))?;
     let (parts, body) = req.into_parts();
-    let too_large = || Problem::too_large("the request body", app.body_limit);
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > app.body_limit) {
-        return (Some(name), 0, too_large());
+    if declared.is_some_and(|n| n > gw.body_limit) {
+        return Err(GatewayError::TooLarge(gw.body_limit));
     }
-    let body = match axum::body::to_bytes(body, app.body_limit).await {
-        Ok(b) => b,
-        Err(_) => return (Some(name), 0, too_large()),
-    };
+    let body = axum::body::to_bytes(body, gw.body_limit)
+        .await
+        .map_err(|_| GatewayError::TooLarge(gw.body_limit))?;
     let authority = parts
         .headers
         .get(header::HOST)
@@ -142,56 +212,32 @@ async fn serve(
         .unwrap_or_else(|| "/".into());
 
     for attempt in 1..=MAX_ATTEMPTS {
-        let request = match build_request(&parts, &authority, &path_and_query, body.clone()) {
-            Ok(r) => r,
-            Err(detail) => {
-                return (
-                    Some(name),
-                    attempt,
-                    Problem::new(StatusCode::BAD_REQUEST, detail).into_response(),
-                );
-            }
-        };
-        let unit = match UnitOfWork::begin(app.runtime.db()) {
-            Ok(u) => Arc::new(std::sync::Mutex::new(u)),
-            Err(e) => return (Some(name), attempt, internal(&e.to_string())),
-        };
-        let reply = match app
+        served.attempts = attempt;
+        let request = build_request(&parts, &authority, &path_and_query, body.clone())
+            .map_err(GatewayError::Malformed)?;
+        let unit = Arc::new(std::sync::Mutex::new(
+            UnitOfWork::begin(gw.runtime.db()).map_err(GatewayError::Begin)?,
+        ));
+        let reply = gw
             .runtime
             .invoke_http(ctx.clone(), unit.clone(), trace.clone(), request)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return (Some(name), attempt, failure(&e)),
-        };
+            .await?;
         if reply.status.as_u16() >= 400 {
-            return (Some(name), attempt, into_response(reply, &ctx));
+            return Ok(into_response(reply, &ctx));
         }
-        let unit = match Arc::try_unwrap(unit) {
-            Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
-            Err(_) => return (Some(name), attempt, internal("unit of work still in use")),
-        };
-        match app.runtime.committer().commit(unit).await {
-            Ok(CommitOutcome::Committed { .. }) => {
-                return (Some(name), attempt, into_response(reply, &ctx));
-            }
-            Ok(CommitOutcome::Conflict) => continue,
-            Err(e) => {
-                let p = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the change could not be stored: {e}"),
-                )
-                .retry_after(1);
-                return (Some(name), attempt, p.into_response());
-            }
+        let unit = unshare(unit).ok_or_else(|| GatewayError::UnitInUse(name.clone()))?;
+        match gw
+            .runtime
+            .committer()
+            .commit(unit)
+            .await
+            .map_err(GatewayError::Commit)?
+        {
+            CommitOutcome::Committed { .. } => return Ok(into_response(reply, &ctx)),
+            CommitOutcome::Conflict => continue,
         }
     }
-    let p = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("{name}: too many concurrent changes to the same data; try again shortly"),
-    )
-    .retry_after(1);
-    (Some(name), MAX_ATTEMPTS, p.into_response())
+    Err(GatewayError::Contention(name))
 }
 
 fn build_request(
@@ -199,7 +245,7 @@ fn build_request(
     authority: &str,
     path_and_query: &str,
     body: Bytes,
-) -> Result<Request<Full<Bytes>>, String> {
+) -> Result<Request<Full<Bytes>>, http::Error> {
     let mut builder = Request::builder()
         .method(parts.method.clone())
         .uri(format!("http://{authority}{path_and_query}"))
@@ -207,13 +253,11 @@ fn build_request(
     if let Some(h) = builder.headers_mut() {
         *h = parts.headers.clone();
     }
-    builder
-        .body(Full::new(body))
-        .map_err(|e| format!("malformed request: {e}"))
+    builder.body(Full::new(body))
 }
 
 /// Header naming the context version that answered: `<name>@<digest prefix>`.
-pub const VERSION_HEADER: &str = "x-context-version";
+pub(super) const VERSION_HEADER: &str = "x-context-version";
 
 fn into_response(
     reply: crate::runtime::HttpReply,
@@ -228,27 +272,15 @@ fn into_response(
     res
 }
 
-fn internal(detail: &str) -> Response {
-    tracing::error!(error = detail, "internal error");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error of the host",
-    )
-    .into_response()
-}
-
+/// The answer to a failed invocation: 504 past its deadline, 500 otherwise, naming the
+/// context; the whole error chain goes to the log.
 fn failure(e: &InvokeError) -> Response {
-    tracing::warn!(error = %e, "invocation failed");
+    tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "invocation failed");
+    let context = e.context();
     match e {
-        InvokeError::Deadline { context, .. } => {
-            Problem::new(StatusCode::GATEWAY_TIMEOUT, e.to_string())
-                .title(format!("Context {context} timed out"))
-        }
-        InvokeError::Trap { context, .. } => {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                .title(format!("Context {context} failed"))
-        }
-        InvokeError::Host { context, .. } => {
+        InvokeError::Deadline { .. } => Problem::new(StatusCode::GATEWAY_TIMEOUT, e.to_string())
+            .title(format!("Context {context} timed out")),
+        InvokeError::Trap { .. } | InvokeError::Host { .. } => {
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                 .title(format!("Context {context} failed"))
         }

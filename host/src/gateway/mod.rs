@@ -1,9 +1,42 @@
-//! The HTTP gateway: one axum entry point that sends each request to the context that
-//! declared its route, as one unit of work, and answers errors as RFC 9457 problems.
+//! The HTTP gateway: the entry point of API clients. Each request goes to the context that
+//! declared its route, as one unit of work; requests over a rate limit are refused first
+//! ([`rate_limit`]), and everything the gateway answers by itself is an RFC 9457 problem
+//! ([`problem`]).
 
 mod dispatch;
-pub mod problem;
+pub(crate) mod problem;
+mod rate_limit;
 mod routes;
 
-pub use dispatch::dispatch;
-pub use routes::{Resolved, RouteTable};
+use std::sync::Arc;
+
+use axum::Router;
+
+pub(crate) use routes::{RouteError, RouteTable, SharedRoutes};
+
+use crate::resilience::RateLimiter;
+use crate::runtime::Runtime;
+
+/// What the gateway needs to serve the contexts' routes.
+pub struct Gateway {
+    pub runtime: Runtime,
+    /// The route table in force (hot swap replaces it).
+    pub routes: Arc<SharedRoutes>,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// The limits of the `[rate_limit]` table and their buckets.
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// The gateway as a router: every request reaches `dispatch` through the rate-limit layer.
+/// The host mounts it as the fallback of its own endpoints.
+pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
+    let limiter = gateway.limiter.clone();
+    Router::new()
+        .fallback(dispatch::dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            rate_limit::limit,
+        ))
+        .with_state(gateway)
+}

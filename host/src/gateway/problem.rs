@@ -3,12 +3,14 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::api::ProblemDetails;
+
 /// Media type of problem details.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A problem answer.
 #[derive(Debug, Clone)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub status: StatusCode,
     pub title: String,
     pub detail: String,
@@ -16,7 +18,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Problem {
             status,
             title: status.canonical_reason().unwrap_or("Error").to_string(),
@@ -25,12 +27,12 @@ impl Problem {
         }
     }
 
-    pub fn title(mut self, title: impl Into<String>) -> Self {
+    pub(crate) fn title(mut self, title: impl Into<String>) -> Self {
         self.title = title.into();
         self
     }
 
-    pub fn retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
     }
@@ -38,7 +40,7 @@ impl Problem {
     /// 413 for a body over `limit` bytes. The rest of the body is left unread, so the
     /// connection cannot carry another request: the answer closes it, or a client would
     /// reuse it and fail.
-    pub fn too_large(what: &str, limit: usize) -> Response {
+    pub(crate) fn too_large(what: &str, limit: usize) -> Response {
         let mut res = Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{what} is over the limit of {limit} bytes"),
@@ -52,13 +54,14 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut res = (self.status, body.to_string()).into_response();
+        let body = ProblemDetails {
+            type_: "about:blank".into(),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: self.detail,
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let mut res = (self.status, body).into_response();
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(s) = self.retry_after {

@@ -1,7 +1,7 @@
 //! The route table: which context serves a method and path, built from the manifests.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::runtime::RouteSpec;
 
@@ -15,6 +15,32 @@ pub enum Resolved {
     /// The path exists for other methods only.
     MethodNotAllowed(Vec<String>),
     NotFound,
+}
+
+/// Why a set of declared routes cannot form the table. Every message names the context.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("{context}: route {method} {path} is reserved by the host")]
+    Reserved {
+        context: Arc<str>,
+        method: String,
+        path: String,
+    },
+    #[error("{context}: route {method} {path} is already served by {other}")]
+    Taken {
+        context: Arc<str>,
+        method: String,
+        path: String,
+        other: Arc<str>,
+    },
+    #[error("{context}: route {method} {path}: {source}")]
+    Pattern {
+        context: Arc<str>,
+        method: String,
+        path: String,
+        #[source]
+        source: matchit::InsertError,
+    },
 }
 
 /// Method and path pattern to context.
@@ -31,41 +57,48 @@ impl RouteTable {
     /// is an error naming them.
     pub fn build<'a>(
         contexts: impl IntoIterator<Item = (&'a Arc<str>, &'a [RouteSpec])>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RouteError> {
         let mut t = RouteTable::default();
         let mut path_ids: HashMap<String, usize> = HashMap::new();
         for (name, routes) in contexts {
             for r in routes {
+                let pattern = |source| RouteError::Pattern {
+                    context: name.clone(),
+                    method: r.method.clone(),
+                    path: r.path.clone(),
+                    source,
+                };
                 if RESERVED
                     .iter()
                     .any(|p| r.path == *p || r.path.starts_with(&format!("{p}/")))
                 {
-                    return Err(format!(
-                        "{}: route {} {} is reserved by the host",
-                        name, r.method, r.path
-                    ));
+                    return Err(RouteError::Reserved {
+                        context: name.clone(),
+                        method: r.method.clone(),
+                        path: r.path.clone(),
+                    });
                 }
                 let key = (r.method.clone(), r.path.clone());
                 if let Some(other) = t.owners.get(&key) {
-                    return Err(format!(
-                        "{}: route {} {} is already served by {other}",
-                        name, r.method, r.path
-                    ));
+                    return Err(RouteError::Taken {
+                        context: name.clone(),
+                        method: r.method.clone(),
+                        path: r.path.clone(),
+                        other: other.clone(),
+                    });
                 }
                 t.owners.insert(key, name.clone());
                 t.by_method
                     .entry(r.method.clone())
                     .or_default()
                     .insert(r.path.clone(), name.clone())
-                    .map_err(|e| format!("{}: route {} {}: {e}", name, r.method, r.path))?;
+                    .map_err(pattern)?;
                 let id = match path_ids.get(&r.path) {
                     Some(id) => *id,
                     None => {
                         let id = t.allowed.len();
                         t.allowed.push(BTreeSet::new());
-                        t.paths
-                            .insert(r.path.clone(), id)
-                            .map_err(|e| format!("{}: route {}: {e}", name, r.path))?;
+                        t.paths.insert(r.path.clone(), id).map_err(pattern)?;
                         path_ids.insert(r.path.clone(), id);
                         id
                     }
@@ -87,6 +120,27 @@ impl RouteTable {
             Ok(m) => Resolved::MethodNotAllowed(self.allowed[*m.value].iter().cloned().collect()),
             Err(_) => Resolved::NotFound,
         }
+    }
+}
+
+/// The route table in force, shared by the gateway (which reads it for every request) and
+/// hot swap (which replaces it whole when a version with other routes takes over).
+#[derive(Default)]
+pub struct SharedRoutes(RwLock<Arc<RouteTable>>);
+
+impl SharedRoutes {
+    pub fn new(table: RouteTable) -> Self {
+        SharedRoutes(RwLock::new(Arc::new(table)))
+    }
+
+    /// The table in force now; a request keeps the one it started with.
+    pub fn get(&self) -> Arc<RouteTable> {
+        crate::sync::read(&self.0).clone()
+    }
+
+    /// Put `table` in force for the requests that start from now on.
+    pub fn set(&self, table: RouteTable) {
+        *crate::sync::write(&self.0) = Arc::new(table);
     }
 }
 
@@ -137,7 +191,8 @@ mod tests {
         let rb = vec![route("GET", "/x")];
         let err = RouteTable::build([(&a, ra.as_slice()), (&b, rb.as_slice())])
             .err()
-            .expect("refused");
+            .expect("refused")
+            .to_string();
         assert!(
             err.contains("b:") && err.contains("already served by a"),
             "{err}"
@@ -145,7 +200,8 @@ mod tests {
         let reserved = vec![route("GET", "/admin/plugins")];
         let err = RouteTable::build([(&a, reserved.as_slice())])
             .err()
-            .expect("refused");
+            .expect("refused")
+            .to_string();
         assert!(err.contains("reserved"), "{err}");
     }
 }

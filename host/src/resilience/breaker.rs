@@ -5,8 +5,9 @@
 //!
 //! The clock is a parameter (`now`), so the state machine is tested without sleeping.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -112,10 +113,6 @@ impl Drop for Ticket {
             }
         }
     }
-}
-
-fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn transition(g: &mut Inner, target: &str, to: State, reason: &str) {

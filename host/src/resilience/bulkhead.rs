@@ -11,7 +11,7 @@ use super::policy::BulkheadPolicy;
 
 /// Why a call got no slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
+pub(crate) enum Full {
     /// Every slot was taken and the wait queue was full.
     QueueFull,
     /// No slot freed up within the longest wait.
@@ -20,7 +20,7 @@ pub enum Full {
 
 /// The concurrency limit of calls into one context.
 #[derive(Debug)]
-pub struct Bulkhead {
+pub(crate) struct Bulkhead {
     policy: BulkheadPolicy,
     slots: Arc<Semaphore>,
     waiting: AtomicU32,
@@ -32,7 +32,7 @@ pub struct Bulkhead {
 
 /// A held slot; released when dropped.
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub(crate) struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 struct Waiting<'a>(&'a AtomicU32);
 
@@ -43,7 +43,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl Bulkhead {
-    pub fn new(policy: BulkheadPolicy) -> Self {
+    pub(crate) fn new(policy: BulkheadPolicy) -> Self {
         Bulkhead {
             slots: Arc::new(Semaphore::new(policy.max_concurrent as usize)),
             policy,
@@ -56,7 +56,7 @@ impl Bulkhead {
     }
 
     /// Take a slot: at once when one is free, after a bounded wait in the queue otherwise.
-    pub async fn enter(&self) -> Result<Slot, Full> {
+    pub(crate) async fn enter(&self) -> Result<Slot, Full> {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             self.admitted.fetch_add(1, Ordering::Relaxed);
             return Ok(Slot(p));
@@ -85,11 +85,11 @@ impl Bulkhead {
     }
 
     /// Calls running now.
-    pub fn in_flight(&self) -> u32 {
+    pub(crate) fn in_flight(&self) -> u32 {
         self.policy.max_concurrent - self.slots.available_permits() as u32
     }
 
-    pub fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         let p = &self.policy;
         json!({
             "inFlight": self.in_flight(),

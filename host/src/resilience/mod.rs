@@ -1,33 +1,32 @@
-//! Resilience of calls between contexts and at the gateway.
+//! Resilience policies and their state: a leaf of the host (no HTTP, no components).
 //!
 //! Every call from one context into another goes through [`Target::run`]: a circuit breaker
-//! ([`breaker`]), a bulkhead ([`bulkhead`]), a wall-clock timeout and a lowered CPU deadline
-//! per attempt, and retries of idempotent functions within a budget ([`retry`]). The
-//! gateway refuses requests over the configured rates ([`rate_limit`], [`gateway`]). The
-//! settings come from the `[resilience.*]` and `[rate_limit]` tables ([`policy`]); the
-//! current state is served by `GET /admin/resilience` ([`admin`]).
+//! (`breaker`), a bulkhead (`bulkhead`), a wall-clock timeout and a lowered CPU deadline
+//! per attempt, and retries of idempotent functions within a budget (`retry`). The token
+//! buckets of the gateway's rate limits are [`RateLimiter`]; the gateway applies them as a
+//! layer. The settings come from the `[resilience.*]` and `[rate_limit]` tables (`policy`).
 
-pub mod breaker;
-pub mod bulkhead;
-pub mod gateway;
-pub mod policy;
-pub mod rate_limit;
-pub mod retry;
+mod breaker;
+mod bulkhead;
+mod policy;
+mod rate_limit;
+mod retry;
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
 use serde_json::{Value, json};
 
-pub use breaker::{Breaker, BreakerState};
-pub use bulkhead::Bulkhead;
-pub use policy::{RateLimitFile, ResilienceFile, ResilienceSettings, TargetPolicy};
-pub use rate_limit::RateLimiter;
-pub use retry::{RetryBudget, is_idempotent};
+pub(crate) use breaker::Breaker;
+pub(crate) use bulkhead::Bulkhead;
+pub(crate) use policy::{
+    PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings, TargetPolicy,
+};
+pub(crate) use rate_limit::RateLimiter;
+pub(crate) use retry::{RetryBudget, is_idempotent};
 
 /// How an attempt failed, as far as the host is concerned. A callee's own `err` answer is
 /// not a failure.
@@ -39,6 +38,23 @@ pub enum Failure {
     Timeout,
     /// The host could not run the callee (instantiation failed, ...).
     Unavailable,
+}
+
+/// One attempt of a call, run by [`Target::run`]: attempt `n` (1, 2, ...) does the work,
+/// undoes it when it fails, and says how it failed, if it did. The future is `Send` so a
+/// call can run inside a host function of the runtime.
+pub trait Attempt: Send {
+    fn run(&mut self, n: u32) -> impl Future<Output = Option<Failure>> + Send;
+}
+
+impl<F, Fut> Attempt for F
+where
+    F: FnMut(u32) -> Fut + Send,
+    Fut: Future<Output = Option<Failure>> + Send,
+{
+    fn run(&mut self, n: u32) -> impl Future<Output = Option<Failure>> + Send {
+        self(n)
+    }
 }
 
 /// Why the host refused a call without running it: answered as `host(rejected)`.
@@ -147,18 +163,19 @@ impl Target {
         })
     }
 
-    /// Run one call of `func` with [`Target::begin`] and [`Call`]: `attempt(n)` runs attempt
-    /// `n` (1, 2, ...) and rolls back whatever it did when it fails; it returns how it failed,
-    /// if it did. `Err` when the call was refused before any attempt; otherwise the outcome
-    /// of the last attempt.
-    pub async fn run<F>(&self, func: &str, mut attempt: F) -> Result<Option<Failure>, Refusal>
-    where
-        F: AsyncFnMut(u32) -> Option<Failure>,
-    {
+    /// Run one call of `func` with [`Target::begin`] and [`Call`]: `attempt.run(n)` runs
+    /// attempt `n` (1, 2, ...) and rolls back whatever it did when it fails; it returns how it
+    /// failed, if it did. `Err` when the call was refused before any attempt; otherwise the
+    /// outcome of the last attempt. This is the only loop of attempts in the host.
+    pub async fn run<A: Attempt>(
+        &self,
+        func: &str,
+        attempt: &mut A,
+    ) -> Result<Option<Failure>, Refusal> {
         let mut call = self.begin(func).await?;
         let mut last = None;
         while let Some(n) = call.attempt() {
-            last = attempt(n).await;
+            last = attempt.run(n).await;
             match call.finish(last) {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => break,
@@ -279,61 +296,42 @@ impl Call<'_> {
     }
 }
 
-/// The policies of every target and the gateway limiter of one host.
+/// The policies of every call target of one host, and their state.
 #[derive(Debug)]
 pub struct Resilience {
     settings: ResilienceSettings,
     targets: Mutex<HashMap<String, Arc<Target>>>,
-    limiter: RateLimiter,
 }
 
 impl Resilience {
-    /// `Err` when a rate-limit route is not a valid path pattern.
-    pub fn new(settings: ResilienceSettings) -> Result<Self, String> {
-        Ok(Resilience {
-            limiter: RateLimiter::new(settings.rate_limit.clone())?,
+    pub fn new(settings: ResilienceSettings) -> Self {
+        Resilience {
             settings,
             targets: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// The state of calls into `name` (kept across new versions of the context).
     pub fn target(&self, name: &str) -> Arc<Target> {
-        let mut t = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = lock(&self.targets);
         t.entry(name.to_string())
             .or_insert_with(|| Arc::new(Target::new(name, self.settings.policy(name).clone())))
             .clone()
     }
 
-    pub fn limiter(&self) -> &RateLimiter {
-        &self.limiter
-    }
-
-    /// Every target called so far (and every configured one), and the gateway limits.
+    /// Every target called so far (and every configured one).
     pub fn snapshot(&self) -> Value {
         for name in self.settings.targets.keys() {
             self.target(name);
         }
         let now = Instant::now();
-        let mut targets: Vec<Arc<Target>> = self
-            .targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut targets: Vec<Arc<Target>> = lock(&self.targets).values().cloned().collect();
         targets.sort_by(|a, b| a.name.cmp(&b.name));
         json!({
             "targets": targets.iter().map(|t| t.snapshot(now)).collect::<Vec<_>>(),
-            "rateLimit": self.limiter.snapshot(),
             "idempotentPrefixes": retry::IDEMPOTENT_PREFIXES,
         })
     }
-}
-
-/// `GET /admin/resilience`: breaker states, bulkhead occupancy, counters and limits.
-pub async fn admin(State(app): State<Arc<crate::server::App>>) -> Json<Value> {
-    Json(app.runtime.resilience().snapshot())
 }
 
 #[cfg(test)]
@@ -341,6 +339,7 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     use super::*;
+    use crate::resilience::breaker::BreakerState;
 
     fn target(max_attempts: u32) -> Target {
         let mut p = TargetPolicy::defaults(Duration::from_secs(5));
@@ -388,7 +387,7 @@ mod tests {
     async fn an_idempotent_call_is_retried_and_leaves_exactly_one_effect() {
         let t = target(3);
         let fake = Fake::new(2);
-        let out = t.run("get-payment", async |n| fake.attempt(n).await).await;
+        let out = t.run("get-payment", &mut |n| fake.attempt(n)).await;
         assert_eq!(out, Ok(None));
         assert_eq!(fake.attempts.load(Ordering::SeqCst), 3);
         assert_eq!(*fake.effects.lock().unwrap(), vec![3]);
@@ -403,16 +402,16 @@ mod tests {
     async fn other_functions_and_domain_errors_are_never_retried() {
         let t = target(3);
         let fake = Fake::new(1);
-        let out = t.run("authorize", async |n| fake.attempt(n).await).await;
+        let out = t.run("authorize", &mut |n| fake.attempt(n)).await;
         assert_eq!(out, Ok(Some(Failure::Trapped)));
         assert_eq!(fake.attempts.load(Ordering::SeqCst), 1);
         assert!(fake.effects.lock().unwrap().is_empty());
         // `None` is the answer (possibly the callee's own `err`): no retry.
         let calls = AtomicU32::new(0);
         let out = t
-            .run("get-payment", async |_| {
+            .run("get-payment", &mut |_| {
                 calls.fetch_add(1, Ordering::SeqCst);
-                None
+                async { None }
             })
             .await;
         assert_eq!((out, calls.load(Ordering::SeqCst)), (Ok(None), 1));
@@ -423,14 +422,14 @@ mod tests {
         let t = target(4);
         let fake = Fake::new(10);
         assert_eq!(
-            t.run("get-payment", async |n| fake.attempt(n).await).await,
+            t.run("get-payment", &mut |n| fake.attempt(n)).await,
             Ok(Some(Failure::Trapped))
         );
         assert_eq!(fake.attempts.load(Ordering::SeqCst), 4);
         // The budget started with 5 tokens (one second of the minimum rate) plus 0.2 per
         // call: 3 were spent; the next call can retry twice at most, then it is exhausted.
         let fake = Fake::new(10);
-        let _ = t.run("get-payment", async |n| fake.attempt(n).await).await;
+        let _ = t.run("get-payment", &mut |n| fake.attempt(n)).await;
         assert_eq!(fake.attempts.load(Ordering::SeqCst), 3);
         let s = t.snapshot(Instant::now());
         assert_eq!(s["retryBudgetExhausted"], 1);
@@ -445,12 +444,12 @@ mod tests {
         p.retry.max_backoff = Duration::from_millis(1);
         let t = Target::new("payment", p);
         let fake = Fake::new(10);
-        let out = t.run("get-payment", async |n| fake.attempt(n).await).await;
+        let out = t.run("get-payment", &mut |n| fake.attempt(n)).await;
         assert_eq!(out, Ok(Some(Failure::Trapped)));
         assert_eq!(fake.attempts.load(Ordering::SeqCst), 2);
         let started = Instant::now();
         let refused = t
-            .run("authorize", async |_| panic!("must not run"))
+            .run("authorize", &mut |_| async { panic!("must not run") })
             .await
             .expect_err("open");
         assert!(refused.message.contains("open"), "{refused}");
@@ -466,18 +465,24 @@ mod tests {
         let t = Target::new("payment", p);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rx = Mutex::new(Some(rx));
-        let busy = t.run("authorize", async |_| {
+        let mut hold = |_| {
             let r = rx.lock().unwrap().take();
-            if let Some(r) = r {
-                let _ = r.await;
+            async move {
+                if let Some(r) = r {
+                    let _ = r.await;
+                }
+                None
             }
-            None
-        });
+        };
+        let busy = t.run("authorize", &mut hold);
         let other = async {
             while t.bulkhead.in_flight() == 0 {
                 tokio::task::yield_now().await;
             }
-            let refused = t.run("authorize", async |_| None).await.expect_err("full");
+            let refused = t
+                .run("authorize", &mut |_| async { None })
+                .await
+                .expect_err("full");
             tx.send(()).expect("send");
             refused
         };

@@ -22,11 +22,29 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// A table of the configuration that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[{table}]: {reason}")]
+pub struct PolicyError {
+    /// The table, as written in the file (`resilience.payment`, `rate_limit`, ...).
+    pub table: String,
+    pub reason: String,
+}
+
+impl PolicyError {
+    fn new(table: impl Into<String>, reason: impl Into<String>) -> Self {
+        PolicyError {
+            table: table.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The `[resilience.*]` tables: `default` and one per called context.
-pub type ResilienceFile = BTreeMap<String, TargetFile>;
+pub(crate) type ResilienceFile = BTreeMap<String, TargetFile>;
 
 /// Key of the table that applies to every target.
-pub const DEFAULT_KEY: &str = "default";
+pub(super) const DEFAULT_KEY: &str = "default";
 
 /// One `[resilience.<target>]` table; `None`: inherit.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -173,7 +191,7 @@ impl TargetPolicy {
     }
 
     /// `self` with what `f` sets, checked.
-    pub fn apply(mut self, f: &TargetFile) -> Result<Self, String> {
+    pub fn apply(mut self, f: &TargetFile) -> Result<Self, &'static str> {
         let ms = Duration::from_millis;
         if let Some(v) = f.timeout_ms {
             self.timeout = ms(v);
@@ -209,9 +227,9 @@ impl TargetPolicy {
         Ok(self)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), &'static str> {
         let b = &self.breaker;
-        let fail = |m: &str| Err(m.to_string());
+        let fail = Err;
         if self.timeout.is_zero() {
             return fail("timeout_ms must be at least 1");
         }
@@ -264,30 +282,16 @@ fn set<T>(slot: &mut T, v: Option<T>) {
 pub struct ResilienceSettings {
     pub default: TargetPolicy,
     pub targets: BTreeMap<String, TargetPolicy>,
-    pub rate_limit: RateLimitSettings,
 }
 
 impl ResilienceSettings {
-    /// Built-in defaults only.
-    pub fn defaults(engine_deadline: Duration) -> Self {
-        ResilienceSettings {
-            default: TargetPolicy::defaults(engine_deadline),
-            targets: BTreeMap::new(),
-            rate_limit: RateLimitSettings::default(),
-        }
-    }
-
     /// Resolve the file's tables over the defaults; `Err` names the offending table.
-    pub fn resolve(
-        file: &ResilienceFile,
-        rate: &RateLimitFile,
-        engine_deadline: Duration,
-    ) -> Result<Self, String> {
+    pub fn resolve(file: &ResilienceFile, engine_deadline: Duration) -> Result<Self, PolicyError> {
         let base = TargetPolicy::defaults(engine_deadline);
         let default = match file.get(DEFAULT_KEY) {
             Some(f) => base
                 .apply(f)
-                .map_err(|e| format!("[resilience.{DEFAULT_KEY}]: {e}"))?,
+                .map_err(|e| PolicyError::new(format!("resilience.{DEFAULT_KEY}"), e))?,
             None => base,
         };
         let mut targets = BTreeMap::new();
@@ -295,14 +299,10 @@ impl ResilienceSettings {
             let p = default
                 .clone()
                 .apply(f)
-                .map_err(|e| format!("[resilience.{name}]: {e}"))?;
+                .map_err(|e| PolicyError::new(format!("resilience.{name}"), e))?;
             targets.insert(name.clone(), p);
         }
-        Ok(ResilienceSettings {
-            default,
-            targets,
-            rate_limit: RateLimitSettings::resolve(rate)?,
-        })
+        Ok(ResilienceSettings { default, targets })
     }
 
     /// The policy of calls into `target`.
@@ -391,12 +391,13 @@ impl Default for RateLimitSettings {
 }
 
 impl RateLimitSettings {
-    fn resolve(f: &RateLimitFile) -> Result<Self, String> {
-        let client =
-            Rate::new(f.client_rate, f.client_burst).map_err(|e| format!("[rate_limit]: {e}"))?;
+    /// Resolve the `[rate_limit]` table; `Err` names the offending table.
+    pub fn resolve(f: &RateLimitFile) -> Result<Self, PolicyError> {
+        let client = Rate::new(f.client_rate, f.client_burst)
+            .map_err(|e| PolicyError::new("rate_limit", e))?;
         let mut routes = Vec::new();
         for (key, r) in &f.routes {
-            let err = |m: String| format!("[rate_limit.routes.{key:?}]: {m}");
+            let err = |m: String| PolicyError::new(format!("rate_limit.routes.{key:?}"), m);
             let (method, path) = key
                 .split_once(' ')
                 .map(|(m, p)| (m.trim().to_ascii_uppercase(), p.trim().to_string()))
@@ -436,21 +437,18 @@ mod tests {
             "[default]\ntimeout_ms = 800\n[payment]\nbreaker = { open_ms = 100, max_open_ms = 400 }\nbulkhead = { max_concurrent = 4 }\n",
         )
         .expect("parses");
-        let s =
-            ResilienceSettings::resolve(&file, &RateLimitFile::default(), Duration::from_secs(5))
-                .expect("valid");
+        let s = ResilienceSettings::resolve(&file, Duration::from_secs(5)).expect("valid");
         let p = s.policy("payment");
         assert_eq!(p.timeout, Duration::from_millis(800));
         assert_eq!(p.breaker.open, Duration::from_millis(100));
         assert_eq!(p.bulkhead.max_concurrent, 4);
         assert_eq!(s.policy("car").bulkhead.max_concurrent, 256);
         assert_eq!(s.policy("car").timeout, Duration::from_millis(800));
-        assert!(!s.rate_limit.enabled());
 
         let bad: ResilienceFile = toml::from_str("[payment]\ndeadline_ms = 0\n").expect("parses");
-        let e =
-            ResilienceSettings::resolve(&bad, &RateLimitFile::default(), Duration::from_secs(5))
-                .expect_err("zero deadline");
+        let e = ResilienceSettings::resolve(&bad, Duration::from_secs(5))
+            .expect_err("zero deadline")
+            .to_string();
         assert!(
             e.contains("[resilience.payment]") && e.contains("deadline_ms"),
             "{e}"
@@ -465,6 +463,8 @@ mod tests {
         )
         .expect("parses");
         let s = RateLimitSettings::resolve(&f).expect("valid");
+        assert!(s.enabled());
+        assert!(!RateLimitSettings::default().enabled());
         assert_eq!(
             s.client,
             Some(Rate {

@@ -2,6 +2,7 @@
 //! (on a route with its own client limit, or across every other route). The clock is a
 //! parameter.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::policy::{Rate, RateLimitSettings};
+use super::policy::{PolicyError, Rate, RateLimitSettings};
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -71,16 +72,17 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// `Err` when a route pattern is not a valid path pattern.
-    pub fn new(settings: RateLimitSettings) -> Result<Self, String> {
+    pub fn new(settings: RateLimitSettings) -> Result<Self, PolicyError> {
         let mut by_path: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, r) in settings.routes.iter().enumerate() {
             by_path.entry(&r.path).or_default().push(i);
         }
         let mut paths = matchit::Router::new();
         for (path, idx) in by_path {
-            paths
-                .insert(path, idx)
-                .map_err(|e| format!("[rate_limit.routes]: path {path:?}: {e}"))?;
+            paths.insert(path, idx).map_err(|e| PolicyError {
+                table: "rate_limit.routes".into(),
+                reason: format!("path {path:?}: {e}"),
+            })?;
         }
         Ok(RateLimiter {
             settings,
@@ -147,7 +149,7 @@ impl RateLimiter {
         if checks.is_empty() {
             return Ok(());
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = lock(&self.buckets);
         if buckets.len() >= self.settings.max_clients {
             self.evict(&mut buckets, now);
         }
@@ -215,7 +217,7 @@ impl RateLimiter {
                 })
             })
             .collect();
-        let tracked = self.buckets.lock().map(|b| b.len()).unwrap_or(0);
+        let tracked = lock(&self.buckets).len();
         json!({
             "enabled": self.enabled(),
             "perClient": rate(&s.client),

@@ -17,6 +17,7 @@
 //! call. Whatever is retried, each failed attempt is rolled back to the savepoint taken
 //! before it, so a retry never adds to the effects of an earlier attempt.
 
+use crate::sync::lock;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,12 +25,12 @@ use std::time::{Duration, Instant};
 use super::policy::RetryPolicy;
 
 /// Name prefixes of functions the host may retry.
-pub const IDEMPOTENT_PREFIXES: &[&str] = &[
+pub(super) const IDEMPOTENT_PREFIXES: &[&str] = &[
     "get-", "list-", "find-", "query-", "count-", "check-", "ensure-",
 ];
 
 /// Whether `func` (a WIT function name, kebab-case) is idempotent by the convention.
-pub fn is_idempotent(func: &str) -> bool {
+pub(crate) fn is_idempotent(func: &str) -> bool {
     IDEMPOTENT_PREFIXES
         .iter()
         .any(|p| func.starts_with(p) && func.len() > p.len())
@@ -38,14 +39,14 @@ pub fn is_idempotent(func: &str) -> bool {
 /// The wait before retry number `retry` (1 for the first retry): exponential from the base,
 /// capped, with "equal jitter" (half fixed, half uniform in `[0, 1)` given by `unit`) so
 /// concurrent callers spread out but never retry at once.
-pub fn backoff(p: &RetryPolicy, retry: u32, unit: f64) -> Duration {
+pub(super) fn backoff(p: &RetryPolicy, retry: u32, unit: f64) -> Duration {
     let exp = p.base_backoff.as_secs_f64() * 2f64.powi(retry.saturating_sub(1).min(30) as i32);
     let cap = exp.min(p.max_backoff.as_secs_f64());
     Duration::from_secs_f64(cap / 2.0 + cap / 2.0 * unit.clamp(0.0, 1.0))
 }
 
 /// A uniform number in `[0, 1)`, good enough for jitter.
-pub fn jitter() -> f64 {
+pub(super) fn jitter() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
@@ -55,7 +56,7 @@ pub fn jitter() -> f64 {
 /// one. So retries add at most `ratio` of the calls plus a small constant rate, whatever
 /// happens to the callee.
 #[derive(Debug)]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     ratio: f64,
     min_per_sec: f64,
     cap: f64,
@@ -63,7 +64,7 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    pub fn new(p: &RetryPolicy, now: Instant) -> Self {
+    pub(crate) fn new(p: &RetryPolicy, now: Instant) -> Self {
         let cap = (p.budget_min_per_sec + 100.0 * p.budget_ratio).max(1.0);
         RetryBudget {
             ratio: p.budget_ratio,
@@ -80,15 +81,15 @@ impl RetryBudget {
     }
 
     /// A first attempt was made.
-    pub fn deposit(&self, now: Instant) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn deposit(&self, now: Instant) {
+        let mut s = lock(&self.state);
         self.refill(&mut s, now);
         s.0 = (s.0 + self.ratio).min(self.cap);
     }
 
     /// Take a token for one retry; `false` when the budget is spent.
-    pub fn withdraw(&self, now: Instant) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        let mut s = lock(&self.state);
         self.refill(&mut s, now);
         if s.0 >= 1.0 {
             s.0 -= 1.0;
@@ -99,8 +100,8 @@ impl RetryBudget {
     }
 
     /// Tokens left.
-    pub fn balance(&self, now: Instant) -> f64 {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn balance(&self, now: Instant) -> f64 {
+        let mut s = lock(&self.state);
         self.refill(&mut s, now);
         s.0
     }

@@ -1,21 +1,22 @@
 //! The wasmtime engine (pooling allocator, copy-on-write memory images, epoch deadlines),
 //! the linker every context shares, and the `Runtime` handle that owns them with the state.
 
+use crate::sync::lock;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::{WasiHttp, WasiHttpView};
 
+use super::invoke::Cause;
 use super::registry::Registry;
 use super::store_data::Invocation;
-use crate::bindings::Platform;
 use crate::state::{Committer, Db, Sequences};
 
 /// How often the engine's epoch advances: the granularity of deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Limits and tuning of the runtime.
 #[derive(Debug, Clone)]
@@ -30,8 +31,26 @@ pub struct EngineSettings {
     pub cache_dir: PathBuf,
     /// Deepest chain of calls between contexts.
     pub max_call_depth: u32,
-    /// Policies of calls between contexts and the gateway's rate limits.
+    /// Policies of calls between contexts.
     pub resilience: crate::resilience::ResilienceSettings,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {stage}: {source}")]
+pub struct EngineError {
+    stage: &'static str,
+    #[source]
+    source: Cause,
+}
+
+impl EngineError {
+    fn at(stage: &'static str) -> impl FnOnce(wasmtime::Error) -> Self {
+        move |e| EngineError {
+            stage,
+            source: Box::<dyn std::error::Error + Send + Sync>::from(e).into(),
+        }
+    }
 }
 
 /// A context version whose invocations keep failing.
@@ -41,16 +60,17 @@ pub struct Unhealthy {
     pub digest: String,
 }
 
+/// The runtime's parts; the runtime's modules reach them through [`Runtime`]'s field.
 pub(crate) struct Inner {
-    pub engine: Engine,
-    pub linker: Linker<Invocation>,
-    pub db: Db,
-    pub committer: Committer,
-    pub sequences: Sequences,
-    pub registry: Registry,
-    pub settings: EngineSettings,
-    pub resilience: crate::resilience::Resilience,
-    pub unhealthy_tx: tokio::sync::mpsc::UnboundedSender<Unhealthy>,
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<Invocation>,
+    db: Db,
+    committer: Committer,
+    sequences: Arc<Sequences>,
+    registry: Registry,
+    settings: EngineSettings,
+    resilience: crate::resilience::Resilience,
+    pub(super) unhealthy_tx: tokio::sync::mpsc::UnboundedSender<Unhealthy>,
     unhealthy_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Unhealthy>>>,
 }
 
@@ -109,18 +129,24 @@ pub fn engine_config(max_instances: u32, memory_limit: usize) -> Config {
 
 /// Cheap, clonable handle to the runtime.
 #[derive(Clone)]
-pub struct Runtime(pub(crate) Arc<Inner>);
+pub struct Runtime(pub(super) Arc<Inner>);
 
 impl Runtime {
     /// Build the engine and the shared linker, and start the epoch ticker.
-    pub fn new(settings: EngineSettings, db: Db, committer: Committer) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: EngineSettings,
+        db: Db,
+        committer: Committer,
+    ) -> Result<Self, EngineError> {
         let engine = Engine::new(&engine_config(
             settings.max_instances,
             settings.memory_limit,
-        ))?;
+        ))
+        .map_err(EngineError::at("create the wasmtime engine"))?;
 
         let mut linker = Linker::<Invocation>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        let link = EngineError::at("link the host's imports");
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
         // Only the HTTP types: no `outgoing-handler`, so a context cannot reach the network
         // (and an invocation re-run after a conflict cannot repeat an outside effect).
         let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
@@ -128,12 +154,13 @@ impl Runtime {
             &mut linker,
             &(&options).into(),
             <Invocation as WasiHttpView>::http,
-        )?;
-        Platform::add_to_linker::<Invocation, HasSelf<Invocation>>(&mut linker, |s| s)?;
+        )
+        .map_err(EngineError::at("link the host's imports"))?;
+        crate::capabilities::add_to_linker(&mut linker, |s: &mut Invocation| &mut s.caps)
+            .map_err(EngineError::at("link the host's imports"))?;
 
-        let sequences = Sequences::new(db.clone());
-        let resilience = crate::resilience::Resilience::new(settings.resilience.clone())
-            .map_err(anyhow::Error::msg)?;
+        let sequences = Arc::new(Sequences::new(db.clone()));
+        let resilience = crate::resilience::Resilience::new(settings.resilience.clone());
         let (unhealthy_tx, unhealthy_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             engine,
@@ -155,7 +182,7 @@ impl Runtime {
     pub fn take_unhealthy_reports(
         &self,
     ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Unhealthy>> {
-        self.0.unhealthy_rx.lock().ok()?.take()
+        lock(&self.0.unhealthy_rx).take()
     }
 
     /// The loaded contexts.
@@ -171,11 +198,16 @@ impl Runtime {
         &self.0.committer
     }
 
+    /// The sequences behind `store.next-id`.
+    pub(crate) fn sequences(&self) -> &Arc<Sequences> {
+        &self.0.sequences
+    }
+
     pub fn settings(&self) -> &EngineSettings {
         &self.0.settings
     }
 
-    /// Policies and state of calls between contexts and of the gateway's rate limits.
+    /// Policies and state of calls between contexts.
     pub fn resilience(&self) -> &crate::resilience::Resilience {
         &self.0.resilience
     }

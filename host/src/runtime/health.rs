@@ -2,6 +2,7 @@
 //! invocations keep failing (traps, deadlines) is marked unhealthy and reported once, so the
 //! host can roll it back.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,7 +52,7 @@ impl Health {
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = lock(&self.window);
         if w.len() == self.policy.window {
             w.pop_front();
         }
@@ -73,7 +74,7 @@ impl Health {
 
     /// Failures and outcomes in the current window.
     pub fn window(&self) -> (usize, usize) {
-        let w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let w = lock(&self.window);
         (w.iter().filter(|f| **f).count(), w.len())
     }
 }

@@ -1,6 +1,8 @@
-//! Running invocations: each one gets a fresh instance in its own `Store`, under a CPU
-//! deadline and a memory cap, writing into the unit of work it is given. A trap fails only
-//! that invocation.
+//! Running invocations (an HTTP request, an event delivery, a call from another context,
+//! the load-time `describe` and `ready`): each runs in an instance of its own `Store` (a
+//! fresh one, or an idle one of the same version where the context's `instance_reuse`
+//! allows), under a CPU deadline, a wall-clock backstop and a memory cap, writing into the
+//! unit of work it is given. A trap fails only that invocation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,16 +11,16 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use wasmtime::component::{ComponentExportIndex, Val};
-use wasmtime::{Store, StoreContextMut, Trap};
+use wasmtime::{Store, Trap};
 
+use super::calls::CallSite;
 use super::context::LoadedContext;
 use super::engine::{Runtime, Unhealthy};
-use super::linking::{host_error, is_err};
-use super::store_data::{Invocation, SharedUnit};
+use super::store_data::Invocation;
 use super::warm::Warm;
 use crate::bindings::{Manifest, types::Event};
 use crate::bus::Envelope;
-use crate::resilience::Failure;
+use crate::state::{SharedUnit, UnitOfWork};
 use wasmtime_wasi_http::WasiHttpView;
 
 /// Largest response body a component may produce.
@@ -32,22 +34,98 @@ pub struct HttpReply {
     pub body: Bytes,
 }
 
-/// Why an invocation produced no answer. Messages name the context.
+/// The error behind an invocation that failed, kept whole for the log and the source chain.
+pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What an invocation was doing when the host failed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Creating the instance.
+    Instantiate,
+    /// Looking up the component's exports.
+    Exports,
+    /// Handing the HTTP request to the guest.
+    Request,
+    /// Reading the guest's HTTP answer.
+    Response,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Instantiate => "instantiate",
+            Stage::Exports => "look up exports",
+            Stage::Request => "pass the request",
+            Stage::Response => "read the response",
+        })
+    }
+}
+
+/// Why an invocation produced no answer. Every variant names the context and its version
+/// (`<name>@<digest prefix>`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum InvokeError {
+    /// The guest's call failed: a trap (panic, `unreachable`, out of bounds), a limit it ran
+    /// into (memory cap), or an error a host function raised on its behalf.
     #[error("{context} trapped: {message}")]
-    Trap { context: String, message: String },
+    Trap {
+        context: Arc<str>,
+        version: String,
+        /// The trap, or the root cause, in one line.
+        message: String,
+        #[source]
+        source: Cause,
+    },
+    /// The guest ran past its CPU deadline or the wall-clock backstop.
     #[error("{context} exceeded its deadline of {deadline_ms} ms")]
-    Deadline { context: String, deadline_ms: u128 },
-    #[error("{context}: {message}")]
-    Host { context: String, message: String },
+    Deadline {
+        context: Arc<str>,
+        version: String,
+        deadline_ms: u128,
+    },
+    /// The host could not run or finish the invocation.
+    #[error("{context}: cannot {stage}: {source}")]
+    Host {
+        context: Arc<str>,
+        version: String,
+        stage: Stage,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl InvokeError {
-    fn host(ctx: &LoadedContext, message: impl Into<String>) -> Self {
+    fn host(
+        ctx: &LoadedContext,
+        stage: Stage,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         InvokeError::Host {
-            context: ctx.name.to_string(),
-            message: message.into(),
+            context: ctx.name.clone(),
+            version: ctx.short_id(),
+            stage,
+            source: Cause::from(source.into()),
+        }
+    }
+
+    fn wasm(ctx: &LoadedContext, stage: Stage, e: wasmtime::Error) -> Self {
+        Self::host(ctx, stage, e)
+    }
+
+    fn deadline(ctx: &LoadedContext, limit: Duration) -> Self {
+        InvokeError::Deadline {
+            context: ctx.name.clone(),
+            version: ctx.short_id(),
+            deadline_ms: limit.as_millis(),
+        }
+    }
+
+    /// The context that failed.
+    pub fn context(&self) -> &str {
+        match self {
+            InvokeError::Trap { context, .. }
+            | InvokeError::Deadline { context, .. }
+            | InvokeError::Host { context, .. } => context,
         }
     }
 }
@@ -68,12 +146,11 @@ impl Runtime {
         store
     }
 
+    /// Sort the error of a guest call: an epoch interrupt is the deadline, anything else
+    /// failed the guest's call.
     fn classify(&self, ctx: &LoadedContext, e: wasmtime::Error) -> InvokeError {
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return InvokeError::Deadline {
-                context: ctx.name.to_string(),
-                deadline_ms: ctx.limits.deadline.as_millis(),
-            };
+            return InvokeError::deadline(ctx, ctx.limits.deadline);
         }
         let message = match e.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
@@ -87,8 +164,10 @@ impl Runtime {
         };
         tracing::debug!(context = %ctx.name, error = ?e, "invocation failed");
         InvokeError::Trap {
-            context: ctx.name.to_string(),
+            context: ctx.name.clone(),
+            version: ctx.short_id(),
             message,
+            source: Box::<dyn std::error::Error + Send + Sync>::from(e).into(),
         }
     }
 
@@ -97,7 +176,6 @@ impl Runtime {
         ctx.limits.deadline * 2 + Duration::from_secs(1)
     }
 
-    /// Record an invocation's outcome; report the version when it just became unhealthy.
     /// Run one invocation of `ctx`: counted in flight while it runs, its outcome recorded
     /// in the version's health.
     async fn tracked<T>(
@@ -111,6 +189,7 @@ impl Runtime {
         result
     }
 
+    /// Record an invocation's outcome; report the version when it just became unhealthy.
     fn record(&self, ctx: &LoadedContext, failed: bool) {
         if ctx.health.record(failed) {
             let (fails, total) = ctx.health.window();
@@ -128,7 +207,7 @@ impl Runtime {
         }
     }
 
-    /// Serve one HTTP request with a fresh instance of `ctx`.
+    /// Serve one HTTP request with an instance of `ctx`.
     pub async fn invoke_http(
         &self,
         ctx: Arc<LoadedContext>,
@@ -151,7 +230,7 @@ impl Runtime {
         let proxy = ctx
             .proxy
             .load(&mut warm.store, &warm.instance)
-            .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+            .map_err(|e| InvokeError::wasm(&ctx, Stage::Exports, e))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = warm
             .store
@@ -161,13 +240,13 @@ impl Runtime {
                 wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
                 request,
             )
-            .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+            .map_err(|e| InvokeError::wasm(&ctx, Stage::Request, e))?;
         let out = warm
             .store
             .data_mut()
             .http()
             .new_response_outparam(tx)
-            .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+            .map_err(|e| InvokeError::wasm(&ctx, Stage::Request, e))?;
         // The guest writes its body while the host drains it, both in this task. A failed
         // call ends the wait at once (the response outparam may still sit in its store).
         let collect = async {
@@ -207,7 +286,7 @@ impl Runtime {
         match tokio::time::timeout_at(deadline, run).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(self.classify(&ctx, e)),
-            Err(_) => return Err(overran(&ctx)),
+            Err(_) => return Err(InvokeError::deadline(&ctx, ctx.limits.deadline)),
         }
         // The guest returned cleanly and what it wrote is in the host's channel: the
         // instance can serve the next invocation while the rest of the body is drained.
@@ -217,9 +296,9 @@ impl Runtime {
             Some(r) => r,
             None => tokio::time::timeout_at(deadline, collect)
                 .await
-                .map_err(|_| overran(&ctx))?,
+                .map_err(|_| InvokeError::deadline(&ctx, ctx.limits.deadline))?,
         };
-        reply.map_err(|m| InvokeError::host(&ctx, m))
+        reply.map_err(|m| InvokeError::host(&ctx, Stage::Response, m))
     }
 
     /// An instance of `ctx` bound to one invocation: an idle one when the context reuses
@@ -244,7 +323,7 @@ impl Runtime {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| InvokeError::host(ctx, format!("cannot instantiate: {e:#}")))?;
+            .map_err(|e| InvokeError::wasm(ctx, Stage::Instantiate, e))?;
         ctx.warm.created_one();
         Ok(Warm {
             store,
@@ -299,7 +378,7 @@ impl Runtime {
             let platform = ctx
                 .platform
                 .load(&mut warm.store, &warm.instance)
-                .map_err(|e| InvokeError::host(&ctx, format!("{e:#}")))?;
+                .map_err(|e| InvokeError::wasm(&ctx, Stage::Exports, e))?;
             let outcome = platform
                 .ctxhost_platform_subscriber()
                 .call_handle(&mut warm.store, &arg)
@@ -321,17 +400,17 @@ impl Runtime {
             .pre
             .instantiate_async(&mut *store)
             .await
-            .map_err(|e| InvokeError::host(ctx, format!("cannot instantiate: {e:#}")))?;
+            .map_err(|e| InvokeError::wasm(ctx, Stage::Instantiate, e))?;
         ctx.platform
             .load(&mut *store, &instance)
-            .map_err(|e| InvokeError::host(ctx, format!("{e:#}")))
+            .map_err(|e| InvokeError::wasm(ctx, Stage::Exports, e))
     }
 
     /// Run `ctx`'s readiness check.
     pub(crate) async fn invoke_ready(
         &self,
         ctx: Arc<LoadedContext>,
-        unit: crate::state::UnitOfWork,
+        unit: UnitOfWork,
     ) -> Result<Result<(), String>, InvokeError> {
         let unit = Arc::new(std::sync::Mutex::new(unit));
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("ready"), 0);
@@ -350,7 +429,7 @@ impl Runtime {
     pub(crate) async fn invoke_describe(
         &self,
         ctx: Arc<LoadedContext>,
-        unit: crate::state::UnitOfWork,
+        unit: UnitOfWork,
     ) -> Result<Manifest, InvokeError> {
         let unit = Arc::new(std::sync::Mutex::new(unit));
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("describe"), 0);
@@ -363,7 +442,7 @@ impl Runtime {
     }
 
     /// Run `index` of `ctx` with dynamic values, inside the caller's unit of work.
-    async fn call_export(
+    pub(super) async fn call_export(
         &self,
         ctx: Arc<LoadedContext>,
         site: CallSite,
@@ -393,7 +472,7 @@ impl Runtime {
             let func = warm
                 .instance
                 .get_func(&mut warm.store, index)
-                .ok_or_else(|| InvokeError::host(&ctx, "export vanished"))?;
+                .ok_or_else(|| InvokeError::host(&ctx, Stage::Exports, "export vanished"))?;
             func.call_async(&mut warm.store, params, results)
                 .await
                 .map_err(|e| self.classify(&ctx, e))?;
@@ -404,140 +483,13 @@ impl Runtime {
     }
 }
 
-/// The error of an invocation stopped by its wall-clock backstop.
-fn overran(ctx: &LoadedContext) -> InvokeError {
-    InvokeError::Deadline {
-        context: ctx.name.to_string(),
-        deadline_ms: ctx.limits.deadline.as_millis(),
-    }
-}
-
 /// `fut` under a wall-clock limit: epochs do not interrupt a guest blocked in a host call.
 async fn within<T>(
     ctx: &LoadedContext,
     limit: Duration,
     fut: impl std::future::Future<Output = Result<T, InvokeError>>,
 ) -> Result<T, InvokeError> {
-    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-        Err(InvokeError::Deadline {
-            context: ctx.name.to_string(),
-            deadline_ms: limit.as_millis(),
-        })
-    })
-}
-
-/// Where a call between contexts runs: the caller's unit of work and trace, one level deeper.
-struct CallSite {
-    unit: SharedUnit,
-    trace_id: Arc<str>,
-    depth: u32,
-    /// CPU deadline of the callee (never above its own) and wall-clock limit of the call.
-    deadline: Duration,
-    wall: Duration,
-}
-
-/// The host side of an import linked to another context: run the provider's export in the
-/// caller's unit of work; turn every failure the host sees into the typed `host` error and
-/// undo whatever the callee wrote or published when it fails.
-pub(crate) async fn forward_call(
-    store: StoreContextMut<'_, Invocation>,
-    iface: &str,
-    func: &str,
-    params: &[Val],
-    results: &mut [Val],
-) -> wasmtime::Result<()> {
-    let data = store.data();
-    let runtime = data.runtime.clone();
-    let unit = data.unit()?.clone();
-    let trace = data.trace_id.clone();
-    let depth = data.depth + 1;
-    let caller = data.context.name.clone();
-    if results.len() != 1 {
-        wasmtime::bail!("{iface}.{func}: cross-context functions return exactly one result");
-    }
-    if depth > runtime.settings().max_call_depth {
-        results[0] = host_error("rejected", format!("call depth over {}", depth - 1));
-        return Ok(());
-    }
-    let Some(provider) = runtime.registry().provider(iface) else {
-        results[0] = host_error("unavailable", format!("no context provides {iface}"));
-        return Ok(());
-    };
-    let Some(index) = provider
-        .functions
-        .get(iface)
-        .and_then(|m| m.get(func))
-        .copied()
-    else {
-        results[0] = host_error(
-            "unavailable",
-            format!("{} does not export {iface}.{func}", provider.name),
-        );
-        return Ok(());
-    };
-    // Timeout, breaker, bulkhead and retries of the target (see `crate::resilience`); each
-    // attempt is rolled back to its own savepoint when it fails.
-    let target = runtime.resilience().target(&provider.name);
-    let (deadline, wall) = (target.policy().deadline, target.policy().timeout);
-    let started = std::time::Instant::now();
-    let mut failed = true;
-    let mut call = match target.begin(func).await {
-        Ok(call) => call,
-        Err(refused) => {
-            tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), trace_id = %trace, reason = %refused, "call refused");
-            results[0] = host_error("rejected", refused.to_string());
-            return Ok(());
-        }
-    };
-    while let Some(attempt) = call.attempt() {
-        let savepoint = lock(&unit).savepoint();
-        let outcome = runtime
-            .call_export(
-                provider.clone(),
-                CallSite {
-                    unit: unit.clone(),
-                    trace_id: trace.clone(),
-                    depth,
-                    deadline,
-                    wall,
-                },
-                index,
-                params,
-                results,
-            )
-            .await;
-        let failure = match outcome {
-            Ok(()) => {
-                failed = is_err(results);
-                None
-            }
-            Err(e) => {
-                let (kind, failure) = match &e {
-                    InvokeError::Deadline { .. } => ("timeout", Failure::Timeout),
-                    InvokeError::Trap { .. } => ("trapped", Failure::Trapped),
-                    InvokeError::Host { .. } => ("unavailable", Failure::Unavailable),
-                };
-                tracing::warn!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), attempt, trace_id = %trace, error = %e, "call failed");
-                results[0] = host_error(kind, e.to_string());
-                failed = true;
-                Some(failure)
-            }
-        };
-        if failed {
-            lock(&unit).rollback_to(savepoint);
-        }
-        match call.finish(failure) {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => break,
-        }
-    }
-    drop(call);
-    tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), failed, micros = started.elapsed().as_micros() as u64, "call");
-    Ok(())
-}
-
-/// Lock a unit of work; a poisoned lock still holds a consistent unit (the panicking holder
-/// was host code between two whole operations).
-pub fn lock(unit: &SharedUnit) -> std::sync::MutexGuard<'_, crate::state::UnitOfWork> {
-    unit.lock().unwrap_or_else(|p| p.into_inner())
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(InvokeError::deadline(ctx, limit)))
 }

@@ -2,14 +2,15 @@
 //!
 //! A context may import an interface that another context exports (for example
 //! `ctxhost:rental/payments`). The host checks at load that both sides agree on every
-//! function's type and that each function returns `result<T, E>` with a `host(call-error)`
-//! case in `E`, then defines the import with a dynamic host function that forwards the call
-//! to a fresh instance of the current provider (see `calls`).
+//! function's type and that each function follows the call-error ABI of [`super::calls`],
+//! then defines the import with a dynamic host function that forwards the call to an
+//! instance of the current provider ([`super::calls::forward_call`]).
 
 use wasmtime::Engine;
-use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
-use wasmtime::component::{Component, Linker, Val};
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, Linker};
 
+use super::calls::{AbiError, check_abi, forward_call};
 use super::store_data::Invocation;
 
 /// Interfaces the host itself provides or calls: never linked between contexts.
@@ -52,13 +53,31 @@ pub(crate) fn interfaces(
         .collect()
 }
 
-/// Why two contexts cannot be linked.
+/// Why an importer's function and an exporter's function cannot be linked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Mismatch {
+    #[error("{iface}.{func}: parameters differ between the importer and the exporter")]
+    Params { iface: String, func: String },
+    #[error("{iface}.{func}: result type differs between the importer and the exporter")]
+    Results { iface: String, func: String },
+    #[error("{iface}.{func}: {source}")]
+    Abi {
+        iface: String,
+        func: String,
+        #[source]
+        source: AbiError,
+    },
+}
+
+/// Check that `import` and `export` (the same function seen from both sides) agree on
+/// every parameter and the result, and that the result follows the call-error ABI.
 pub(crate) fn check_compatible(
     iface: &str,
     func: &str,
     import: &ComponentFunc,
     export: &ComponentFunc,
-) -> Result<(), String> {
+) -> Result<(), Mismatch> {
+    let names = || (iface.to_string(), func.to_string());
     let ip: Vec<_> = import.params().collect();
     let ep: Vec<_> = export.params().collect();
     if ip.len() != ep.len()
@@ -67,64 +86,23 @@ pub(crate) fn check_compatible(
             .zip(&ep)
             .any(|((a, ta), (b, tb))| a != b || ta != tb)
     {
-        return Err(format!(
-            "{iface}.{func}: parameters differ between the importer and the exporter"
-        ));
+        let (iface, func) = names();
+        return Err(Mismatch::Params { iface, func });
     }
     let ir: Vec<_> = import.results().collect();
     let er: Vec<_> = export.results().collect();
     if ir != er {
-        return Err(format!(
-            "{iface}.{func}: result type differs between the importer and the exporter"
-        ));
+        let (iface, func) = names();
+        return Err(Mismatch::Results { iface, func });
     }
-    host_error_case(&ir)
-        .map(|_| ())
-        .map_err(|e| format!("{iface}.{func}: {e}"))
-}
-
-/// Kinds of host failure, as cases of `ctxhost:platform/types.call-error`.
-pub(crate) const CALL_ERROR_CASES: [&str; 4] = ["unavailable", "trapped", "timeout", "rejected"];
-
-/// Check the calling convention of a cross-context function's results.
-fn host_error_case(results: &[Type]) -> Result<(), String> {
-    let [Type::Result(r)] = results else {
-        return Err("must return `result<T, E>`".into());
-    };
-    let Some(Type::Variant(err)) = r.err() else {
-        return Err(
-            "the error type of its result must be a variant with a case `host(call-error)`".into(),
-        );
-    };
-    let Some(host) = err.cases().find(|c| c.name == "host") else {
-        return Err("its error variant has no case `host(call-error)`".into());
-    };
-    let Some(Type::Variant(call_error)) = host.ty else {
-        return Err("the case `host` must carry a `call-error`".into());
-    };
-    for kind in CALL_ERROR_CASES {
-        match call_error.cases().find(|c| c.name == kind) {
-            Some(c) if matches!(c.ty, Some(Type::String)) => {}
-            _ => return Err(format!("`call-error` lacks the case `{kind}(string)`")),
+    check_abi(&ir).map_err(|source| {
+        let (iface, func) = names();
+        Mismatch::Abi {
+            iface,
+            func,
+            source,
         }
-    }
-    Ok(())
-}
-
-/// The value returned to a caller when the host could not get an answer: `err(host(kind(msg)))`.
-pub(crate) fn host_error(kind: &str, message: String) -> Val {
-    Val::Result(Err(Some(Box::new(Val::Variant(
-        "host".into(),
-        Some(Box::new(Val::Variant(
-            kind.into(),
-            Some(Box::new(Val::String(message))),
-        ))),
-    )))))
-}
-
-/// True when a returned value is the `err` case of a result.
-pub(crate) fn is_err(results: &[Val]) -> bool {
-    matches!(results.first(), Some(Val::Result(Err(_))))
+    })
 }
 
 /// Define `iface.func` in `linker` as a forwarder to the provider of `iface`.
@@ -132,7 +110,7 @@ pub(crate) fn define_forwarder(
     linker: &mut Linker<Invocation>,
     iface: &str,
     funcs: &[(String, ComponentFunc)],
-) -> anyhow::Result<()> {
+) -> wasmtime::Result<()> {
     let mut inst = linker.instance(iface)?;
     for (func, _) in funcs {
         let iface_name = iface.to_string();
@@ -140,9 +118,9 @@ pub(crate) fn define_forwarder(
         inst.func_new_async(func, move |store, _ty, params, results| {
             let iface_name = iface_name.clone();
             let func_name = func_name.clone();
-            Box::new(async move {
-                super::invoke::forward_call(store, &iface_name, &func_name, params, results).await
-            })
+            Box::new(
+                async move { forward_call(store, &iface_name, &func_name, params, results).await },
+            )
         })?;
     }
     Ok(())

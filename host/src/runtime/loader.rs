@@ -15,9 +15,10 @@ use super::cache::compile_cached;
 use super::context::{ContextLimits, LoadedContext, RouteSpec};
 use super::engine::Runtime;
 use super::health::{Health, HealthPolicy};
+use super::invoke::{Cause, InvokeError};
 use super::linking::{check_compatible, define_forwarder, interfaces};
 use crate::bindings::PlatformIndices;
-use crate::state::{Table, UnitOfWork, db_tables};
+use crate::state::{StateError, UnitOfWork, db_tables};
 
 /// A context as configured: where its component is, its settings and limits.
 #[derive(Debug, Clone)]
@@ -49,7 +50,8 @@ impl Artifact {
     }
 }
 
-/// Why a context version could not be loaded. Every message names the context.
+/// Why a context version could not be loaded. Every message names the context and the
+/// stage that refused it.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{context}: cannot read {path}: {source}")]
@@ -61,16 +63,45 @@ pub enum LoadError {
     },
     #[error("{context}: not a valid component: {message}")]
     Compile { context: String, message: String },
+    #[error("{context}: the compilation task failed: {source}")]
+    CompileTask {
+        context: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("{context}: contract mismatch: {message}")]
     Contract { context: String, message: String },
+    #[error("{context}: cannot link its imports: {source}")]
+    Link {
+        context: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("{context}: describe failed: {source}")]
+    Describe {
+        context: String,
+        #[source]
+        source: InvokeError,
+    },
+    #[error("{context}: manifest route {method} {path}: {reason}")]
+    Manifest {
+        context: String,
+        method: String,
+        path: String,
+        reason: &'static str,
+    },
     #[error("{context}: readiness check failed: {message}")]
     NotReady { context: String, message: String },
-    #[error("{context}: {message}")]
-    Other { context: String, message: String },
+    #[error("{context}: cannot prepare its state: {source}")]
+    State {
+        context: String,
+        #[source]
+        source: StateError,
+    },
 }
 
 /// A compiled component, not yet linked.
-pub struct Compiled {
+pub(super) struct Compiled {
     artifact: Artifact,
     digest: String,
     component: Component,
@@ -102,7 +133,9 @@ impl Runtime {
                 }
             }
         }
-        self.ensure_tables(compiled.iter().map(|c| c.artifact.name.as_str()))?;
+        for c in &compiled {
+            self.ensure_tables(&c.artifact.name)?;
+        }
         for c in &compiled {
             let loaded = self.link(c, |iface| {
                 providers.get(iface).map(|&j| {
@@ -176,7 +209,7 @@ impl Runtime {
                 }
             }
         }
-        self.ensure_tables([name.as_str()])?;
+        self.ensure_tables(&name)?;
         let loaded = self.link(&compiled, |iface| {
             self.registry()
                 .provider(iface)
@@ -186,13 +219,14 @@ impl Runtime {
         self.check_ready(loaded).await
     }
 
-    fn ensure_tables<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), LoadError> {
-        let tables: Vec<Table> = names.into_iter().flat_map(db_tables).collect();
+    /// Create the tables of context `name` when they do not exist yet.
+    fn ensure_tables(&self, name: &str) -> Result<(), LoadError> {
+        let tables = db_tables(name);
         self.db()
             .ensure_tables(&tables)
-            .map_err(|e| LoadError::Other {
-                context: "host".into(),
-                message: e.to_string(),
+            .map_err(|source| LoadError::State {
+                context: name.to_string(),
+                source,
             })
     }
 
@@ -214,9 +248,9 @@ impl Runtime {
         let component =
             tokio::task::spawn_blocking(move || compile_cached(&engine, &cache_dir, &hex, &bytes))
                 .await
-                .map_err(|e| LoadError::Other {
+                .map_err(|source| LoadError::CompileTask {
                     context: name.clone(),
-                    message: format!("compilation task failed: {e}"),
+                    source,
                 })?
                 .map_err(|e| LoadError::Compile {
                     context: name.clone(),
@@ -262,9 +296,9 @@ impl Runtime {
                 check_compatible(&iface, func, ty, pty)
                     .map_err(|m| contract(format!("{m} (provider: {provider})")))?;
             }
-            define_forwarder(&mut linker, &iface, &funcs).map_err(|e| LoadError::Other {
+            define_forwarder(&mut linker, &iface, &funcs).map_err(|e| LoadError::Link {
                 context: name.clone(),
-                message: format!("{e:#}"),
+                source: Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(e)),
             })?;
             imports.push(iface);
         }
@@ -281,7 +315,7 @@ impl Runtime {
                 .ok_or_else(|| contract(format!("cannot find export {iface}")))?;
             let mut map = HashMap::new();
             for (func, ty) in &funcs {
-                check_compatible(&iface, func, ty, ty).map_err(contract)?;
+                check_compatible(&iface, func, ty, ty).map_err(|m| contract(m.to_string()))?;
                 let f = export_index(&c.component, Some(&idx), func)
                     .ok_or_else(|| contract(format!("cannot find export {iface}.{func}")))?;
                 map.insert(func.clone(), f);
@@ -316,18 +350,21 @@ impl Runtime {
     /// Read the manifest and run the readiness check of a freshly linked version.
     async fn check_ready(&self, mut loaded: LoadedContext) -> Result<LoadedContext, LoadError> {
         let name = loaded.name.to_string();
-        let other = |message: String| LoadError::Other {
+        let state = |source| LoadError::State {
             context: name.clone(),
-            message,
+            source,
         };
         let probe = Arc::new(loaded.clone());
         // Neither call may change state: their unit of work is never committed.
-        let unit = UnitOfWork::begin(self.db()).map_err(|e| other(e.to_string()))?;
+        let unit = UnitOfWork::begin(self.db()).map_err(state)?;
         let manifest = self
             .invoke_describe(probe.clone(), unit)
             .await
-            .map_err(|e| other(format!("describe failed: {e}")))?;
-        let unit = UnitOfWork::begin(self.db()).map_err(|e| other(e.to_string()))?;
+            .map_err(|source| LoadError::Describe {
+                context: name.clone(),
+                source,
+            })?;
+        let unit = UnitOfWork::begin(self.db()).map_err(state)?;
         match self.invoke_ready(probe, unit).await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
@@ -346,17 +383,17 @@ impl Runtime {
         let mut routes = Vec::new();
         for r in manifest.routes {
             let method = r.method.to_ascii_uppercase();
+            let refused = |reason| LoadError::Manifest {
+                context: name.clone(),
+                method: r.method.clone(),
+                path: r.path.clone(),
+                reason,
+            };
             if !METHODS.contains(&method.as_str()) {
-                return Err(other(format!(
-                    "manifest route {} {}: unsupported method",
-                    r.method, r.path
-                )));
+                return Err(refused("unsupported method"));
             }
             if !r.path.starts_with('/') {
-                return Err(other(format!(
-                    "manifest route {} {}: path must start with '/'",
-                    r.method, r.path
-                )));
+                return Err(refused("path must start with '/'"));
             }
             routes.push(RouteSpec {
                 method,

@@ -4,6 +4,8 @@
 //! allows reuse.
 
 mod cache;
+mod calls;
+mod config;
 mod context;
 mod engine;
 mod health;
@@ -12,12 +14,14 @@ mod linking;
 mod loader;
 mod registry;
 mod store_data;
+mod subscriber;
 mod warm;
 
-pub use context::{ContextLimits, LoadedContext, RouteSpec};
-pub use engine::{EngineSettings, Runtime, Unhealthy, engine_config};
-pub use health::{Health, HealthPolicy};
-pub use invoke::{HttpReply, InvokeError, lock as invoke_lock};
-pub use loader::{Artifact, LoadError, PluginSource};
-pub use registry::Registry;
-pub use store_data::{Invocation, SharedUnit};
+pub(crate) use config::{
+    PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings, valid_name,
+};
+pub(crate) use context::{ContextLimits, LoadedContext, RouteSpec};
+pub use engine::engine_config;
+pub(crate) use engine::{EngineError, Runtime};
+pub(crate) use invoke::{HttpReply, InvokeError};
+pub(crate) use loader::{Artifact, LoadError, PluginSource};

@@ -1,5 +1,6 @@
-//! The data of one invocation's wasmtime `Store`: the context it runs, the unit of work it
-//! writes into, its trace id, and a minimal sandboxed WASI (no files, sockets or env).
+//! The data of one invocation's wasmtime `Store`: the context version it runs, the state of
+//! the capabilities it imports (unit of work, trace id, ...), how deep in a chain of calls it
+//! is, and a minimal sandboxed WASI (no files, sockets or env).
 
 use std::sync::Arc;
 
@@ -10,18 +11,16 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::context::LoadedContext;
 use super::engine::Runtime;
-use crate::state::UnitOfWork;
-
-/// Shared handle to a unit of work: the invocation that owns it and the contexts it calls.
-pub type SharedUnit = Arc<std::sync::Mutex<UnitOfWork>>;
+use crate::capabilities::CapabilityCtx;
+use crate::state::SharedUnit;
 
 /// Per-invocation state. An instance kept for reuse keeps its `Store`, so the parts that
 /// belong to one invocation (unit of work, trace id, depth) are bound before each one and
 /// the unit is released after it.
-pub struct Invocation {
+pub(crate) struct Invocation {
     pub(crate) context: Arc<LoadedContext>,
-    unit: Option<SharedUnit>,
-    pub(crate) trace_id: Arc<str>,
+    /// What the `ctxhost:platform` imports act on.
+    pub(crate) caps: CapabilityCtx,
     /// How many calls between contexts led here (0 for the entry invocation).
     pub(crate) depth: u32,
     pub(crate) runtime: Runtime,
@@ -43,10 +42,17 @@ impl Invocation {
             .memory_size(context.limits.memory_limit)
             .trap_on_grow_failure(true)
             .build();
-        Invocation {
-            context,
+        let caps = CapabilityCtx {
+            context: context.name.clone(),
+            table: context.table.clone(),
+            config: context.config.clone(),
+            sequences: runtime.sequences().clone(),
             unit: Some(unit),
             trace_id,
+        };
+        Invocation {
+            context,
+            caps,
             depth,
             runtime,
             limits,
@@ -55,27 +61,28 @@ impl Invocation {
             table: ResourceTable::new(),
         }
     }
-}
 
-impl Invocation {
     /// The unit of work of the running invocation.
     pub(crate) fn unit(&self) -> wasmtime::Result<&SharedUnit> {
-        self.unit
-            .as_ref()
-            .ok_or_else(|| wasmtime::format_err!("no invocation is running on this instance"))
+        self.caps.unit()
+    }
+
+    /// The trace of the running invocation.
+    pub(crate) fn trace_id(&self) -> &Arc<str> {
+        &self.caps.trace_id
     }
 
     /// Make this store's next invocation write into `unit` under `trace_id`.
     pub(crate) fn bind(&mut self, unit: SharedUnit, trace_id: Arc<str>, depth: u32) {
-        self.unit = Some(unit);
-        self.trace_id = trace_id;
+        self.caps.unit = Some(unit);
+        self.caps.trace_id = trace_id;
         self.depth = depth;
     }
 
     /// Let go of the finished invocation's unit of work, which its owner commits, and tell
     /// whether the instance left nothing behind in the host's resource table.
     pub(crate) fn release(&mut self) -> bool {
-        self.unit = None;
+        self.caps.unit = None;
         self.table.is_empty()
     }
 }

@@ -3,6 +3,7 @@
 //! invocation (no trap, no deadline, every host resource dropped) and while it has uses
 //! left; a replaced version's pool is closed, so its instances go with its last invocation.
 
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,7 +43,7 @@ impl<T> Default for WarmPool<T> {
 impl<T> WarmPool<T> {
     fn idle(&self) -> std::sync::MutexGuard<'_, Option<Vec<T>>> {
         // Only pushes and pops run under the lock: a poisoned pool is still consistent.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.idle)
     }
 
     /// An idle instance, most recently used first (its pages are the likeliest resident).

@@ -31,37 +31,37 @@ impl StateError {
 }
 
 /// A string-keyed table, named once and shared.
-pub type Table = Arc<str>;
+pub(crate) type Table = Arc<str>;
 
 /// The event log: sequence number to encoded event (the outbox of every transport).
-pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("sys/events");
+pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("sys/events");
 
 /// Table of delivery cursors: context name to the last sequence number it has consumed.
-pub const CURSORS: &str = "sys/cursors";
+pub(crate) const CURSORS: &str = "sys/cursors";
 /// Table of sequences handed out by `store.next-id`: `<context>/<sequence>` to the highest value.
-pub const SEQUENCES: &str = "sys/sequences";
+pub(super) const SEQUENCES: &str = "sys/sequences";
 /// Events a context could not handle after every retry: `<context>/<seq>` to a JSON record.
-pub const DEAD_LETTERS: &str = "sys/dead-letters";
+pub(crate) const DEAD_LETTERS: &str = "sys/dead-letters";
 /// Deployed versions per context: context name to a JSON record (see `swap::versions`).
-pub const VERSIONS: &str = "sys/versions";
+pub(crate) const VERSIONS: &str = "sys/versions";
 
 /// The table of a context's own keyspace.
-pub fn context_table(context: &str) -> Table {
+pub(crate) fn context_table(context: &str) -> Table {
     Arc::from(format!("ctx/{context}"))
 }
 
 /// The table of event ids a context has already applied.
-pub fn inbox_table(context: &str) -> Table {
+pub(crate) fn inbox_table(context: &str) -> Table {
     Arc::from(format!("inbox/{context}"))
 }
 
 /// The tables a context needs: its keyspace and its inbox.
-pub fn db_tables(context: &str) -> Vec<Table> {
+pub(crate) fn db_tables(context: &str) -> Vec<Table> {
     vec![context_table(context), inbox_table(context)]
 }
 
 /// Definition of a string-keyed table by name.
-pub fn kv(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+pub(super) fn kv(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(name)
 }
 

@@ -7,12 +7,12 @@ mod db;
 mod sequences;
 mod uow;
 
-pub use commit::{CommitOutcome, Committer};
-pub use db::{
+pub(crate) use commit::{CommitOutcome, Committer};
+pub(crate) use db::{
     CURSORS, DEAD_LETTERS, Db, StateError, Table, VERSIONS, context_table, db_tables, inbox_table,
 };
-pub use sequences::Sequences;
-pub use uow::{OutgoingEvent, Savepoint, ScanRange, UnitOfWork};
+pub(crate) use sequences::Sequences;
+pub(crate) use uow::{OutgoingEvent, ScanRange, SharedUnit, UnitOfWork, unshare};
 
 #[cfg(test)]
 mod tests;

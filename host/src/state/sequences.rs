@@ -1,6 +1,7 @@
 //! Sequences behind `store.next-id`: values handed out from memory, never twice, and
 //! persisted with the commits that use them so a restart continues above them.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -8,14 +9,14 @@ use super::commit::decode_u64;
 use super::db::{Db, SEQUENCES, StateError};
 
 /// The host's sequences, keyed `<context>/<sequence>`.
-pub struct Sequences {
+pub(crate) struct Sequences {
     db: Db,
     /// Next value to hand out per sequence; a plain mutex, held for a map lookup only.
     current: Mutex<HashMap<String, u64>>,
 }
 
 impl Sequences {
-    pub fn new(db: Db) -> Self {
+    pub(crate) fn new(db: Db) -> Self {
         Sequences {
             db,
             current: Mutex::new(HashMap::new()),
@@ -23,11 +24,8 @@ impl Sequences {
     }
 
     /// The next value of `key`.
-    pub fn next(&self, key: &str) -> Result<u64, StateError> {
-        let mut map = self
-            .current
-            .lock()
-            .map_err(|_| StateError::Storage("sequence lock poisoned".into()))?;
+    pub(crate) fn next(&self, key: &str) -> Result<u64, StateError> {
+        let mut map = lock(&self.current);
         if let Some(v) = map.get_mut(key) {
             *v += 1;
             return Ok(*v);

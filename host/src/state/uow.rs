@@ -51,6 +51,18 @@ pub struct Savepoint {
     events: usize,
 }
 
+/// A unit of work shared by the invocation that owns it and the contexts it calls; locked
+/// with [`crate::sync::lock`].
+pub(crate) type SharedUnit = std::sync::Arc<std::sync::Mutex<UnitOfWork>>;
+
+/// Sole ownership of a shared unit again, once every invocation that used it has ended;
+/// `None` while another holder remains (a host bug: an invocation outlived its request).
+pub(crate) fn unshare(shared: SharedUnit) -> Option<UnitOfWork> {
+    std::sync::Arc::try_unwrap(shared)
+        .ok()
+        .map(crate::sync::into_inner)
+}
+
 /// The buffered reads, writes and events of one invocation tree.
 pub struct UnitOfWork {
     snapshot: ReadTransaction,

@@ -12,59 +12,44 @@ mod versions;
 mod watch;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
-
+use crate::api::DeployReport;
 use crate::bus::EventTransport;
-use crate::gateway::RouteTable;
+use crate::gateway::{RouteError, RouteTable, SharedRoutes};
 use crate::runtime::{Artifact, ContextLimits, LoadError, LoadedContext, PluginSource, Runtime};
 use crate::state::StateError;
-pub use versions::{VersionRecord, VersionStore, Versions};
-pub use watch::watch_dir;
+pub(crate) use versions::{VersionRecord, VersionStore, Versions};
+pub(crate) use watch::watch_dir;
 
 /// Why a deployment or rollback was refused. The old version keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("{0}")]
-    Routes(String),
+    #[error(transparent)]
+    Routes(#[from] RouteError),
     #[error("{0} has no previous version to roll back to")]
     NoPrevious(String),
     #[error("no context named {0} is loaded")]
     Unknown(String),
     #[error("{context}: the kept version {digest} is missing from the data directory")]
     MissingArtifact { context: String, digest: String },
+    #[error("{context}: cannot keep the version's file: {source}")]
+    Artifact {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot keep the version: {0}")]
-    Storage(String),
-}
-
-impl From<StateError> for SwapError {
-    fn from(e: StateError) -> Self {
-        SwapError::Storage(e.to_string())
-    }
-}
-
-/// What a successful deployment did.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeployReport {
-    pub name: String,
-    pub version: String,
-    pub digest: String,
-    pub previous_digest: Option<String>,
-    /// False when the uploaded version was already running.
-    pub changed: bool,
-    /// From receiving the bytes to the new version taking requests.
-    pub elapsed_ms: f64,
+    Storage(#[from] StateError),
 }
 
 /// Serialises deployments and owns the route table they change.
 pub struct Swapper {
     runtime: Runtime,
-    routes: Arc<RwLock<Arc<RouteTable>>>,
+    routes: Arc<SharedRoutes>,
     transport: Arc<dyn EventTransport>,
     versions: VersionStore,
     default_limits: ContextLimits,
@@ -75,7 +60,7 @@ pub struct Swapper {
 impl Swapper {
     pub fn new(
         runtime: Runtime,
-        routes: Arc<RwLock<Arc<RouteTable>>>,
+        routes: Arc<SharedRoutes>,
         transport: Arc<dyn EventTransport>,
         versions: VersionStore,
         default_limits: ContextLimits,
@@ -119,7 +104,10 @@ impl Swapper {
         let loaded = self.runtime.prepare(artifact.clone()).await?;
         self.versions
             .store_artifact(name, &digest, &artifact.bytes)
-            .map_err(|e| SwapError::Storage(e.to_string()))?;
+            .map_err(|source| SwapError::Artifact {
+                context: name.to_string(),
+                source,
+            })?;
         let mut versions = self.versions.load(name)?;
         let record = VersionRecord {
             digest: digest.clone(),
@@ -199,7 +187,7 @@ impl Swapper {
             .filter(|c| c.name != loaded.name)
             .map(|c| (&c.name, c.routes.as_slice()))
             .chain(std::iter::once((&loaded.name, loaded.routes.as_slice())));
-        RouteTable::build(entries).map_err(SwapError::Routes)
+        Ok(RouteTable::build(entries)?)
     }
 
     fn install(
@@ -221,10 +209,7 @@ impl Swapper {
         };
         let origin = loaded.origin.clone();
         self.runtime.registry().insert(Arc::new(loaded));
-        match self.routes.write() {
-            Ok(mut r) => *r = Arc::new(table),
-            Err(p) => *p.into_inner() = Arc::new(table),
-        }
+        self.routes.set(table);
         if is_new {
             self.transport
                 .start(vec![name.clone()], self.shutdown.clone());
@@ -284,7 +269,7 @@ impl Swapper {
 
 /// Decide what each configured context runs at start: the version deployed last, unless the
 /// configured file changed since the last start (then the file wins and becomes a version).
-pub async fn startup_artifacts(
+pub(crate) async fn startup_artifacts(
     versions: &VersionStore,
     plugins: &[PluginSource],
 ) -> Result<Vec<Artifact>, SwapError> {
@@ -321,7 +306,10 @@ pub async fn startup_artifacts(
         if v.stack.last().map(|r| r.digest.as_str()) != Some(digest.as_str()) {
             versions
                 .store_artifact(&p.name, &digest, &configured.bytes)
-                .map_err(|e| SwapError::Storage(e.to_string()))?;
+                .map_err(|source| SwapError::Artifact {
+                    context: p.name.clone(),
+                    source,
+                })?;
             let record = VersionRecord {
                 digest: digest.clone(),
                 version: String::new(),

@@ -12,7 +12,7 @@ use super::Swapper;
 const POLL: Duration = Duration::from_millis(500);
 
 /// Watch `dir` until shutdown, deploying changed files through `swapper`.
-pub fn watch_dir(swapper: Arc<Swapper>, dir: PathBuf) {
+pub(crate) fn watch_dir(swapper: Arc<Swapper>, dir: PathBuf) {
     let mut shutdown = swapper.shutdown.clone();
     tokio::spawn(async move {
         tracing::info!(dir = %dir.display(), "watching for plugin files");

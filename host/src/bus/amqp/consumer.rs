@@ -6,6 +6,7 @@
 //! message the context gives up on is rejected into the dead-letter exchange. Bindings follow
 //! the event types the current version of the context declares.
 
+use crate::bus::BusCtx;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,21 +20,20 @@ use lapin::{Channel, Connection};
 use super::topology::Topology;
 use super::{AmqpError, message};
 use crate::bus::delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver_all, record_dead_letter};
-use crate::runtime::Runtime;
 
 /// How often the bindings are compared with the context's current subscriptions.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a consumer stopped without an error.
 #[derive(Debug)]
-pub enum Stopped {
+pub(super) enum Stopped {
     /// The context is no longer loaded; its messages wait in its queue.
     ContextGone(String),
 }
 
 /// What a consumer needs.
-pub struct ConsumerSpec {
-    pub runtime: Runtime,
+pub(super) struct ConsumerSpec {
+    pub bus: BusCtx,
     pub topology: Arc<Topology>,
     pub context: String,
     pub prefetch: u16,
@@ -42,9 +42,9 @@ pub struct ConsumerSpec {
 
 /// Declare the context's queue and bindings, then consume until the channel fails or the
 /// context is unloaded.
-pub async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Stopped, AmqpError> {
+pub(super) async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Stopped, AmqpError> {
     let ConsumerSpec {
-        runtime,
+        bus,
         topology,
         context,
         prefetch,
@@ -56,7 +56,7 @@ pub async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Stopped, A
         .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
     let mut bound = BTreeSet::new();
-    if !reconcile(&channel, &runtime, &topology, &context, &mut bound).await? {
+    if !reconcile(&channel, &bus, &topology, &context, &mut bound).await? {
         return Ok(Stopped::ContextGone(context));
     }
     let queue = topology.queue(&context);
@@ -86,12 +86,12 @@ pub async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Stopped, A
                         None => break,
                     }
                 }
-                if let Some(stopped) = handle(&runtime, &context, &policy, deliveries).await? {
+                if let Some(stopped) = handle(&bus, &context, &policy, deliveries).await? {
                     return Ok(stopped);
                 }
             }
             _ = tick.tick() => {
-                if !reconcile(&channel, &runtime, &topology, &context, &mut bound).await? {
+                if !reconcile(&channel, &bus, &topology, &context, &mut bound).await? {
                     return Ok(Stopped::ContextGone(context));
                 }
             }
@@ -103,15 +103,15 @@ pub async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Stopped, A
 /// when the context is no longer loaded.
 async fn reconcile(
     channel: &Channel,
-    runtime: &Runtime,
+    bus: &BusCtx,
     topology: &Topology,
     context: &str,
     bound: &mut BTreeSet<String>,
 ) -> Result<bool, AmqpError> {
-    let Some(ctx) = runtime.registry().get(context) else {
+    let Some(ctx) = bus.subscriber(context) else {
         return Ok(false);
     };
-    let wanted: BTreeSet<String> = ctx.subscriptions.iter().cloned().collect();
+    let wanted: BTreeSet<String> = ctx.subscriptions().iter().cloned().collect();
     for event_type in wanted.difference(bound) {
         topology.bind(channel, context, event_type).await?;
         tracing::debug!(context, event_type, "bound");
@@ -135,12 +135,12 @@ const REQUEUE: BasicNackOptions = BasicNackOptions {
 
 /// Apply a batch of deliveries, in order, and settle each with the broker.
 async fn handle(
-    runtime: &Runtime,
+    bus: &BusCtx,
     context: &str,
     policy: &RetryPolicy,
     deliveries: Vec<Delivery>,
 ) -> Result<Option<Stopped>, AmqpError> {
-    let Some(ctx) = runtime.registry().get(context) else {
+    let Some(ctx) = bus.subscriber(context) else {
         for delivery in deliveries {
             delivery.nack(REQUEUE).await?;
         }
@@ -150,7 +150,7 @@ async fn handle(
     let mut pending = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         match message::decode(&delivery.properties, &delivery.data) {
-            Ok((seq, event)) if ctx.subscriptions.contains(&event.event_type) => {
+            Ok((seq, event)) if ctx.subscriptions().contains(&event.event_type) => {
                 run.push((seq, event));
                 pending.push(delivery);
             }
@@ -158,11 +158,11 @@ async fn handle(
             Ok(_) => {
                 delivery.ack(BasicAckOptions::default()).await?;
             }
-            Err(e) => foreign(runtime, context, delivery, e).await?,
+            Err(e) => foreign(bus, context, delivery, e).await?,
         }
     }
     drop(ctx);
-    let outcomes = deliver_all(runtime, context, &run, None, policy).await?;
+    let outcomes = deliver_all(bus, context, &run, None, policy).await?;
     tracing::debug!(context, events = run.len(), "events delivered");
     let settled_all = outcomes.len() == pending.len()
         && outcomes
@@ -194,7 +194,7 @@ async fn handle(
 
 /// Record and reject a message that does not carry an event of this host.
 async fn foreign(
-    runtime: &Runtime,
+    bus: &BusCtx,
     context: &str,
     delivery: Delivery,
     error: message::NotAnEvent,
@@ -209,7 +209,7 @@ async fn foreign(
         "deadLetteredAt": crate::time::now_rfc3339(),
     });
     let key = format!("{context}/foreign/{}", uuid::Uuid::new_v4());
-    record_dead_letter(runtime, &key, &record, None).await?;
+    record_dead_letter(bus, &key, &record, None).await?;
     delivery.nack(REJECT).await?;
     Ok(())
 }

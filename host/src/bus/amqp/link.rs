@@ -1,19 +1,20 @@
 //! The state of the connection to the broker, shared by the supervisor, the relay and the
 //! consumers, and read by `/readyz` and operators.
 
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
+pub(super) enum LinkState {
     Connecting,
     Connected,
     Disconnected,
 }
 
 impl LinkState {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             LinkState::Connecting => "connecting",
             LinkState::Connected => "connected",
@@ -23,7 +24,7 @@ impl LinkState {
 }
 
 /// Shared state of the link to the broker.
-pub struct Link {
+pub(super) struct Link {
     state: Mutex<(LinkState, String)>,
     /// Sequence number of the last event the broker confirmed.
     pub confirmed: AtomicU64,
@@ -34,7 +35,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(endpoint: &str) -> Self {
+    pub(super) fn new(endpoint: &str) -> Self {
         Link {
             state: Mutex::new((LinkState::Connecting, format!("connecting to {endpoint}"))),
             confirmed: AtomicU64::new(0),
@@ -43,29 +44,22 @@ impl Link {
         }
     }
 
-    pub fn set(&self, state: LinkState, detail: impl Into<String>) {
-        let mut guard = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *guard = (state, detail.into());
+    pub(super) fn set(&self, state: LinkState, detail: impl Into<String>) {
+        *lock(&self.state) = (state, detail.into());
     }
 
-    pub fn get(&self) -> (LinkState, String) {
-        match self.state.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+    pub(super) fn get(&self) -> (LinkState, String) {
+        lock(&self.state).clone()
     }
 
     /// Events committed up to `last` and not yet confirmed by the broker.
-    pub fn pending(&self, last: u64) -> u64 {
+    pub(super) fn pending(&self, last: u64) -> u64 {
         last.saturating_sub(self.confirmed.load(Ordering::Relaxed))
     }
 }
 
 /// The URL without its password, for logs and status.
-pub fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     match url.parse::<lapin::uri::AMQPUri>() {
         Ok(uri) => format!(
             "{}://{}@{}:{}/{}",

@@ -9,7 +9,7 @@ use crate::bus::envelope::{Envelope, SPEC_VERSION};
 
 /// Header with the publisher's sequence number of the event (its position in the
 /// publisher's outbox).
-pub const SEQ_HEADER: &str = "ctxhost-seq";
+pub(crate) const SEQ_HEADER: &str = "ctxhost-seq";
 const SPECVERSION: &str = "cloudEvents:specversion";
 const ID: &str = "cloudEvents:id";
 const SOURCE: &str = "cloudEvents:source";
@@ -24,10 +24,10 @@ const PERSISTENT: u8 = 2;
 /// A message that does not carry an event of this host.
 #[derive(Debug, thiserror::Error)]
 #[error("not an event message: {0}")]
-pub struct NotAnEvent(&'static str);
+pub(super) struct NotAnEvent(&'static str);
 
 /// The properties of the message carrying `event`, which is number `seq` of its publisher.
-pub fn properties(seq: u64, event: &Envelope) -> BasicProperties {
+pub(super) fn properties(seq: u64, event: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     let mut text = |key: &str, value: &str| {
         headers.insert(key.into(), AMQPValue::LongString(value.into()));
@@ -51,7 +51,10 @@ pub fn properties(seq: u64, event: &Envelope) -> BasicProperties {
 }
 
 /// Read back the event (and its publisher's sequence number) from a delivered message.
-pub fn decode(properties: &BasicProperties, body: &[u8]) -> Result<(u64, Envelope), NotAnEvent> {
+pub(super) fn decode(
+    properties: &BasicProperties,
+    body: &[u8],
+) -> Result<(u64, Envelope), NotAnEvent> {
     let headers = properties
         .headers()
         .as_ref()

@@ -7,12 +7,14 @@
 //! when anything fails (broker down, restarted, a hung confirm) tears the connection down and
 //! reconnects with backoff. HTTP keeps being served meanwhile; events wait in the outbox.
 
+mod config;
 mod consumer;
 mod link;
 mod message;
 mod relay;
 mod topology;
 
+use crate::sync::lock;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,10 +32,10 @@ use self::link::{Link, LinkState, redact};
 use self::topology::Topology;
 use super::envelope::Envelope;
 use super::{BusError, EventTransport, RetryPolicy, TransportStatus, subscribes};
-use crate::runtime::Runtime;
+use crate::bus::BusCtx;
 use crate::state::StateError;
 
-pub use self::message::SEQ_HEADER;
+pub(crate) use self::config::{AmqpConfigError, AmqpFile};
 
 /// How long connecting (TCP and AMQP handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,7 +59,7 @@ pub struct AmqpSettings {
 /// Failures of the link to the broker; each one ends the connection, which is then
 /// re-established.
 #[derive(Debug, thiserror::Error)]
-pub enum AmqpError {
+pub(crate) enum AmqpError {
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
     #[error("no answer from the broker within {0:?}")]
@@ -73,7 +75,7 @@ pub enum AmqpError {
 }
 
 struct Inner {
-    runtime: Runtime,
+    bus: BusCtx,
     settings: AmqpSettings,
     policy: RetryPolicy,
     topology: Arc<Topology>,
@@ -87,23 +89,23 @@ struct Inner {
 }
 
 /// The RabbitMQ transport.
-pub struct AmqpBus {
+pub(crate) struct AmqpBus {
     inner: Arc<Inner>,
     started: AtomicBool,
 }
 
 impl AmqpBus {
-    pub fn new(
-        runtime: Runtime,
+    pub(crate) fn new(
+        bus: BusCtx,
         settings: AmqpSettings,
         policy: RetryPolicy,
     ) -> Result<Self, StateError> {
         let link = Arc::new(Link::new(&redact(&settings.url)));
         link.confirmed
-            .store(relay::read_cursor(&runtime)?, Ordering::Relaxed);
+            .store(relay::read_cursor(&bus)?, Ordering::Relaxed);
         Ok(AmqpBus {
             inner: Arc::new(Inner {
-                runtime,
+                bus,
                 topology: Arc::new(Topology::new(&settings.namespace)),
                 settings,
                 policy,
@@ -117,7 +119,7 @@ impl AmqpBus {
     }
 
     fn pending(&self) -> u64 {
-        let last = *self.inner.runtime.committer().committed_events().borrow();
+        let last = *self.inner.bus.committer().committed_events().borrow();
         self.inner.link.pending(last)
     }
 }
@@ -129,7 +131,7 @@ impl EventTransport for AmqpBus {
             set.extend(
                 contexts
                     .into_iter()
-                    .filter(|name| subscribes(&self.inner.runtime, name)),
+                    .filter(|name| subscribes(&self.inner.bus, name)),
             );
         }
         self.inner.added.notify_one();
@@ -170,13 +172,6 @@ impl EventTransport for AmqpBus {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 /// Publish the local events after `from_seq` that `context` subscribes to straight to its
 /// queue (the default exchange routes by queue name); its inbox skips those it applied.
 async fn republish(
@@ -186,10 +181,9 @@ async fn republish(
     from_seq: u64,
 ) -> Result<u64, AmqpError> {
     let subscriptions = inner
-        .runtime
-        .registry()
-        .get(context)
-        .map(|c| c.subscriptions.clone())
+        .bus
+        .subscriber(context)
+        .map(|c| c.subscriptions().to_vec())
         .unwrap_or_default();
     let channel = conn.create_channel().await?;
     channel
@@ -199,7 +193,7 @@ async fn republish(
     let mut after = from_seq;
     let mut sent = 0;
     loop {
-        let batch = inner.runtime.db().events_after(after, 512)?;
+        let batch = inner.bus.db().events_after(after, 512)?;
         let Some((last, _)) = batch.last() else { break };
         after = *last;
         for (seq, bytes) in batch {
@@ -246,7 +240,7 @@ async fn supervise(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                 if began.elapsed() > Duration::from_secs(10) {
                     backoff = MIN_BACKOFF;
                 }
-                let last = *inner.runtime.committer().committed_events().borrow();
+                let last = *inner.bus.committer().committed_events().borrow();
                 let pending = inner.link.pending(last);
                 tracing::warn!(broker = %endpoint, error = %e, retry_in = ?backoff, outbox_pending = pending, "broker link down; events wait in the outbox");
                 inner.link.set(
@@ -306,11 +300,11 @@ async fn serve(
     // after a start could find no queue and be dropped by the exchange.
     let contexts = lock(&inner.contexts).clone();
     for context in &contexts {
-        let Some(ctx) = inner.runtime.registry().get(context) else {
+        let Some(ctx) = inner.bus.subscriber(context) else {
             continue;
         };
         inner.topology.declare_queue(conn, context).await?;
-        for event_type in &ctx.subscriptions {
+        for event_type in ctx.subscriptions() {
             inner.topology.bind(&shared, context, event_type).await?;
         }
     }
@@ -381,7 +375,7 @@ fn connected(inner: &Inner, endpoint: &str, consuming: &BTreeSet<String>) {
 async fn relay_task(inner: Arc<Inner>, channel: lapin::Channel) -> Result<TaskEnd, AmqpError> {
     relay::run(
         channel,
-        inner.runtime.clone(),
+        inner.bus.clone(),
         inner.topology.clone(),
         inner.link.clone(),
     )
@@ -401,7 +395,7 @@ fn spawn_consumers(
             continue;
         }
         let spec = ConsumerSpec {
-            runtime: inner.runtime.clone(),
+            bus: inner.bus.clone(),
             topology: inner.topology.clone(),
             context,
             prefetch: inner.settings.prefetch,

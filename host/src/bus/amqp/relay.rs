@@ -13,9 +13,9 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use super::link::Link;
 use super::topology::Topology;
 use super::{AmqpError, message};
+use crate::bus::BusCtx;
 use crate::bus::cursor;
 use crate::bus::envelope::Envelope;
-use crate::runtime::Runtime;
 use crate::state::StateError;
 
 /// The relay's cursor in the cursor table (not a valid context name, so no clash).
@@ -26,14 +26,14 @@ const BATCH: usize = 512;
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The last sequence number the broker confirmed.
-pub fn read_cursor(runtime: &Runtime) -> Result<u64, StateError> {
-    cursor::read(runtime, RELAY_CURSOR)
+pub(super) fn read_cursor(bus: &BusCtx) -> Result<u64, StateError> {
+    cursor::read(bus, RELAY_CURSOR)
 }
 
 /// Publish the outbox until the channel fails.
-pub async fn run(
+pub(super) async fn run(
     channel: Channel,
-    runtime: Runtime,
+    bus: BusCtx,
     topology: Arc<Topology>,
     link: Arc<Link>,
 ) -> Result<(), AmqpError> {
@@ -41,13 +41,13 @@ pub async fn run(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let exchange = topology.exchange();
-    let mut committed = runtime.committer().committed_events();
-    let mut cursor = read_cursor(&runtime)?;
+    let mut committed = bus.committer().committed_events();
+    let mut cursor = read_cursor(&bus)?;
     let mut nacks = 0u32;
     loop {
         committed.borrow_and_update();
         link.confirmed.store(cursor, Ordering::Relaxed);
-        let batch = runtime.db().events_after(cursor, BATCH)?;
+        let batch = bus.db().events_after(cursor, BATCH)?;
         if batch.is_empty() {
             tokio::select! {
                 _ = committed.changed() => {}
@@ -98,7 +98,7 @@ pub async fn run(
             confirmed = seq;
         }
         if confirmed > cursor {
-            cursor::write(&runtime, RELAY_CURSOR, confirmed).await?;
+            cursor::write(&bus, RELAY_CURSOR, confirmed).await?;
             link.published
                 .fetch_add(confirmed - cursor, Ordering::Relaxed);
             cursor = confirmed;

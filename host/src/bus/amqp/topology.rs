@@ -17,39 +17,39 @@ const DELIVERY_LIMIT: i64 = 20;
 
 /// Names of the broker objects of a namespace.
 #[derive(Debug, Clone)]
-pub struct Topology {
+pub(super) struct Topology {
     namespace: String,
 }
 
 impl Topology {
-    pub fn new(namespace: &str) -> Self {
+    pub(super) fn new(namespace: &str) -> Self {
         Topology {
             namespace: namespace.to_string(),
         }
     }
 
     /// The topic exchange every event is published to.
-    pub fn exchange(&self) -> String {
+    pub(super) fn exchange(&self) -> String {
         format!("{}.events", self.namespace)
     }
 
     /// The exchange of dead letters.
-    pub fn dead_letter_exchange(&self) -> String {
+    pub(super) fn dead_letter_exchange(&self) -> String {
         format!("{}.dead-letter", self.namespace)
     }
 
     /// The queue collecting dead letters.
-    pub fn dead_letter_queue(&self) -> String {
+    pub(super) fn dead_letter_queue(&self) -> String {
         format!("{}.dead-letters", self.namespace)
     }
 
     /// The queue of a subscribing context.
-    pub fn queue(&self, context: &str) -> String {
+    pub(super) fn queue(&self, context: &str) -> String {
         format!("{}.{context}", self.namespace)
     }
 
     /// Declare the exchanges and the dead-letter queue.
-    pub async fn declare_shared(&self, channel: &Channel) -> lapin::Result<()> {
+    pub(super) async fn declare_shared(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -95,7 +95,7 @@ impl Topology {
     /// old broker, or a classic queue of that name from before), a classic durable queue.
     /// Returns the kind declared. Each attempt gets its own channel, since a refused
     /// declaration closes the channel.
-    pub async fn declare_queue(
+    pub(super) async fn declare_queue(
         &self,
         conn: &Connection,
         context: &str,
@@ -149,7 +149,7 @@ impl Topology {
     }
 
     /// Bind the queue of `context` to an event type.
-    pub async fn bind(
+    pub(super) async fn bind(
         &self,
         channel: &Channel,
         context: &str,
@@ -167,7 +167,7 @@ impl Topology {
     }
 
     /// Remove the binding of an event type the context no longer subscribes to.
-    pub async fn unbind(
+    pub(super) async fn unbind(
         &self,
         channel: &Channel,
         context: &str,

@@ -1,0 +1,195 @@
+//! The runtime's part of the configuration: the `[plugins.<name>]` tables, the limits of
+//! every invocation (`deadline_ms`, `memory_limit_mb`, `instance_reuse`, at the top level
+//! and per plugin) and the engine's (`max_instances`, `cache_dir`).
+//!
+//! ```toml
+//! deadline_ms = 5000          # CPU deadline of one invocation
+//! memory_limit_mb = 128       # linear memory of one instance
+//! instance_reuse = 1          # invocations one instance may serve (1: always fresh)
+//! max_instances = 1000        # instances that may exist at once
+//!
+//! [plugins.payment]
+//! path = "target/wasm32-wasip2/release/payment.wasm"   # relative to the config file
+//! deadline_ms = 2000
+//! [plugins.payment.config]
+//! max-qty-per-order = "10"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::context::ContextLimits;
+use super::engine::EngineSettings;
+use super::loader::PluginSource;
+use crate::resilience::ResilienceSettings;
+
+/// CPU deadline of an invocation, unless configured.
+const DEFAULT_DEADLINE_MS: u64 = 5_000;
+/// Deepest chain of calls between contexts.
+const MAX_CALL_DEPTH: u32 = 8;
+
+/// The runtime's keys of the configuration file, as written.
+#[derive(Debug, Default)]
+pub struct RuntimeFile {
+    pub cache_dir: Option<PathBuf>,
+    pub deadline_ms: Option<u64>,
+    pub memory_limit_mb: Option<usize>,
+    pub instance_reuse: Option<u32>,
+    pub max_instances: Option<u32>,
+    pub plugins: BTreeMap<String, PluginEntry>,
+}
+
+impl RuntimeFile {
+    /// The CPU deadline of an invocation unless a plugin sets its own: also the default
+    /// timeout of calls between contexts.
+    pub fn default_deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms.unwrap_or(DEFAULT_DEADLINE_MS))
+    }
+}
+
+/// One `[plugins.<name>]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    path: PathBuf,
+    deadline_ms: Option<u64>,
+    memory_limit_mb: Option<usize>,
+    instance_reuse: Option<u32>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+}
+
+/// Why the runtime's settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeConfigError {
+    #[error(
+        "invalid setting instance_reuse: must be at least 1 (1: a fresh instance for every invocation)"
+    )]
+    InstanceReuse,
+    #[error(
+        "invalid setting plugins: {0:?} is not a valid context name (lowercase letters, digits, '-', '_')"
+    )]
+    Name(String),
+    #[error("invalid setting contexts: {0:?} is not a configured plugin")]
+    UnknownContext(String),
+    #[error("invalid setting plugins: {0}")]
+    NoPlugin(String),
+}
+
+/// What the runtime is started with.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub engine: EngineSettings,
+    /// The contexts this process runs, in load order.
+    pub plugins: Vec<PluginSource>,
+    /// Limits of contexts deployed at run time without configuration.
+    pub default_limits: ContextLimits,
+}
+
+/// Whether `name` can name a context: 1-64 lowercase letters, digits, `-` or `_`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// An `instance_reuse` setting: how many invocations one instance may serve (at least 1).
+fn reuse(value: Option<u32>, default: u32) -> Result<u32, RuntimeConfigError> {
+    match value {
+        Some(0) => Err(RuntimeConfigError::InstanceReuse),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+fn scalar(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl RuntimeSettings {
+    /// Resolve the runtime's keys. Relative paths are taken from `base` (the configuration
+    /// file's directory); `wanted` selects the contexts this process runs (`None`: all);
+    /// `no_plugin` says why none is configured when that is the case.
+    pub fn resolve(
+        file: RuntimeFile,
+        base: &Path,
+        data_dir: &Path,
+        wanted: Option<Vec<String>>,
+        resilience: ResilienceSettings,
+        no_plugin: impl FnOnce() -> String,
+    ) -> Result<Self, RuntimeConfigError> {
+        if let Some(w) = &wanted
+            && let Some(unknown) = w.iter().find(|n| !file.plugins.contains_key(*n))
+        {
+            return Err(RuntimeConfigError::UnknownContext(unknown.clone()));
+        }
+        let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        let deadline = file.default_deadline();
+        let cache_dir = file
+            .cache_dir
+            .map(relative)
+            .unwrap_or_else(|| data_dir.join("cache"));
+        let default_limits = ContextLimits {
+            deadline,
+            memory_limit: file.memory_limit_mb.unwrap_or(128) * 1024 * 1024,
+            instance_reuse: reuse(file.instance_reuse, 1)?,
+        };
+        let mut plugins = Vec::new();
+        for (name, entry) in file.plugins {
+            if !valid_name(&name) {
+                return Err(RuntimeConfigError::Name(name));
+            }
+            if wanted.as_ref().is_some_and(|w| !w.contains(&name)) {
+                continue;
+            }
+            let limits = ContextLimits {
+                deadline: entry
+                    .deadline_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(default_limits.deadline),
+                memory_limit: entry
+                    .memory_limit_mb
+                    .map(|m| m * 1024 * 1024)
+                    .unwrap_or(default_limits.memory_limit),
+                instance_reuse: reuse(entry.instance_reuse, default_limits.instance_reuse)?,
+            };
+            plugins.push(PluginSource {
+                name,
+                path: relative(entry.path),
+                limits,
+                config: entry
+                    .config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), scalar(v)))
+                    .collect(),
+            });
+        }
+        if plugins.is_empty() {
+            return Err(RuntimeConfigError::NoPlugin(no_plugin()));
+        }
+        let engine = EngineSettings {
+            deadline: default_limits.deadline,
+            memory_limit: plugins
+                .iter()
+                .map(|p| p.limits.memory_limit)
+                .fold(default_limits.memory_limit, usize::max),
+            max_instances: file.max_instances.unwrap_or(1_000),
+            cache_dir,
+            max_call_depth: MAX_CALL_DEPTH,
+            resilience,
+        };
+        Ok(RuntimeSettings {
+            engine,
+            plugins,
+            default_limits,
+        })
+    }
+}
