@@ -17,7 +17,7 @@ use crate::write::order_load;
 /// The broker the RabbitMQ runs use (`CTXHOST_BENCH_AMQP_URL` overrides).
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Stock of the benchmark car: never runs out, so every order is rented.
-const STOCK: u64 = 1_000_000_000;
+pub const STOCK: u64 = 1_000_000_000;
 /// How long the view may take to catch up after the load.
 const CATCH_UP: Duration = Duration::from_secs(120);
 
@@ -158,8 +158,7 @@ async fn measure(
     stop.store(true, Ordering::Relaxed);
     let loaded = probe.await??;
     // Every order (the load's, including its warm-up, and the probes') is one unit rented.
-    let rented = rented_by_car(&client, &host.base, car).await?;
-    wait_view(&client, &host.base, car, STOCK as i64 - rented, CATCH_UP).await?;
+    let rented = caught_up(&client, &host.base, car).await?;
     let done = Instant::now();
     let accepted = rented as f64;
     Ok(Run {
@@ -225,6 +224,14 @@ async fn probe_for(
     }
     samples.sort_by(|a, b| a.total_cmp(b));
     Ok(samples)
+}
+
+/// Waits until the car context and the view of the host at `base` have applied the events of
+/// every order placed so far for `car` (registered with [`STOCK`] units); the units rented.
+pub async fn caught_up(client: &reqwest::Client, base: &str, car: u64) -> anyhow::Result<i64> {
+    let rented = rented_by_car(client, base, car).await?;
+    wait_view(client, base, car, STOCK as i64 - rented, CATCH_UP).await?;
+    Ok(rented)
 }
 
 /// Units the car context has rented (stock - available).

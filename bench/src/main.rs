@@ -7,6 +7,7 @@ mod instantiate;
 mod load;
 mod memory;
 mod peer;
+mod profile;
 mod read;
 mod resilience;
 mod swap;
@@ -33,7 +34,7 @@ fn table_row(name: &str, value: f64, ratio: Option<f64>) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: ctxhost-bench <SUITE> [--bin PATH] [--plugins DIR] [--connections N] [--seconds S] [--rounds R]\n\
+        "usage: ctxhost-bench <SUITE> [--bin PATH] [--run-bin PATH] [--plugins DIR] [--connections N] [--seconds S] [--rounds R]\n\
          \n  swap         time from upload to serving; latency under load with and without swaps\
          \n  read         GET /cars/{{id}} through the host vs the same handler in native axum + redb\
          \n  peer         a minimal wasi:http hello served by the host vs `wasmtime serve`\
@@ -42,6 +43,8 @@ fn usage() -> ! {
          \n  memory       host resident memory idle, under the read load and the write load\
          \n  events       orders/s from POST to the view and order->view latency, embedded bus vs RabbitMQ\
          \n  resilience   orders under a slowed payment, with and without its circuit breaker\
+         \n  profile      reads and durable writes: the run command's host (--run-bin, default\
+         \n               target/debug/ctxhost) against the release host (--bin)\
          \n  all          every suite above, in that order"
     );
     std::process::exit(2)
@@ -53,6 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let Some(what) = args.next() else { usage() };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut bin = root.join("target/release/ctxhost");
+    // The host `cargo xtask run` serves (dev profile), for the `profile` suite.
+    let mut run_bin = root.join("target/debug/ctxhost");
     let mut plugins = root.join("target/wasm32-wasip2/release");
     let mut connections = 64usize;
     let mut seconds = 5u64;
@@ -61,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         let v = args.next().unwrap_or_else(|| usage());
         match a.as_str() {
             "--bin" => bin = PathBuf::from(v),
+            "--run-bin" => run_bin = PathBuf::from(v),
             "--plugins" => plugins = PathBuf::from(v),
             "--connections" => connections = v.parse().unwrap_or_else(|_| usage()),
             "--seconds" => seconds = v.parse().unwrap_or_else(|_| usage()),
@@ -84,10 +90,10 @@ async fn main() -> anyhow::Result<()> {
             "memory",
             "events",
             "resilience",
+            "profile",
         ],
-        "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience" => {
-            std::slice::from_ref(&what)
-        }
+        "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
+        | "profile" => std::slice::from_ref(&what),
         _ => usage(),
     };
     for suite in suites {
@@ -100,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
             "memory" => memory::run(&bin, &plugins, connections, seconds).await?,
             "events" => events::run(&bin, &plugins, connections, seconds).await?,
             "resilience" => resilience::run(&bin, &plugins, connections, seconds).await?,
+            "profile" => {
+                profile::run(&bin, &run_bin, &plugins, connections, seconds, rounds).await?
+            }
             _ => usage(),
         }
     }
