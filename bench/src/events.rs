@@ -17,7 +17,7 @@ use crate::write::order_load;
 /// The broker the RabbitMQ runs use (`CTXHOST_BENCH_AMQP_URL` overrides).
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Stock of the benchmark car: never runs out, so every order is rented.
-pub const STOCK: u64 = 1_000_000_000;
+pub(crate) const STOCK: u64 = 1_000_000_000;
 /// How long the view may take to catch up after the load.
 const CATCH_UP: Duration = Duration::from_secs(120);
 
@@ -41,7 +41,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Run the events benchmark and print its table.
-pub async fn run(
+pub(crate) async fn run(
     bin: &Path,
     plugin_dir: &Path,
     clients: usize,
@@ -228,7 +228,11 @@ async fn probe_for(
 
 /// Waits until the car context and the view of the host at `base` have applied the events of
 /// every order placed so far for `car` (registered with [`STOCK`] units); the units rented.
-pub async fn caught_up(client: &reqwest::Client, base: &str, car: u64) -> anyhow::Result<i64> {
+pub(crate) async fn caught_up(
+    client: &reqwest::Client,
+    base: &str,
+    car: u64,
+) -> anyhow::Result<i64> {
     let rented = rented_by_car(client, base, car).await?;
     wait_view(client, base, car, STOCK as i64 - rented, CATCH_UP).await?;
     Ok(rented)

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 /// Admin token of benchmark hosts.
-pub const ADMIN_TOKEN: &str = "bench-admin-token";
+pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token";
 
 /// A host process, killed when dropped.
-pub struct BenchHost {
+pub(crate) struct BenchHost {
     child: Child,
     pub base: String,
     pub dir: PathBuf,
@@ -19,7 +19,7 @@ pub struct BenchHost {
 
 impl BenchHost {
     /// Start `bin` with the four rental plugins of `plugin_dir`.
-    pub fn start(bin: &Path, plugin_dir: &Path, extra: &str) -> anyhow::Result<Self> {
+    pub(crate) fn start(bin: &Path, plugin_dir: &Path, extra: &str) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "ctxhost-bench-{}-{}",
             std::process::id(),
@@ -74,7 +74,7 @@ impl BenchHost {
     }
 
     /// How many instances the current version of `context` created so far (admin API).
-    pub async fn instances_created(&self, context: &str) -> anyhow::Result<u64> {
+    pub(crate) async fn instances_created(&self, context: &str) -> anyhow::Result<u64> {
         let list: serde_json::Value = reqwest::Client::builder()
             .no_proxy()
             .build()?
@@ -92,7 +92,7 @@ impl BenchHost {
     }
 
     /// Resident memory of the host process, in KiB (from /proc).
-    pub fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()

@@ -66,7 +66,7 @@ impl WasiHttpView for Data {
 
 /// The host's own engine configuration.
 fn engine() -> anyhow::Result<Engine> {
-    Ok(Engine::new(&ctxhost::runtime::engine_config(
+    Ok(Engine::new(&ctxhost::engine_config(
         MAX_INSTANCES,
         MEMORY_LIMIT,
     ))?)
@@ -217,7 +217,7 @@ fn us(t: Instant) -> f64 {
 }
 
 /// Run the instantiation benchmark and print its tables.
-pub async fn run(plugin_dir: &Path, seconds: u64) -> anyhow::Result<()> {
+pub(crate) async fn run(plugin_dir: &Path, seconds: u64) -> anyhow::Result<()> {
     let engine = engine()?;
     let budget = Duration::from_secs_f64((seconds as f64 / 3.0).max(0.5));
     let max = 20_000;

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 /// One request to send: method, path, body.
 #[derive(Clone, Debug)]
-pub struct Req {
+pub(crate) struct Req {
     pub method: reqwest::Method,
     pub path: String,
     pub body: Option<Vec<u8>>,
 }
 
 impl Req {
-    pub fn get(path: impl Into<String>) -> Self {
+    pub(crate) fn get(path: impl Into<String>) -> Self {
         Req {
             method: reqwest::Method::GET,
             path: path.into(),
@@ -27,7 +27,7 @@ impl Req {
 
 /// What one run measured.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub requests: u64,
     pub failures: u64,
     pub seconds: f64,
@@ -39,22 +39,22 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn throughput(&self) -> f64 {
+    pub(crate) fn throughput(&self) -> f64 {
         self.requests as f64 / self.seconds.max(1e-9)
     }
 
     /// The `q` quantile (0..=1) of latency, in milliseconds.
-    pub fn quantile_ms(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         quantile_ms(&self.latencies_us, q)
     }
 
     /// Measured requests answered `status` (0: no answer).
-    pub fn count(&self, status: u16) -> usize {
+    pub(crate) fn count(&self, status: u16) -> usize {
         self.by_status.get(&status).map_or(0, Vec::len)
     }
 
     /// The `q` quantile of the latency of requests answered `status`, in milliseconds.
-    pub fn status_quantile_ms(&self, status: u16, q: f64) -> f64 {
+    pub(crate) fn status_quantile_ms(&self, status: u16, q: f64) -> f64 {
         self.by_status
             .get(&status)
             .map_or(f64::NAN, |l| quantile_ms(l, q))
@@ -71,7 +71,7 @@ fn quantile_ms(sorted_us: &[u64], q: f64) -> f64 {
 
 /// Run `connections` loops against `base` for `warmup + duration`; `next(conn, i)` gives
 /// each loop's i-th request. Only requests started after the warm-up are measured.
-pub async fn run<F>(
+pub(crate) async fn run<F>(
     base: &str,
     connections: usize,
     warmup: Duration,

@@ -44,7 +44,7 @@ fn mib(kib: f64) -> f64 {
 }
 
 /// Run the memory benchmark and print its table.
-pub async fn run(
+pub(crate) async fn run(
     bin: &Path,
     plugin_dir: &Path,
     connections: usize,

@@ -167,7 +167,7 @@ async fn hello_load(base: &str, connections: usize, seconds: u64) -> anyhow::Res
 }
 
 /// Run the peer benchmark and print its table.
-pub async fn run(
+pub(crate) async fn run(
     bin: &Path,
     plugin_dir: &Path,
     tools: &Path,

@@ -32,7 +32,7 @@ struct Side {
 }
 
 /// Run the profile benchmark and print its tables.
-pub async fn run(
+pub(crate) async fn run(
     release_bin: &Path,
     run_bin: &Path,
     plugin_dir: &Path,

@@ -81,14 +81,14 @@ async fn get_car(State(db): State<Arc<Database>>, UrlPath(id): UrlPath<String>) 
 
 /// The native server: a redb file in a temp dir holding `car_json` under the car plugin's
 /// key, served by axum on a free loopback port of this process.
-pub struct Native {
+pub(crate) struct Native {
     pub base: String,
     dir: std::path::PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Native {
-    pub async fn start(id: u64, car_json: &[u8]) -> anyhow::Result<Self> {
+    pub(crate) async fn start(id: u64, car_json: &[u8]) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "ctxhost-bench-native-{}-{}",
             std::process::id(),
@@ -122,7 +122,7 @@ impl Drop for Native {
 }
 
 /// Register a car through the host; its id and its stored JSON as the host serves it.
-pub async fn register_car(base: &str, stock: u64) -> anyhow::Result<(u64, Vec<u8>)> {
+pub(crate) async fn register_car(base: &str, stock: u64) -> anyhow::Result<(u64, Vec<u8>)> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let r = client
         .post(format!("{base}/cars"))
@@ -146,7 +146,7 @@ pub async fn register_car(base: &str, stock: u64) -> anyhow::Result<(u64, Vec<u8
 }
 
 /// A read load of `GET /cars/{id}` against `base`.
-pub async fn read_load(
+pub(crate) async fn read_load(
     base: &str,
     id: u64,
     connections: usize,
@@ -164,7 +164,7 @@ pub async fn read_load(
 }
 
 /// Medians over runs of throughput, p50 and p99 (ms), and the total of failures.
-pub struct Summary {
+pub(crate) struct Summary {
     pub rps: f64,
     pub p50: f64,
     pub p99: f64,
@@ -173,7 +173,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(runs: &[Report]) -> Self {
+    pub(crate) fn of(runs: &[Report]) -> Self {
         let pick = |f: &dyn Fn(&Report) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         Summary {
             rps: pick(&|r| r.throughput()),
@@ -188,7 +188,7 @@ impl Summary {
         }
     }
 
-    pub fn row(&self, name: &str, ratio: Option<f64>) {
+    pub(crate) fn row(&self, name: &str, ratio: Option<f64>) {
         let ratio = ratio.map(|r| format!("{r:.2}")).unwrap_or_default();
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {} | {ratio} |",
@@ -198,7 +198,7 @@ impl Summary {
 }
 
 /// Run the read-path benchmark and print its table.
-pub async fn run(
+pub(crate) async fn run(
     bin: &Path,
     plugin_dir: &Path,
     connections: usize,

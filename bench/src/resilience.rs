@@ -45,7 +45,7 @@ fault-injection = \"true\"
 }
 
 /// Run every scenario with and without the breaker and print the table.
-pub async fn run(
+pub(crate) async fn run(
     bin: &Path,
     plugin_dir: &Path,
     clients: usize,

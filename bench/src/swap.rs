@@ -65,7 +65,7 @@ impl Admin {
 }
 
 /// Run the hot swap benchmark and print its table.
-pub async fn run(
+pub(crate) async fn run(
     bin: &Path,
     plugin_dir: &Path,
     connections: usize,

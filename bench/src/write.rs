@@ -14,7 +14,7 @@ use crate::read::register_car;
 const TARGET: f64 = 3000.0;
 
 /// `POST /orders` of one unit of car `car`, as customer `c<client>`.
-pub fn order_request(car: u64, client: usize) -> Req {
+pub(crate) fn order_request(car: u64, client: usize) -> Req {
     Req {
         method: reqwest::Method::POST,
         path: "/orders".into(),
@@ -27,7 +27,7 @@ pub fn order_request(car: u64, client: usize) -> Req {
 }
 
 /// A closed-loop load of `POST /orders` for car `car` (client `c` orders as customer `c<c>`).
-pub async fn order_load(
+pub(crate) async fn order_load(
     base: &str,
     car: u64,
     clients: usize,
@@ -44,7 +44,7 @@ pub async fn order_load(
 }
 
 /// Run the write-path benchmark and print its table.
-pub async fn run(
+pub(crate) async fn run(
     bin: &Path,
     plugin_dir: &Path,
     clients: &[usize],

@@ -70,8 +70,11 @@ fn split_path(path_with_query: &str) -> (String, Option<String>) {
 /// A response to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The HTTP status code.
     pub status: u16,
+    /// Header names and values, in order.
     pub headers: Vec<(String, String)>,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 

@@ -7,55 +7,20 @@
 //! * [`body`]: JSON body parsing whose errors are 400 problems naming the field.
 //! * [`store`], [`events`], [`config`], [`log`]: JSON-friendly wrappers over the host imports.
 //!
-//! The smallest complete context: a `cdylib` crate with a world file `wit/hello.wit`
+//! The smallest complete context is the workspace's `bench-hello` component, shown here from
+//! its own files so this example is always the code CI builds: a `cdylib` crate with the
+//! world file `wit/hello.wit`
 //!
-//! ```wit
-//! package my:hello;
-//! world hello {
-//!     include ctxhost:platform/platform@0.1.0;
-//!     export wasi:http/incoming-handler@0.2.12;
-//! }
-//! ```
+#![doc = concat!("```wit\n", include_str!("../../bench/components/hello/wit/hello.wit"), "```\n")]
 //!
-//! and this `src/lib.rs` (build with `cargo build --release --target wasm32-wasip2`):
+//! and this `src/lib.rs` (build with `cargo build --release --target wasm32-wasip2`; the
+//! paths given to [`generate!`] are relative to the plugin's `Cargo.toml`):
 //!
-//! ```text
-//! ctxhost_sdk::generate!("my:hello/hello", "../../wit", "wit");
-//!
-//! use ctxhost_sdk::{Request, Response, router::route};
-//! use exports::ctxhost::platform::{context, subscriber};
-//! use exports::wasi::http::incoming_handler;
-//!
-//! struct Hello;
-//!
-//! impl context::Guest for Hello {
-//!     fn describe() -> context::Manifest {
-//!         context::Manifest {
-//!             version: env!("CARGO_PKG_VERSION").into(),
-//!             routes: vec![context::Route { method: "GET".into(), path: "/hello/{name}".into() }],
-//!             subscriptions: vec![],
-//!         }
-//!     }
-//! }
-//!
-//! impl subscriber::Guest for Hello {
-//!     fn handle(_event: subscriber::Event) -> Result<(), String> {
-//!         Ok(())
-//!     }
-//! }
-//!
-//! impl incoming_handler::Guest for Hello {
-//!     fn handle(req: incoming_handler::IncomingRequest, out: incoming_handler::ResponseOutparam) {
-//!         ctxhost_sdk::http::serve(req, out, |req: Request| match route("/hello/{name}", &req.path) {
-//!             Some(p) => Response::json(200, &serde_json::json!({ "hello": p.get("name") })),
-//!             None => Response::not_found("no such route"),
-//!         })
-//!     }
-//! }
-//!
-//! export!(Hello);
-//! ```
+#![doc = concat!("```text\n", include_str!("../../bench/components/hello/src/lib.rs"), "```\n")]
+#![warn(missing_docs)]
 
+// Generated from `wit/`: the WIT documents these types, not Rust doc comments.
+#[allow(missing_docs)]
 pub mod bindings;
 pub mod body;
 pub mod config;

@@ -12,13 +12,13 @@ use crate::packages::{self, HOST, Use, WASM_TARGET};
     bin_name = "cargo xtask",
     after_help = "Run `cargo xtask <COMMAND> --help` for the details of a command."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Add the wasm32-wasip2 target if missing, build the Wasm components and the host
     #[command(after_help = build_help())]
     Build,
@@ -60,7 +60,7 @@ pub enum Cmd {
 
 /// The benchmark suites of `ctxhost-bench`. Their doc comments are the help's list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Suite {
+pub(crate) enum Suite {
     /// Upload-to-serving time of a hot swap, compiled on upload and precompiled, and
     /// latency/failures of a read load with and without repeated swaps
     #[default]
@@ -96,7 +96,7 @@ pub enum Suite {
 
 impl Suite {
     /// Its name on the command lines of xtask and ctxhost-bench.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Suite::Swap => "swap",
             Suite::Read => "read",
@@ -112,7 +112,7 @@ impl Suite {
     }
 
     /// Whether it also runs the dev-profile host of `cargo xtask run`.
-    pub fn needs_run_host(self) -> bool {
+    pub(crate) fn needs_run_host(self) -> bool {
         matches!(self, Suite::Profile | Suite::All)
     }
 }

@@ -11,7 +11,7 @@ use crate::toolchain::{ensure_component, ensure_rabbitmq, ensure_wasm_target};
 use crate::workspace::{Profile, Workspace, add_packages, run_checked, step};
 
 /// `cargo xtask build`: the Wasm components (release) and the host (dev profile).
-pub fn build(ws: &Workspace) -> Result<()> {
+pub(crate) fn build(ws: &Workspace) -> Result<()> {
     build_components(ws)?;
     build_dev_host(ws)?;
     step(&format!(
@@ -50,7 +50,7 @@ fn build_dev_host(ws: &Workspace) -> Result<()> {
 }
 
 /// `cargo xtask run`: builds, then replaces this process with `ctxhost serve`.
-pub fn run(ws: &Workspace, serve_args: &[String]) -> Result<()> {
+pub(crate) fn run(ws: &Workspace, serve_args: &[String]) -> Result<()> {
     build(ws)?;
     let binary = ws.host_binary(Profile::Dev);
     step(&format!(
@@ -87,7 +87,7 @@ fn exec(mut cmd: Command, binary: &Path) -> Result<()> {
 
 /// `cargo xtask test`: builds, then runs every test and lint, each step even when an
 /// earlier one failed, and fails at the end if any did.
-pub fn test(ws: &Workspace) -> Result<()> {
+pub(crate) fn test(ws: &Workspace) -> Result<()> {
     build(ws)?;
     ensure_rabbitmq()?;
 
@@ -175,7 +175,7 @@ pub fn test(ws: &Workspace) -> Result<()> {
 
 /// `cargo xtask bench`: builds the components, the release host and ctxhost-bench (and the
 /// dev host when the suite compares it), then runs the suite.
-pub fn bench(ws: &Workspace, suite: Suite, extra: &[String]) -> Result<()> {
+pub(crate) fn bench(ws: &Workspace, suite: Suite, extra: &[String]) -> Result<()> {
     build_components(ws)?;
     if suite.needs_run_host() {
         build_dev_host(ws)?;

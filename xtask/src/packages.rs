@@ -5,15 +5,15 @@
 //! checks the table against the workspace's members.
 
 /// The compilation target of the Wasm components and the SDK.
-pub const WASM_TARGET: &str = "wasm32-wasip2";
+pub(crate) const WASM_TARGET: &str = "wasm32-wasip2";
 /// The host package (its binary is `ctxhost`).
-pub const HOST: &str = "ctxhost";
+pub(crate) const HOST: &str = "ctxhost";
 /// The benchmark package (its binary is `ctxhost-bench`).
-pub const BENCH: &str = "ctxhost-bench";
+pub(crate) const BENCH: &str = "ctxhost-bench";
 
 /// Who loads a Wasm component.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Use {
+pub(crate) enum Use {
     /// A plugin of the shipped car-rental application (listed in ctxhost.toml).
     App,
     /// A fixture of the end-to-end tests.
@@ -24,10 +24,10 @@ pub enum Use {
 
 impl Use {
     /// Every use, in the order the help lists them.
-    pub const ALL: [Use; 3] = [Use::App, Use::TestFixture, Use::BenchFixture];
+    pub(crate) const ALL: [Use; 3] = [Use::App, Use::TestFixture, Use::BenchFixture];
 
     /// What the help says of the components of this use.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Use::App => "plugins of the car-rental app",
             Use::TestFixture => "fixtures of the end-to-end tests",
@@ -38,7 +38,7 @@ impl Use {
 
 /// What a package is, which decides how the commands build, test and lint it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A native crate: tested by `cargo test --workspace` (with the built host and plugins),
     /// linted natively with all its targets. The workspace's default members.
     Native,
@@ -50,7 +50,7 @@ pub enum Kind {
 
 /// One workspace member.
 #[derive(Clone, Copy, Debug)]
-pub struct Package {
+pub(crate) struct Package {
     /// The package name (`-p <name>`).
     pub name: &'static str,
     pub kind: Kind,
@@ -86,20 +86,20 @@ impl Package {
     }
 
     /// Whether it is built as a Wasm component.
-    pub fn is_component(&self) -> bool {
+    pub(crate) fn is_component(&self) -> bool {
         matches!(self.kind, Kind::Component(_))
     }
 
     /// Whether it only ever targets Wasm (so `cargo test --workspace` leaves it out and
     /// clippy checks it for the Wasm target).
-    pub fn is_wasm_only(&self) -> bool {
+    pub(crate) fn is_wasm_only(&self) -> bool {
         self.kind != Kind::Native
     }
 }
 
 /// Every package of the workspace. The components are built in this order (the order of
 /// ctxhost.toml for the app's plugins).
-pub const PACKAGES: &[Package] = &[
+pub(crate) const PACKAGES: &[Package] = &[
     Package::native(HOST),
     Package::native("xtask"),
     Package::native("ctxhost-tests"),
@@ -124,32 +124,32 @@ fn names(keep: impl Fn(&Package) -> bool) -> Vec<&'static str> {
 }
 
 /// The Wasm components, in build order.
-pub fn components() -> Vec<&'static str> {
+pub(crate) fn components() -> Vec<&'static str> {
     names(Package::is_component)
 }
 
 /// The Wasm components loaded by `used_by`, in build order.
-pub fn components_for(used_by: Use) -> Vec<&'static str> {
+pub(crate) fn components_for(used_by: Use) -> Vec<&'static str> {
     names(|p| p.kind == Kind::Component(used_by))
 }
 
 /// What `cargo test --workspace` excludes: everything that only targets Wasm.
-pub fn test_exclusions() -> Vec<&'static str> {
+pub(crate) fn test_exclusions() -> Vec<&'static str> {
     names(Package::is_wasm_only)
 }
 
 /// Packages whose unit tests run natively, apart from `cargo test --workspace`.
-pub fn native_unit_tests() -> Vec<&'static str> {
+pub(crate) fn native_unit_tests() -> Vec<&'static str> {
     names(|p| p.native_unit_tests)
 }
 
 /// Native packages, linted with all their targets.
-pub fn native_lint() -> Vec<&'static str> {
+pub(crate) fn native_lint() -> Vec<&'static str> {
     names(|p| p.kind == Kind::Native)
 }
 
 /// Packages linted for the Wasm target.
-pub fn wasm_lint() -> Vec<&'static str> {
+pub(crate) fn wasm_lint() -> Vec<&'static str> {
     names(Package::is_wasm_only)
 }
 

@@ -19,7 +19,7 @@ const RABBITMQ_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST
 const RABBITMQ_START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Makes sure the Wasm target is installed, adding it with rustup when it is not.
-pub fn ensure_wasm_target() -> Result<()> {
+pub(crate) fn ensure_wasm_target() -> Result<()> {
     if wasm_target_installed() {
         return Ok(());
     }
@@ -62,7 +62,7 @@ fn wasm_target_installed() -> bool {
 }
 
 /// Makes sure `cargo <probe>` works, adding the rustup component when it does not.
-pub fn ensure_component(component: &str, probe: &[&str]) -> Result<()> {
+pub(crate) fn ensure_component(component: &str, probe: &[&str]) -> Result<()> {
     let works = Command::new(cargo())
         .args(probe)
         .stdout(Stdio::null())
@@ -87,7 +87,7 @@ pub fn ensure_component(component: &str, probe: &[&str]) -> Result<()> {
 
 /// Starts RabbitMQ when it is not running yet: the tests of the RabbitMQ transport talk to
 /// the real broker on 127.0.0.1:5672.
-pub fn ensure_rabbitmq() -> Result<()> {
+pub(crate) fn ensure_rabbitmq() -> Result<()> {
     let reachable =
         || TcpStream::connect_timeout(&RABBITMQ_ADDR, Duration::from_millis(500)).is_ok();
     if reachable() {

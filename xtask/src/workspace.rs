@@ -12,7 +12,7 @@ use crate::packages::{self, WASM_TARGET};
 
 /// A cargo profile the host is built in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
+pub(crate) enum Profile {
     /// `dev`: what `run` serves and `test` tests (output in target/debug).
     Dev,
     /// `release`: what the benchmarks measure (output in target/release).
@@ -30,7 +30,7 @@ impl Profile {
 }
 
 /// What the commands need to know about the workspace.
-pub struct Workspace {
+pub(crate) struct Workspace {
     /// The repository root (where the workspace `Cargo.toml` is).
     pub root: PathBuf,
     /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
@@ -44,7 +44,7 @@ pub struct Workspace {
 impl Workspace {
     /// Reads the workspace with `cargo metadata`, and warns where it and the package table
     /// disagree (a member the table does not know is neither built, tested nor linted).
-    pub fn load() -> Result<Self> {
+    pub(crate) fn load() -> Result<Self> {
         let ws = Self::read()?;
         for member in &ws.members {
             if !packages::PACKAGES.iter().any(|p| p.name == member) {
@@ -67,7 +67,7 @@ impl Workspace {
     }
 
     /// Reads the workspace with `cargo metadata`.
-    pub fn read() -> Result<Self> {
+    pub(crate) fn read() -> Result<Self> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .context("xtask lives inside the workspace")?
@@ -115,7 +115,7 @@ impl Workspace {
     }
 
     /// The packages of `wanted` that exist in the workspace, with a warning for the others.
-    pub fn existing(&self, wanted: &[&str]) -> Vec<String> {
+    pub(crate) fn existing(&self, wanted: &[&str]) -> Vec<String> {
         wanted
             .iter()
             .filter(|name| {
@@ -132,24 +132,24 @@ impl Workspace {
     }
 
     /// The binary `name` built in `profile`.
-    pub fn binary(&self, profile: Profile, name: &str) -> PathBuf {
+    pub(crate) fn binary(&self, profile: Profile, name: &str) -> PathBuf {
         self.target_dir
             .join(profile.dir())
             .join(format!("{name}{}", env::consts::EXE_SUFFIX))
     }
 
     /// The host binary built in `profile`.
-    pub fn host_binary(&self, profile: Profile) -> PathBuf {
+    pub(crate) fn host_binary(&self, profile: Profile) -> PathBuf {
         self.binary(profile, "ctxhost")
     }
 
     /// Where the Wasm components are built.
-    pub fn plugin_dir(&self) -> PathBuf {
+    pub(crate) fn plugin_dir(&self) -> PathBuf {
         self.target_dir.join(WASM_TARGET).join("release")
     }
 
     /// `cargo` run from the repository root.
-    pub fn cargo(&self) -> Command {
+    pub(crate) fn cargo(&self) -> Command {
         let mut cmd = Command::new(cargo());
         cmd.current_dir(&self.root);
         cmd
@@ -157,14 +157,14 @@ impl Workspace {
 }
 
 /// Adds `-p <name>` for each package.
-pub fn add_packages(cmd: &mut Command, packages: &[String]) {
+pub(crate) fn add_packages(cmd: &mut Command, packages: &[String]) {
     for name in packages {
         cmd.args(["-p", name]);
     }
 }
 
 /// Runs `cmd` with its command line echoed; an error when it cannot start or fails.
-pub fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
+pub(crate) fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
     eprintln!("xtask: $ {}", render(&cmd));
     let status = cmd
         .status()
@@ -184,16 +184,16 @@ fn render(cmd: &Command) -> String {
 }
 
 /// The cargo that runs xtask (`CARGO`), or the one on the `PATH`.
-pub fn cargo() -> OsString {
+pub(crate) fn cargo() -> OsString {
     env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))
 }
 
 /// Announces a step.
-pub fn step(message: &str) {
+pub(crate) fn step(message: &str) {
     eprintln!("xtask: ==> {message}");
 }
 
 /// Prints a warning.
-pub fn warn(message: &str) {
+pub(crate) fn warn(message: &str) {
     eprintln!("xtask: warning: {message}");
 }

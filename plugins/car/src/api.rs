@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::model::{CAR_PREFIX, CAR_SEQUENCE, Car, car_key};
 
 /// Route one request.
-pub fn handle(req: Request) -> ApiResult {
+pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if route("/cars", &req.path).is_some() {
         return match method {

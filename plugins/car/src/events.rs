@@ -11,7 +11,7 @@ use crate::model::{
 };
 
 /// The event types this context subscribes to.
-pub const SUBSCRIPTIONS: &[&str] = &["PaymentApproved", "PaymentCancelled"];
+pub(crate) const SUBSCRIPTIONS: &[&str] = &["PaymentApproved", "PaymentCancelled"];
 
 /// The part of `PaymentApproved` / `PaymentCancelled` this context uses.
 #[derive(Debug, Deserialize)]
@@ -23,7 +23,7 @@ struct PaymentEvent {
 }
 
 /// Handle one delivered event; `Err` only for failures worth retrying.
-pub fn handle(event: &Event) -> Result<(), String> {
+pub(crate) fn handle(event: &Event) -> Result<(), String> {
     let data = match data_json::<PaymentEvent>(event) {
         Ok(d) => d,
         Err(e) => {

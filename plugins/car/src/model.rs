@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// A car model with its stock of rentable units. Stored under [`car_key`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Car {
+pub(crate) struct Car {
     pub id: u64,
     pub name: String,
     pub stock: u64,
@@ -16,7 +16,7 @@ pub struct Car {
 /// `PaymentApproved` idempotent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Rental {
+pub(crate) struct Rental {
     pub order_id: u64,
     pub car_id: u64,
     pub qty: u64,
@@ -25,7 +25,7 @@ pub struct Rental {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RentalStatus {
+pub(crate) enum RentalStatus {
     /// Units taken.
     Rented,
     /// Not enough units (or unknown car): nothing taken.
@@ -35,23 +35,23 @@ pub enum RentalStatus {
 }
 
 /// Sequence for car ids.
-pub const CAR_SEQUENCE: &str = "cars";
+pub(crate) const CAR_SEQUENCE: &str = "cars";
 /// Prefix of the car table.
-pub const CAR_PREFIX: &str = "car/";
+pub(crate) const CAR_PREFIX: &str = "car/";
 
 /// `car/<id, 16 digits>`.
-pub fn car_key(id: u64) -> String {
+pub(crate) fn car_key(id: u64) -> String {
     ctxhost_sdk::store::id_key("car", id)
 }
 
 /// `rental/<order id, 16 digits>`.
-pub fn rental_key(order_id: u64) -> String {
+pub(crate) fn rental_key(order_id: u64) -> String {
     ctxhost_sdk::store::id_key("rental", order_id)
 }
 
 /// The outcome of a `PaymentApproved` for a car that may not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RentDecision {
+pub(crate) enum RentDecision {
     /// Take the units; `available` is what is left.
     Rent { available: u64 },
     /// Take nothing, for this reason.
@@ -59,7 +59,7 @@ pub enum RentDecision {
 }
 
 /// Decide whether `qty` units of `car` can be rented. Availability never goes negative.
-pub fn decide_rent(car: Option<&Car>, car_id: u64, qty: u64) -> RentDecision {
+pub(crate) fn decide_rent(car: Option<&Car>, car_id: u64, qty: u64) -> RentDecision {
     match car {
         None => RentDecision::Reject {
             reason: format!("car {car_id} does not exist"),
@@ -80,7 +80,7 @@ pub fn decide_rent(car: Option<&Car>, car_id: u64, qty: u64) -> RentDecision {
 }
 
 /// The availability after returning `qty` units, capped at the stock.
-pub fn returned_available(car: &Car, qty: u64) -> u64 {
+pub(crate) fn returned_available(car: &Car, qty: u64) -> u64 {
     car.available.saturating_add(qty).min(car.stock)
 }
 

@@ -10,7 +10,7 @@ use crate::ctxhost::rental::payments::{self, PaymentError, PaymentRequest};
 use crate::model::{NewOrder, ORDER_PREFIX, ORDER_SEQUENCE, Order, Status, can_cancel, order_key};
 
 /// Route one request.
-pub fn handle(req: Request) -> ApiResult {
+pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if route("/orders", &req.path).is_some() {
         return match method {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::model::{Order, after_rental, order_key};
 
 /// The event types this context subscribes to.
-pub const SUBSCRIPTIONS: &[&str] = &["CarRented", "RentalRejected"];
+pub(crate) const SUBSCRIPTIONS: &[&str] = &["CarRented", "RentalRejected"];
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -17,7 +17,7 @@ struct RentalVerdict {
 }
 
 /// Handle one delivered event; `Err` only for failures worth retrying.
-pub fn handle(event: &Event) -> Result<(), String> {
+pub(crate) fn handle(event: &Event) -> Result<(), String> {
     let rented = match event.type_.as_str() {
         "CarRented" => true,
         "RentalRejected" => false,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// An order. Stored under [`order_key`]; it exists only once paid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Order {
+pub(crate) struct Order {
     pub id: u64,
     pub car_id: u64,
     pub qty: u32,
@@ -18,7 +18,7 @@ pub struct Order {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
+pub(crate) enum Status {
     Paid,
     Rented,
     Rejected,
@@ -26,18 +26,18 @@ pub enum Status {
 }
 
 /// Sequence for order ids.
-pub const ORDER_SEQUENCE: &str = "orders";
+pub(crate) const ORDER_SEQUENCE: &str = "orders";
 /// Prefix of the order table.
-pub const ORDER_PREFIX: &str = "order/";
+pub(crate) const ORDER_PREFIX: &str = "order/";
 
 /// `order/<id, 16 digits>`.
-pub fn order_key(id: u64) -> String {
+pub(crate) fn order_key(id: u64) -> String {
     ctxhost_sdk::store::id_key("order", id)
 }
 
 /// A validated `POST /orders` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewOrder {
+pub(crate) struct NewOrder {
     pub car_id: u64,
     pub qty: u32,
     pub customer_id: String,
@@ -45,7 +45,7 @@ pub struct NewOrder {
 
 impl NewOrder {
     /// Validate a `{"carId", "qty", "customerId"}` body; errors are 400 problems naming the field.
-    pub fn parse(body: &JsonObject) -> Result<Self, Response> {
+    pub(crate) fn parse(body: &JsonObject) -> Result<Self, Response> {
         Ok(NewOrder {
             car_id: body.int("carId", 1)?,
             qty: body.int_u32("qty", 1)?,
@@ -55,13 +55,13 @@ impl NewOrder {
 }
 
 /// Whether an order in `status` may be cancelled (else 409).
-pub fn can_cancel(status: Status) -> bool {
+pub(crate) fn can_cancel(status: Status) -> bool {
     matches!(status, Status::Paid | Status::Rented)
 }
 
 /// The status after the car context's verdict (`CarRented` or `RentalRejected`); only a
 /// `PAID` order moves, every other state is kept (`None`).
-pub fn after_rental(status: Status, rented: bool) -> Option<Status> {
+pub(crate) fn after_rental(status: Status, rented: bool) -> Option<Status> {
     match (status, rented) {
         (Status::Paid, true) => Some(Status::Rented),
         (Status::Paid, false) => Some(Status::Rejected),

@@ -14,7 +14,7 @@ use crate::model::{
 /// Approve a payment: decline over the configured maximum; otherwise store it as `APPROVED`
 /// and publish `PaymentApproved`. Asking again for an order already paid returns the same
 /// payment.
-pub fn authorize(req: wit::PaymentRequest) -> Result<wit::Payment, wit::PaymentError> {
+pub(crate) fn authorize(req: wit::PaymentRequest) -> Result<wit::Payment, wit::PaymentError> {
     crate::faults::inject();
     let max = parse_max_qty(config::get(MAX_QTY_KEY).as_deref()).unwrap_or_else(|warning| {
         log::warn(&warning);
@@ -66,7 +66,7 @@ fn approve(req: &wit::PaymentRequest) -> Result<Payment, Error> {
 }
 
 /// The payment of an order, if any (a read; the host may retry it).
-pub fn get_payment(order_id: u64) -> Result<Option<wit::Payment>, wit::PaymentError> {
+pub(crate) fn get_payment(order_id: u64) -> Result<Option<wit::Payment>, wit::PaymentError> {
     crate::faults::inject();
     let read = || -> Result<Option<Payment>, Error> {
         match store::get_json::<u64>(&by_order_key(order_id))? {
@@ -91,7 +91,7 @@ fn to_wit(p: Payment) -> wit::Payment {
 }
 
 /// Route one request.
-pub fn handle(req: Request) -> ApiResult {
+pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if route("/payments", &req.path).is_some() {
         return match method {

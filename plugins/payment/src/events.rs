@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::model::{Payment, Status, by_order_key, payment_key};
 
 /// The event types this context subscribes to.
-pub const SUBSCRIPTIONS: &[&str] = &["RentalRejected", "OrderCancelled"];
+pub(crate) const SUBSCRIPTIONS: &[&str] = &["RentalRejected", "OrderCancelled"];
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -18,7 +18,7 @@ struct OrderRef {
 }
 
 /// Handle one delivered event; `Err` only for failures worth retrying.
-pub fn handle(event: &Event) -> Result<(), String> {
+pub(crate) fn handle(event: &Event) -> Result<(), String> {
     let reason = match event.type_.as_str() {
         "RentalRejected" => "rental-rejected",
         "OrderCancelled" => "order-cancelled",

@@ -10,9 +10,9 @@ use ctxhost_sdk::{ApiResult, Response, config, store};
 use serde::{Deserialize, Serialize};
 
 /// The resource.
-pub const PATH: &str = "/payments/faults";
+pub(crate) const PATH: &str = "/payments/faults";
 /// Configuration key that enables fault injection.
-pub const ENABLE_KEY: &str = "fault-injection";
+pub(crate) const ENABLE_KEY: &str = "fault-injection";
 /// Store key of the settings.
 const KEY: &str = "faults/settings";
 /// Longest injected latency.
@@ -21,14 +21,14 @@ const MAX_LATENCY_MS: u64 = 60_000;
 /// The injected faults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Faults {
+pub(crate) struct Faults {
     pub latency_ms: u64,
     pub trap: bool,
     pub trap_rate: f64,
 }
 
 /// Whether fault injection is enabled by configuration.
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     config::get(ENABLE_KEY).is_some_and(|v| v.trim() == "true")
 }
 
@@ -43,7 +43,7 @@ fn current() -> Faults {
 }
 
 /// Apply the configured faults to the current call.
-pub fn inject() {
+pub(crate) fn inject() {
     let f = current();
     if f.latency_ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(f.latency_ms));
@@ -61,12 +61,12 @@ fn random_unit() -> f64 {
 }
 
 /// `GET /payments/faults`.
-pub fn get() -> ApiResult {
+pub(crate) fn get() -> ApiResult {
     Ok(Response::json(200, &current()))
 }
 
 /// `PUT /payments/faults`.
-pub fn put(req: &ctxhost_sdk::Request) -> ApiResult {
+pub(crate) fn put(req: &ctxhost_sdk::Request) -> ApiResult {
     let body = JsonObject::parse(req)?;
     let latency_ms = match body.value("latencyMs") {
         None => 0,

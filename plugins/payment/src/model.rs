@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// A payment. Stored under [`payment_key`], indexed by [`by_order_key`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Payment {
+pub(crate) struct Payment {
     pub id: u64,
     pub order_id: u64,
     pub car_id: u64,
@@ -15,14 +15,14 @@ pub struct Payment {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
+pub(crate) enum Status {
     Approved,
     Cancelled,
 }
 
 impl Status {
     /// The wire name (`APPROVED`, `CANCELLED`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Approved => "APPROVED",
             Status::Cancelled => "CANCELLED",
@@ -31,27 +31,27 @@ impl Status {
 }
 
 /// Sequence for payment ids.
-pub const PAYMENT_SEQUENCE: &str = "payments";
+pub(crate) const PAYMENT_SEQUENCE: &str = "payments";
 /// Prefix of the payment table.
-pub const PAYMENT_PREFIX: &str = "payment/";
+pub(crate) const PAYMENT_PREFIX: &str = "payment/";
 /// Configuration key of the largest `qty` one order may pay for.
-pub const MAX_QTY_KEY: &str = "max-qty-per-order";
+pub(crate) const MAX_QTY_KEY: &str = "max-qty-per-order";
 /// Its default.
-pub const DEFAULT_MAX_QTY: u32 = 10;
+pub(crate) const DEFAULT_MAX_QTY: u32 = 10;
 
 /// `payment/<id, 16 digits>`.
-pub fn payment_key(id: u64) -> String {
+pub(crate) fn payment_key(id: u64) -> String {
     ctxhost_sdk::store::id_key("payment", id)
 }
 
 /// `by-order/<order id, 16 digits>` -> the payment id (JSON number).
-pub fn by_order_key(order_id: u64) -> String {
+pub(crate) fn by_order_key(order_id: u64) -> String {
     ctxhost_sdk::store::id_key("by-order", order_id)
 }
 
 /// The configured maximum: `Ok` when usable, `Err(message)` (use the default) when set but
 /// not a positive integer.
-pub fn parse_max_qty(raw: Option<&str>) -> Result<u32, String> {
+pub(crate) fn parse_max_qty(raw: Option<&str>) -> Result<u32, String> {
     match raw {
         None => Ok(DEFAULT_MAX_QTY),
         Some(s) => match s.trim().parse::<u32>() {
@@ -64,7 +64,7 @@ pub fn parse_max_qty(raw: Option<&str>) -> Result<u32, String> {
 }
 
 /// `Some(reason)` when a payment for `qty` units must be declined.
-pub fn decline_reason(qty: u32, max: u32) -> Option<String> {
+pub(crate) fn decline_reason(qty: u32, max: u32) -> Option<String> {
     if qty == 0 {
         Some("qty must be at least 1".into())
     } else if qty > max {

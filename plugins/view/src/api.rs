@@ -8,7 +8,7 @@ use crate::model::{
 };
 
 /// Route one request.
-pub fn handle(req: Request) -> ApiResult {
+pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if method != "GET" {
         return Err(Response::method_not_allowed(method, &["GET"]));

@@ -10,7 +10,7 @@ use crate::model::{
 };
 
 /// The event types this context subscribes to.
-pub const SUBSCRIPTIONS: &[&str] = &[
+pub(crate) const SUBSCRIPTIONS: &[&str] = &[
     "CarRegistered",
     "CarRented",
     "CarReturned",
@@ -35,7 +35,7 @@ struct Payload {
 }
 
 /// Handle one delivered event; `Err` only for failures worth retrying.
-pub fn handle(event: &Event) -> Result<(), String> {
+pub(crate) fn handle(event: &Event) -> Result<(), String> {
     let p = match data_json::<Payload>(event) {
         Ok(p) => p,
         Err(e) => {

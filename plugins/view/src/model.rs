@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Availability of one car. Stored under [`car_key`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Availability {
+pub(crate) struct Availability {
     pub car_id: u64,
     /// `None` until `CarRegistered` is seen.
     pub name: Option<String>,
@@ -21,7 +21,7 @@ pub struct Availability {
 /// [`customer_key`] once the customer is known.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderRow {
+pub(crate) struct OrderRow {
     pub order_id: u64,
     pub customer_id: Option<String>,
     pub car_id: Option<u64>,
@@ -35,7 +35,7 @@ pub struct OrderRow {
 /// The public shape of an order row (`GET /customers/{customerId}/orders`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CustomerOrder {
+pub(crate) struct CustomerOrder {
     pub order_id: u64,
     pub car_id: Option<u64>,
     pub qty: Option<u64>,
@@ -60,13 +60,13 @@ impl From<OrderRow> for CustomerOrder {
 }
 
 /// A status column whose values are ordered by how far the flow has progressed.
-pub trait Stage: Copy {
+pub(crate) trait Stage: Copy {
     fn rank(self) -> u8;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
+pub(crate) enum OrderStatus {
     Placed,
     Paid,
     Rented,
@@ -87,7 +87,7 @@ impl Stage for OrderStatus {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentStatus {
+pub(crate) enum PaymentStatus {
     Approved,
     Cancelled,
 }
@@ -103,7 +103,7 @@ impl Stage for PaymentStatus {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RentalStatus {
+pub(crate) enum RentalStatus {
     Rented,
     Rejected,
     Returned,
@@ -119,7 +119,7 @@ impl Stage for RentalStatus {
 }
 
 /// The more advanced of `current` and `new` (ties keep `current`).
-pub fn advance<S: Stage>(current: Option<S>, new: S) -> Option<S> {
+pub(crate) fn advance<S: Stage>(current: Option<S>, new: S) -> Option<S> {
     match current {
         Some(c) if c.rank() >= new.rank() => Some(c),
         _ => Some(new),
@@ -128,7 +128,7 @@ pub fn advance<S: Stage>(current: Option<S>, new: S) -> Option<S> {
 
 /// What one event says about one order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrderFact {
+pub(crate) struct OrderFact {
     pub customer_id: Option<String>,
     pub car_id: Option<u64>,
     pub qty: Option<u64>,
@@ -139,7 +139,7 @@ pub struct OrderFact {
 }
 
 /// Merge `fact` into `row`: identity fields are filled when unknown, statuses only advance.
-pub fn merge(row: &mut OrderRow, fact: OrderFact) {
+pub(crate) fn merge(row: &mut OrderRow, fact: OrderFact) {
     if row.customer_id.is_none() {
         row.customer_id = fact.customer_id;
     }
@@ -164,21 +164,21 @@ pub fn merge(row: &mut OrderRow, fact: OrderFact) {
 }
 
 /// `car/<car id, 16 digits>`.
-pub fn car_key(car_id: u64) -> String {
+pub(crate) fn car_key(car_id: u64) -> String {
     ctxhost_sdk::store::id_key("car", car_id)
 }
 
 /// Prefix of the availability table.
-pub const CAR_PREFIX: &str = "car/";
+pub(crate) const CAR_PREFIX: &str = "car/";
 
 /// `order/<order id, 16 digits>`.
-pub fn order_key(order_id: u64) -> String {
+pub(crate) fn order_key(order_id: u64) -> String {
     ctxhost_sdk::store::id_key("order", order_id)
 }
 
 /// `customer/<escaped customer id>/` (the escaping keeps one customer's prefix from
 /// matching another's).
-pub fn customer_prefix(customer_id: &str) -> String {
+pub(crate) fn customer_prefix(customer_id: &str) -> String {
     let mut escaped = String::with_capacity(customer_id.len());
     for c in customer_id.chars() {
         match c {
@@ -191,7 +191,7 @@ pub fn customer_prefix(customer_id: &str) -> String {
 }
 
 /// `customer/<escaped customer id>/<order id, 16 digits>` -> the order id.
-pub fn customer_key(customer_id: &str, order_id: u64) -> String {
+pub(crate) fn customer_key(customer_id: &str, order_id: u64) -> String {
     format!("{}{order_id:016}", customer_prefix(customer_id))
 }
 
