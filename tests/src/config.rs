@@ -9,6 +9,7 @@ use toml::map::Entry;
 use toml::{Table, Value};
 
 use crate::broker;
+use crate::host::{plugin_dir, test_cache_dir};
 
 /// The four rental contexts every test host loads.
 pub const PLUGINS: [&str; 4] = ["order", "payment", "car", "view"];
@@ -121,6 +122,42 @@ impl HostOptions {
     /// The data directory given with [`HostOptions::data_dir`], if any.
     pub(crate) fn chosen_data_dir(&self) -> Option<&Path> {
         self.data_dir.as_deref()
+    }
+
+    /// The data directory of a host whose files are in `dir`: the chosen one, else
+    /// `dir/data`.
+    pub fn data_dir_in(&self, dir: &Path) -> PathBuf {
+        self.chosen_data_dir()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("data"))
+    }
+
+    /// Write the configuration file of a host with these options to `dir/ctxhost.toml` and
+    /// return its path; the host keeps its state in [`HostOptions::data_dir_in`]. [`Host`]
+    /// starts the binary with it; in-process tests give it to the library.
+    ///
+    /// [`Host`]: crate::Host
+    pub fn write_config(&self, dir: &Path) -> PathBuf {
+        let names = self.plugin_names();
+        let plugin_dir = plugin_dir();
+        for name in &names {
+            let wasm = plugin_dir.join(format!("{name}.wasm"));
+            assert!(
+                wasm.is_file(),
+                "plugin {} not found: run `cargo xtask build` first",
+                wasm.display()
+            );
+        }
+        let path = dir.join("ctxhost.toml");
+        let text = config_text(
+            self,
+            &names,
+            &plugin_dir,
+            &self.data_dir_in(dir),
+            &test_cache_dir(),
+        );
+        std::fs::write(&path, text).expect("write the test host config");
+        path
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{HostOptions, config_text};
+use crate::config::HostOptions;
 use crate::http::Api;
 
 /// The line the host prints on stdout once it serves; the address follows it.
@@ -41,27 +41,10 @@ impl Host {
     /// once the host has printed its `ctxhost listening on http://<addr>` line.
     pub fn start(opts: HostOptions) -> Host {
         let binary = host_binary();
-        let plugin_dir = plugin_dir();
-        let names = opts.plugin_names();
-        for name in &names {
-            let wasm = plugin_dir.join(format!("{name}.wasm"));
-            assert!(
-                wasm.is_file(),
-                "plugin {} not found: run `cargo xtask build` first",
-                wasm.display()
-            );
-        }
-
         let dir = TestDir::new();
-        let data_dir = opts
-            .chosen_data_dir()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.path().join("data"));
-        let config_path = dir.path().join("ctxhost.toml");
+        let data_dir = opts.data_dir_in(dir.path());
+        let config_path = opts.write_config(dir.path());
         let log_path = dir.path().join("ctxhost.log");
-
-        let config = config_text(&opts, &names, &plugin_dir, &data_dir, &test_cache_dir());
-        fs::write(&config_path, config).expect("write the test host config");
 
         let mut host = Host {
             child: None,
@@ -268,20 +251,33 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// A uniquely named temporary directory, removed on drop unless `keep` is set.
-struct TestDir {
+pub struct TestDir {
     path: PathBuf,
     keep: bool,
 }
 
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TestDir {
-    fn new() -> Self {
+    /// A new empty directory under the system's temporary directory.
+    pub fn new() -> Self {
         let path = std::env::temp_dir().join(unique_name("ctxhost-e2e"));
         fs::create_dir_all(&path).expect("create the test directory");
         Self { path, keep: false }
     }
 
-    fn path(&self) -> &Path {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Keep it after the test (to look at what a failed test left).
+    pub fn keep(&mut self) {
+        self.keep = true;
     }
 }
 

@@ -28,7 +28,7 @@ mod rental;
 mod wasm;
 
 pub use config::{ADMIN_TOKEN, HostOptions, PLUGINS};
-pub use host::{Host, host_binary, plugin_dir, test_cache_dir, unique_name};
+pub use host::{Host, TestDir, host_binary, plugin_dir, test_cache_dir, unique_name};
 pub use http::{Api, Resp, as_list, id, text};
 pub use load::{Load, LoadRequest};
 pub use poll::eventually;

@@ -264,11 +264,13 @@ Builds everything (see `cargo xtask build --help`), then
      {WASM_TARGET}:
 {clippy_native}
 {clippy_wasm}
+  6. cargo doc with warnings denied (broken intra-doc links fail): the host with its
+     private items, and the SDK for {WASM_TARGET}.
 Every step after the build runs even when an earlier one failed; the command exits
 non-zero if any step failed. CI runs this command (.ci/run).",
         test_workspace = command_line(
             7,
-            ["cargo test --workspace".to_owned()]
+            ["cargo test --workspace --no-fail-fast".to_owned()]
                 .into_iter()
                 .chain(excluded.iter().map(|n| format!("--exclude {n}")))
         ),

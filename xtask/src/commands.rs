@@ -104,7 +104,7 @@ pub(crate) fn test(ws: &Workspace) -> Result<()> {
         packages::native_lint().join(", ")
     ));
     let mut cmd = ws.cargo();
-    cmd.args(["test", "--workspace"]);
+    cmd.args(["test", "--workspace", "--no-fail-fast"]);
     for name in ws.existing(&packages::test_exclusions()) {
         cmd.args(["--exclude", &name]);
     }
@@ -164,6 +164,32 @@ pub(crate) fn test(ws: &Workspace) -> Result<()> {
         }
         Err(err) => check("clippy", Err(err)),
     }
+
+    // Broken intra-doc links and other rustdoc warnings fail the run: the docs of the host
+    // (private items included: that is where the architecture is explained) and the SDK
+    // (what plugin authors read).
+    step("cargo doc (host with private items; SDK for wasm32-wasip2), warnings denied");
+    let mut cmd = ws.cargo();
+    cmd.args([
+        "doc",
+        "--no-deps",
+        "--document-private-items",
+        "-p",
+        "ctxhost",
+    ]);
+    cmd.env("RUSTDOCFLAGS", "-D warnings");
+    check("rustdoc (host)", run_checked(cmd, "rustdoc (host)"));
+    let mut cmd = ws.cargo();
+    cmd.args([
+        "doc",
+        "--no-deps",
+        "--target",
+        WASM_TARGET,
+        "-p",
+        "ctxhost-sdk",
+    ]);
+    cmd.env("RUSTDOCFLAGS", "-D warnings");
+    check("rustdoc (SDK)", run_checked(cmd, "rustdoc (SDK)"));
 
     if failures.is_empty() {
         step("all tests and checks passed");

@@ -13,7 +13,7 @@ pub(crate) fn compile_cached(
     cache_dir: &Path,
     digest_hex: &str,
     bytes: &[u8],
-) -> anyhow::Result<Component> {
+) -> wasmtime::Result<Component> {
     let mut h = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     let file = cache_dir.join(format!("{digest_hex}-{:016x}.cwasm", h.finish()));
@@ -34,7 +34,7 @@ pub(crate) fn compile_cached(
     Ok(component)
 }
 
-fn store(dir: &Path, file: &Path, component: &Component) -> anyhow::Result<()> {
+fn store(dir: &Path, file: &Path, component: &Component) -> wasmtime::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{}.{}", uuid::Uuid::new_v4(), "tmp"));
     std::fs::write(&tmp, component.serialize()?)?;

@@ -17,6 +17,9 @@ mod store_data;
 mod subscriber;
 mod warm;
 
+#[cfg(test)]
+mod tests;
+
 pub(crate) use config::{
     PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings, valid_name,
 };
