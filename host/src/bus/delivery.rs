@@ -5,12 +5,12 @@
 //! fsync. A failing handler is retried alone with backoff, then dead-lettered with the
 //! reason, and the stream moves on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::BusCtx;
 use super::envelope::Envelope;
-use crate::state::{CommitOutcome, StateError, Table, UnitOfWork, inbox_table, unshare};
+use crate::state::{CommitOutcome, StateError, Table, UnitOfWork, inbox_table, share, unshare};
 use crate::sync::lock;
 
 /// How often and how patiently a failing handler is retried.
@@ -75,7 +75,7 @@ async fn apply(
         let Some(ctx) = bus.subscriber(context) else {
             return Ok((Vec::new(), Some(Stop::NoSuchContext)));
         };
-        let shared = Arc::new(Mutex::new(UnitOfWork::begin(bus.db())?));
+        let shared = share(UnitOfWork::begin(bus.db())?);
         let mut done = Vec::with_capacity(run.len());
         let mut stop = None;
         for (seq, event) in run {

@@ -17,7 +17,7 @@ use super::Gateway;
 use super::problem::Problem;
 use super::routes::Resolved;
 use crate::runtime::InvokeError;
-use crate::state::{CommitOutcome, StateError, UnitOfWork, unshare};
+use crate::state::{CommitOutcome, StateError, UnitOfWork, share, unshare};
 
 /// Times a request runs again after its commit found that what it read had changed.
 const MAX_ATTEMPTS: u32 = 32;
@@ -215,9 +215,7 @@ async fn serve(
         served.attempts = attempt;
         let request = build_request(&parts, &authority, &path_and_query, body.clone())
             .map_err(GatewayError::Malformed)?;
-        let unit = Arc::new(std::sync::Mutex::new(
-            UnitOfWork::begin(gw.runtime.db()).map_err(GatewayError::Begin)?,
-        ));
+        let unit = share(UnitOfWork::begin(gw.runtime.db()).map_err(GatewayError::Begin)?);
         let reply = gw
             .runtime
             .invoke_http(ctx.clone(), unit.clone(), trace.clone(), request)

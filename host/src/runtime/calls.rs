@@ -17,7 +17,7 @@ use wasmtime::component::{ComponentExportIndex, Val};
 
 use super::context::LoadedContext;
 use super::engine::Runtime;
-use super::invoke::InvokeError;
+use super::invoke::{CallSite, InvokeError};
 use super::store_data::Invocation;
 use crate::resilience::{Attempt, Failure};
 use crate::state::SharedUnit;
@@ -89,17 +89,6 @@ fn failure_of(e: &InvokeError) -> (&'static str, Failure) {
         InvokeError::Trap { .. } => ("trapped", Failure::Trapped),
         InvokeError::Host { .. } => ("unavailable", Failure::Unavailable),
     }
-}
-
-/// Where a call between contexts runs: the caller's unit of work and trace, one level deeper.
-pub(super) struct CallSite {
-    pub(super) unit: SharedUnit,
-    pub(super) trace_id: Arc<str>,
-    pub(super) depth: u32,
-    /// CPU deadline of the callee (never above its own).
-    pub(super) deadline: Duration,
-    /// Wall-clock limit of one attempt.
-    pub(super) wall: Duration,
 }
 
 /// The host side of an import linked to another context: run the provider's export in the

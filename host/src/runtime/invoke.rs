@@ -13,14 +13,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use wasmtime::component::{ComponentExportIndex, Val};
 use wasmtime::{Store, Trap};
 
-use super::calls::CallSite;
 use super::context::LoadedContext;
 use super::engine::{Runtime, Unhealthy};
 use super::store_data::Invocation;
 use super::warm::Warm;
 use crate::bindings::{Manifest, types::Event};
 use crate::bus::Envelope;
-use crate::state::{SharedUnit, UnitOfWork};
+use crate::state::{SharedUnit, UnitOfWork, share};
 use wasmtime_wasi_http::WasiHttpView;
 
 /// Largest response body a component may produce.
@@ -412,7 +411,7 @@ impl Runtime {
         ctx: Arc<LoadedContext>,
         unit: UnitOfWork,
     ) -> Result<Result<(), String>, InvokeError> {
-        let unit = Arc::new(std::sync::Mutex::new(unit));
+        let unit = share(unit);
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("ready"), 0);
         let fut = async {
             let platform = self.platform_instance(&ctx, &mut store).await?;
@@ -431,7 +430,7 @@ impl Runtime {
         ctx: Arc<LoadedContext>,
         unit: UnitOfWork,
     ) -> Result<Manifest, InvokeError> {
-        let unit = Arc::new(std::sync::Mutex::new(unit));
+        let unit = share(unit);
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("describe"), 0);
         let platform = self.platform_instance(&ctx, &mut store).await?;
         platform
@@ -492,4 +491,15 @@ async fn within<T>(
     tokio::time::timeout(limit, fut)
         .await
         .unwrap_or_else(|_| Err(InvokeError::deadline(ctx, limit)))
+}
+
+/// Where a call between contexts runs: the caller's unit of work and trace, one level deeper.
+pub(super) struct CallSite {
+    pub(super) unit: SharedUnit,
+    pub(super) trace_id: Arc<str>,
+    pub(super) depth: u32,
+    /// CPU deadline of the callee (never above its own).
+    pub(super) deadline: Duration,
+    /// Wall-clock limit of one attempt.
+    pub(super) wall: Duration,
 }

@@ -12,7 +12,7 @@ pub(crate) use db::{
     CURSORS, DEAD_LETTERS, Db, StateError, Table, VERSIONS, context_table, db_tables, inbox_table,
 };
 pub(crate) use sequences::Sequences;
-pub(crate) use uow::{OutgoingEvent, ScanRange, SharedUnit, UnitOfWork, unshare};
+pub(crate) use uow::{OutgoingEvent, ScanRange, SharedUnit, UnitOfWork, share, unshare};
 
 #[cfg(test)]
 mod tests;

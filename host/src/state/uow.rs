@@ -55,6 +55,11 @@ pub struct Savepoint {
 /// with [`crate::sync::lock`].
 pub(crate) type SharedUnit = std::sync::Arc<std::sync::Mutex<UnitOfWork>>;
 
+/// `unit`, to be shared by the invocation that owns it and the contexts it calls.
+pub(crate) fn share(unit: UnitOfWork) -> SharedUnit {
+    std::sync::Arc::new(std::sync::Mutex::new(unit))
+}
+
 /// Sole ownership of a shared unit again, once every invocation that used it has ended;
 /// `None` while another holder remains (a host bug: an invocation outlived its request).
 pub(crate) fn unshare(shared: SharedUnit) -> Option<UnitOfWork> {
