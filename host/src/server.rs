@@ -84,6 +84,8 @@ impl Host {
 /// contexts (the version deployed last, or the configured file), the event transport, hot
 /// swap with self-healing and the watched directory.
 pub async fn build(settings: &Settings) -> Result<Host, StartError> {
+    // First what can be refused without touching the disk: the gateway's rate limits.
+    let limiter = Arc::new(RateLimiter::new(settings.rate_limit.clone())?);
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
         path: settings.data_dir.clone(),
         source,
@@ -124,7 +126,6 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     if let Some(dir) = &settings.watch_dir {
         watch_dir(swapper.clone(), dir.clone());
     }
-    let limiter = Arc::new(RateLimiter::new(settings.rate_limit.clone())?);
     let gateway = Arc::new(Gateway {
         runtime: runtime.clone(),
         routes,
