@@ -69,12 +69,7 @@ impl InProcess {
             }
             None => Body::empty(),
         };
-        let res = self
-            .router
-            .clone()
-            .oneshot(req.body(body).expect("a valid request"))
-            .await
-            .expect("the router answers every request");
+        let res = self.raw(req.body(body).expect("a valid request")).await;
         let header_text = |name: &str| {
             res.headers()
                 .get(name)
@@ -99,6 +94,15 @@ impl InProcess {
             body: String::from_utf8_lossy(&bytes).into_owned(),
             context_version,
         }
+    }
+
+    /// Send `req` as it is (no admin token added) and return the router's answer.
+    async fn raw(&self, req: Request<Body>) -> http::Response<Body> {
+        self.router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router answers every request")
     }
 
     async fn get(&self, path: &str) -> Resp {
@@ -302,16 +306,13 @@ async fn a_context_answer_names_its_version_and_every_answer_its_trace() {
     // A traceparent's trace id is taken over.
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let res = host
-        .router
-        .clone()
-        .oneshot(
+        .raw(
             Request::get("/nope")
                 .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
                 .body(Body::empty())
                 .expect("a valid request"),
         )
-        .await
-        .expect("an answer");
+        .await;
     assert_eq!(res.status(), 404);
     assert_eq!(
         res.headers()
@@ -325,15 +326,12 @@ async fn a_context_answer_names_its_version_and_every_answer_its_trace() {
 async fn the_admin_api_needs_its_token() {
     let host = InProcess::start(HostOptions::new()).await;
     let res = host
-        .router
-        .clone()
-        .oneshot(
+        .raw(
             Request::get("/admin/plugins")
                 .body(Body::empty())
                 .expect("a valid request"),
         )
-        .await
-        .expect("an answer");
+        .await;
     assert_eq!(res.status(), 401);
     assert_eq!(
         res.headers()
@@ -343,15 +341,12 @@ async fn the_admin_api_needs_its_token() {
     );
     // The probes stay open.
     let res = host
-        .router
-        .clone()
-        .oneshot(
+        .raw(
             Request::get("/readyz")
                 .body(Body::empty())
                 .expect("a valid request"),
         )
-        .await
-        .expect("an answer");
+        .await;
     assert_eq!(res.status(), 200);
 }
 
