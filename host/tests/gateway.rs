@@ -323,6 +323,41 @@ async fn a_context_answer_names_its_version_and_every_answer_its_trace() {
 }
 
 #[tokio::test]
+async fn the_host_header_cannot_change_the_path_the_component_sees() {
+    let host = InProcess::start(HostOptions::new()).await;
+    let car = host.create_car("Avante", 5).await;
+    let order = host
+        .post_json(
+            "/orders",
+            &json!({"carId": car, "qty": 1, "customerId": "alice"}),
+        )
+        .await
+        .expect(201);
+    let id = order["id"].as_u64().expect("an order id");
+    // Routed as a cancel; a Host of `x/orders?` once made the component see `POST /orders`
+    // and place a new order from this body instead.
+    let body = json!({"carId": car, "qty": 1, "customerId": "mallory"}).to_string();
+    let cancel = |host_header: &'static str| {
+        Request::post(format!("/orders/{id}/cancel"))
+            .header(header::HOST, host_header)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.clone()))
+            .expect("a valid request")
+    };
+    for forged in ["x/orders?", "x?y", "a b"] {
+        let res = host.raw(cancel(forged)).await;
+        assert_eq!(res.status(), 400, "Host: {forged}");
+    }
+    assert_eq!(host.list("/orders").await.len(), 1, "no order was placed");
+    assert_eq!(host.list("/payments").await.len(), 1, "no payment was made");
+    // A real authority, with a port, reaches the component with the routed path.
+    let res = host.raw(cancel("rental.example:8080")).await;
+    assert_eq!(res.status(), 200);
+    let order = host.get(&format!("/orders/{id}")).await.expect(200);
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+}
+
+#[tokio::test]
 async fn the_admin_api_needs_its_token() {
     let host = InProcess::start(HostOptions::new()).await;
     let res = host

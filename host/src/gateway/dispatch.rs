@@ -10,7 +10,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, header};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::Full;
 
 use super::Gateway;
@@ -70,6 +71,8 @@ pub(crate) enum GatewayError {
     NotLoaded(Arc<str>),
     #[error("the request body is over the limit of {0} bytes")]
     TooLarge(usize),
+    #[error("the Host header is not a valid authority (host[:port])")]
+    BadHost,
     #[error("malformed request: {0}")]
     Malformed(#[source] http::Error),
     #[error(transparent)]
@@ -104,7 +107,7 @@ impl IntoResponse for GatewayError {
                     .into_response()
             }
             GatewayError::TooLarge(limit) => Problem::too_large("the request body", limit),
-            GatewayError::Malformed(_) => {
+            GatewayError::Malformed(_) | GatewayError::BadHost => {
                 Problem::new(StatusCode::BAD_REQUEST, detail).into_response()
             }
             GatewayError::Invoke(e) => failure(&e),
@@ -199,17 +202,22 @@ async fn serve(
     let body = axum::body::to_bytes(body, gw.body_limit)
         .await
         .map_err(|_| GatewayError::TooLarge(gw.body_limit))?;
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
+    // The component sees exactly the path and query that were routed; the Host header only
+    // names the authority, and one that is not an authority is refused (it could otherwise
+    // rewrite the path the component sees and bypass the route's rules).
+    let authority = match parts.headers.get(header::HOST) {
+        None => Authority::from_static("localhost"),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse::<Authority>().ok())
+            .ok_or(GatewayError::BadHost)?,
+    };
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
     for attempt in 1..=MAX_ATTEMPTS {
         served.attempts = attempt;
@@ -240,13 +248,18 @@ async fn serve(
 
 fn build_request(
     parts: &http::request::Parts,
-    authority: &str,
-    path_and_query: &str,
+    authority: &Authority,
+    path_and_query: &PathAndQuery,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path_and_query.clone())
+        .build()?;
     let mut builder = Request::builder()
         .method(parts.method.clone())
-        .uri(format!("http://{authority}{path_and_query}"))
+        .uri(uri)
         .version(parts.version);
     if let Some(h) = builder.headers_mut() {
         *h = parts.headers.clone();

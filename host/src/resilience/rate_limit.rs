@@ -37,7 +37,8 @@ impl Bucket {
         if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / rate.per_sec)
+            // A tiny rate can make the wait longer than a Duration holds: wait "forever".
+            Duration::try_from_secs_f64((1.0 - self.tokens) / rate.per_sec).unwrap_or(Duration::MAX)
         }
     }
 }
@@ -301,6 +302,23 @@ mod tests {
         let later = t0 + Duration::from_secs(5);
         assert!(l.check("GET", "/cars", "g", later).is_ok());
         assert!(l.snapshot()["trackedBuckets"].as_u64().unwrap_or(99) <= 4);
+    }
+
+    #[test]
+    fn a_tiny_rate_refuses_without_panicking() {
+        let l = RateLimiter::new(RateLimitSettings {
+            client: Some(Rate {
+                per_sec: 1e-300,
+                burst: 1,
+            }),
+            max_clients: 4,
+            routes: Vec::new(),
+        })
+        .expect("valid");
+        let t0 = Instant::now();
+        assert!(l.check("GET", "/cars", "a", t0).is_ok());
+        let refused = l.check("GET", "/cars", "a", t0).expect_err("over the rate");
+        assert_eq!(refused.retry_after, Duration::MAX);
     }
 
     #[test]
