@@ -10,7 +10,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::{WasiHttp, WasiHttpView};
 
-use super::invoke::Cause;
+use super::invoke::{Cause, cause};
 use super::registry::Registry;
 use super::store_data::Invocation;
 use crate::state::{Committer, Db, Sequences};
@@ -45,10 +45,10 @@ pub struct EngineError {
 }
 
 impl EngineError {
-    fn at(stage: &'static str) -> impl FnOnce(wasmtime::Error) -> Self {
+    fn at(stage: &'static str) -> impl Fn(wasmtime::Error) -> Self {
         move |e| EngineError {
             stage,
-            source: Box::<dyn std::error::Error + Send + Sync>::from(e).into(),
+            source: cause(e),
         }
     }
 }
@@ -146,7 +146,7 @@ impl Runtime {
 
         let mut linker = Linker::<Invocation>::new(&engine);
         let link = EngineError::at("link the host's imports");
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(&link)?;
         // Only the HTTP types: no `outgoing-handler`, so a context cannot reach the network
         // (and an invocation re-run after a conflict cannot repeat an outside effect).
         let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
@@ -155,9 +155,9 @@ impl Runtime {
             &(&options).into(),
             <Invocation as WasiHttpView>::http,
         )
-        .map_err(EngineError::at("link the host's imports"))?;
+        .map_err(&link)?;
         crate::capabilities::add_to_linker(&mut linker, |s: &mut Invocation| &mut s.caps)
-            .map_err(EngineError::at("link the host's imports"))?;
+            .map_err(&link)?;
 
         let sequences = Arc::new(Sequences::new(db.clone()));
         let resilience = crate::resilience::Resilience::new(settings.resilience.clone());

@@ -36,6 +36,11 @@ pub struct HttpReply {
 /// The error behind an invocation that failed, kept whole for the log and the source chain.
 pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A wasmtime error as a [`Cause`], its chain kept.
+pub(super) fn cause(e: wasmtime::Error) -> Cause {
+    Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(e))
+}
+
 /// What an invocation was doing when the host failed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -107,10 +112,6 @@ impl InvokeError {
         }
     }
 
-    fn wasm(ctx: &LoadedContext, stage: Stage, e: wasmtime::Error) -> Self {
-        Self::host(ctx, stage, e)
-    }
-
     fn deadline(ctx: &LoadedContext, limit: Duration) -> Self {
         InvokeError::Deadline {
             context: ctx.name.clone(),
@@ -166,7 +167,7 @@ impl Runtime {
             context: ctx.name.clone(),
             version: ctx.short_id(),
             message,
-            source: Box::<dyn std::error::Error + Send + Sync>::from(e).into(),
+            source: cause(e),
         }
     }
 
@@ -229,7 +230,7 @@ impl Runtime {
         let proxy = ctx
             .proxy
             .load(&mut warm.store, &warm.instance)
-            .map_err(|e| InvokeError::wasm(&ctx, Stage::Exports, e))?;
+            .map_err(|e| InvokeError::host(&ctx, Stage::Exports, e))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = warm
             .store
@@ -239,13 +240,13 @@ impl Runtime {
                 wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
                 request,
             )
-            .map_err(|e| InvokeError::wasm(&ctx, Stage::Request, e))?;
+            .map_err(|e| InvokeError::host(&ctx, Stage::Request, e))?;
         let out = warm
             .store
             .data_mut()
             .http()
             .new_response_outparam(tx)
-            .map_err(|e| InvokeError::wasm(&ctx, Stage::Request, e))?;
+            .map_err(|e| InvokeError::host(&ctx, Stage::Request, e))?;
         // The guest writes its body while the host drains it, both in this task. A failed
         // call ends the wait at once (the response outparam may still sit in its store).
         let collect = async {
@@ -322,7 +323,7 @@ impl Runtime {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| InvokeError::wasm(ctx, Stage::Instantiate, e))?;
+            .map_err(|e| InvokeError::host(ctx, Stage::Instantiate, e))?;
         ctx.warm.created_one();
         Ok(Warm {
             store,
@@ -377,7 +378,7 @@ impl Runtime {
             let platform = ctx
                 .platform
                 .load(&mut warm.store, &warm.instance)
-                .map_err(|e| InvokeError::wasm(&ctx, Stage::Exports, e))?;
+                .map_err(|e| InvokeError::host(&ctx, Stage::Exports, e))?;
             let outcome = platform
                 .ctxhost_platform_subscriber()
                 .call_handle(&mut warm.store, &arg)
@@ -399,10 +400,10 @@ impl Runtime {
             .pre
             .instantiate_async(&mut *store)
             .await
-            .map_err(|e| InvokeError::wasm(ctx, Stage::Instantiate, e))?;
+            .map_err(|e| InvokeError::host(ctx, Stage::Instantiate, e))?;
         ctx.platform
             .load(&mut *store, &instance)
-            .map_err(|e| InvokeError::wasm(ctx, Stage::Exports, e))
+            .map_err(|e| InvokeError::host(ctx, Stage::Exports, e))
     }
 
     /// Run `ctx`'s readiness check.

@@ -15,7 +15,7 @@ use super::cache::compile_cached;
 use super::context::{ContextLimits, LoadedContext, RouteSpec};
 use super::engine::Runtime;
 use super::health::{Health, HealthPolicy};
-use super::invoke::{Cause, InvokeError};
+use super::invoke::{Cause, InvokeError, cause};
 use super::linking::{check_compatible, define_forwarder, interfaces};
 use crate::bindings::PlatformIndices;
 use crate::state::{StateError, UnitOfWork, db_tables};
@@ -298,7 +298,7 @@ impl Runtime {
             }
             define_forwarder(&mut linker, &iface, &funcs).map_err(|e| LoadError::Link {
                 context: name.clone(),
-                source: Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(e)),
+                source: cause(e),
             })?;
             imports.push(iface);
         }
