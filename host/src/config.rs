@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -44,6 +45,14 @@ pub enum ConfigError {
         #[source]
         source: std::net::AddrParseError,
     },
+    #[error("cannot read the admin token file {path}: {source}")]
+    AdminTokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid setting http.{key}: {reason}")]
+    Http { key: &'static str, reason: String },
     #[error(transparent)]
     Runtime(#[from] RuntimeConfigError),
     #[error(transparent)]
@@ -61,6 +70,7 @@ struct FileConfig {
     contexts: Option<Vec<String>>,
     body_limit: Option<usize>,
     admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
     upload_limit_mb: Option<usize>,
     watch_dir: Option<PathBuf>,
     // The runtime's keys (see `runtime::RuntimeFile`).
@@ -69,6 +79,7 @@ struct FileConfig {
     memory_limit_mb: Option<usize>,
     instance_reuse: Option<u32>,
     max_instances: Option<u32>,
+    compile_timeout_ms: Option<u64>,
     #[serde(default)]
     plugins: BTreeMap<String, PluginEntry>,
     #[serde(default)]
@@ -76,6 +87,83 @@ struct FileConfig {
     #[serde(default)]
     rate_limit: RateLimitFile,
     amqp: Option<AmqpFile>,
+    #[serde(default)]
+    http: HttpFile,
+}
+
+/// The `[http]` table: how long and how many connections a client may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    header_timeout_ms: Option<u64>,
+    body_idle_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    drain_timeout_ms: Option<u64>,
+}
+
+/// Bounds on client connections, so slow or idle clients cannot hold the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Longest wait for a request's head, from the connection's start or the end of the
+    /// previous answer: also how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// Longest pause between two parts of a request body.
+    pub body_idle_timeout: Duration,
+    /// Longest time to read a whole request body.
+    pub body_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// After a shutdown signal, how long requests in flight may finish before the
+    /// remaining connections are closed.
+    pub drain_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl HttpSettings {
+    fn resolve(f: &HttpFile) -> Result<Self, ConfigError> {
+        let d = HttpSettings::default();
+        let ms = |key: &'static str, v: Option<u64>, default: Duration| match v {
+            None => Ok(default),
+            Some(0) => Err(ConfigError::Http {
+                key,
+                reason: "must be above 0".into(),
+            }),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+        };
+        let max_connections = match f.max_connections {
+            None => d.max_connections,
+            Some(0) => {
+                return Err(ConfigError::Http {
+                    key: "max_connections",
+                    reason: "must be above 0".into(),
+                });
+            }
+            Some(n) => n,
+        };
+        Ok(HttpSettings {
+            header_timeout: ms("header_timeout_ms", f.header_timeout_ms, d.header_timeout)?,
+            body_idle_timeout: ms(
+                "body_idle_timeout_ms",
+                f.body_idle_timeout_ms,
+                d.body_idle_timeout,
+            )?,
+            body_timeout: ms("body_timeout_ms", f.body_timeout_ms, d.body_timeout)?,
+            max_connections,
+            drain_timeout: ms("drain_timeout_ms", f.drain_timeout_ms, d.drain_timeout)?,
+        })
+    }
 }
 
 /// What flags and environment variables set (`None`: not given).
@@ -86,6 +174,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub contexts: Option<String>,
     pub admin_token: Option<String>,
+    /// A file holding the admin token (read at start).
+    pub admin_token_file: Option<PathBuf>,
     /// RabbitMQ URL; selects the RabbitMQ transport.
     pub amqp_url: Option<String>,
 }
@@ -101,6 +191,8 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Bounds on client connections (`[http]`).
+    pub http: HttpSettings,
     /// The gateway's rate limits.
     pub rate_limit: RateLimitSettings,
     /// Bearer token of the admin API (`None`: generated at start).
@@ -158,6 +250,7 @@ impl Settings {
             memory_limit_mb: file.memory_limit_mb,
             instance_reuse: file.instance_reuse,
             max_instances: file.max_instances,
+            compile_timeout_ms: file.compile_timeout_ms,
             plugins: file.plugins,
         };
         let deadline = runtime_file.default_deadline();
@@ -177,23 +270,49 @@ impl Settings {
             no_plugin,
         )?;
         let amqp = AmqpSettings::resolve(ov.amqp_url, file.amqp)?;
+        // The token: the environment, else a token file (flag, then file key), else the
+        // file's own `admin_token`; none of them on the command line, where `ps` shows it.
+        let token_file = ov.admin_token_file.or(file.admin_token_file.map(relative));
+        let admin_token = match (ov.admin_token, token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => Some(read_token(&path)?),
+            (None, None) => file.admin_token,
+        };
         let rate_limit = RateLimitSettings::resolve(&file.rate_limit)?;
+        let http = HttpSettings::resolve(&file.http)?;
         Ok(Settings {
             listen,
             data_dir,
             runtime,
             body_limit: file.body_limit.unwrap_or(1024 * 1024),
+            http,
             rate_limit,
-            admin_token: ov
-                .admin_token
-                .or(file.admin_token)
-                .filter(|t| !t.is_empty()),
+            admin_token: admin_token.filter(|t| !t.is_empty()),
             upload_limit: file.upload_limit_mb.unwrap_or(64) * 1024 * 1024,
             watch_dir: file.watch_dir.map(relative),
             config_file,
             amqp,
         })
     }
+}
+
+/// The admin token kept in `path` (surrounding whitespace removed); empty is refused.
+fn read_token(path: &Path) -> Result<String, ConfigError> {
+    let err = |source| ConfigError::AdminTokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let token = std::fs::read_to_string(path)
+        .map_err(err)?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        )));
+    }
+    Ok(token)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -41,6 +41,6 @@ mod swap;
 mod sync;
 mod time;
 
-pub use config::{ConfigError, Overrides, Settings};
+pub use config::{ConfigError, HttpSettings, Overrides, Settings};
 pub use runtime::engine_config;
 pub use server::{Host, StartError, build, run, serve};

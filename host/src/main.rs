@@ -35,9 +35,11 @@ enum Command {
         /// Comma-separated contexts this process runs [default: all configured].
         #[arg(long, env = "CTXHOST_CONTEXTS")]
         contexts: Option<String>,
-        /// Bearer token of the admin API [default: generated into <data dir>/admin-token].
-        #[arg(long, env = "CTXHOST_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: Option<String>,
+        /// File holding the bearer token of the admin API (or set CTXHOST_ADMIN_TOKEN; a
+        /// token is never taken on the command line, where `ps` shows it) [default:
+        /// generated into <data dir>/admin-token].
+        #[arg(long, env = "CTXHOST_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
         /// RabbitMQ URL (amqp://user:pass@host:port/vhost); selects the RabbitMQ event
         /// transport [default: the embedded bus].
         #[arg(long, env = "CTXHOST_AMQP_URL", hide_env_values = true)]
@@ -56,9 +58,10 @@ struct AdminTarget {
     /// Base URL of the running host.
     #[arg(long, env = "CTXHOST_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// Admin token [default: read from <data dir>/admin-token].
-    #[arg(long, env = "CTXHOST_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// File holding the admin token (or set CTXHOST_ADMIN_TOKEN; a token is never taken
+    /// on the command line, where `ps` shows it) [default: <data dir>/admin-token].
+    #[arg(long, env = "CTXHOST_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Data directory of the host, to read its generated admin token.
     #[arg(long, env = "CTXHOST_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -97,6 +100,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -109,7 +114,7 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 data_dir,
                 contexts,
-                admin_token,
+                admin_token_file,
                 amqp_url,
             } => {
                 let settings = Settings::resolve(Overrides {
@@ -117,7 +122,8 @@ fn main() -> anyhow::Result<()> {
                     listen,
                     data_dir,
                     contexts,
-                    admin_token,
+                    admin_token: env_token(),
+                    admin_token_file,
                     amqp_url,
                 })?;
                 Ok(ctxhost::run(settings, shutdown_signal()).await?)
@@ -158,17 +164,28 @@ async fn shutdown_signal() {
     }
 }
 
+/// The admin token from the environment, where only the process's owner can read it.
+fn env_token() -> Option<String> {
+    std::env::var("CTXHOST_ADMIN_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 impl AdminTarget {
     fn token(&self) -> anyhow::Result<String> {
-        if let Some(t) = &self.token {
-            return Ok(t.clone());
+        if let Some(t) = env_token() {
+            return Ok(t);
         }
-        let path = self.data_dir.join("admin-token");
+        let path = self
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin-token"));
         std::fs::read_to_string(&path)
             .map(|t| t.trim().to_string())
             .with_context(|| {
                 format!(
-                    "no admin token: pass --token, set CTXHOST_ADMIN_TOKEN, or point --data-dir at the host's data directory (cannot read {})",
+                    "no admin token: set CTXHOST_ADMIN_TOKEN, pass --token-file, or point --data-dir at the host's data directory (cannot read {})",
                     path.display()
                 )
             })

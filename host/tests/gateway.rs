@@ -6,8 +6,11 @@
 //! What needs a real process (kill -9, restarts, RabbitMQ, hot swap under load) stays in
 //! `tests/tests/`.
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use ctxhost::{Overrides, Settings};
 use ctxhost_tests::{ADMIN_TOKEN, HostOptions, PLUGINS, Resp, TestDir, as_list, text};
 use http::{Method, Request, header};
@@ -69,7 +72,11 @@ impl InProcess {
             }
             None => Body::empty(),
         };
-        let res = self.raw(req.body(body).expect("a valid request")).await;
+        let mut req = req.body(body).expect("a valid request");
+        // As the server does for a real connection: the peer's address.
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let res = self.raw(req).await;
         let header_text = |name: &str| {
             res.headers()
                 .get(name)
@@ -388,7 +395,9 @@ async fn the_admin_api_needs_its_token() {
 #[tokio::test]
 async fn gateway_rate_limits_refuse_the_excess_with_429() {
     let host = InProcess::start(HostOptions::new().host_config(
-        "[rate_limit.routes.\"GET /cars\"]
+        "[rate_limit]
+client_header = \"x-client-id\"
+[rate_limit.routes.\"GET /cars\"]
 client_rate = 1.0
 client_burst = 5
 [rate_limit.routes.\"GET /payments\"]
@@ -429,6 +438,33 @@ burst = 3
     let p = r.expect_problem(429);
     assert!(text(&p, "detail").contains("GET /payments"), "{p}");
     assert_eq!(r.retry_after.as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn a_client_named_by_an_untrusted_header_is_still_limited_by_its_address() {
+    let host = InProcess::start(HostOptions::new().host_config(
+        "[rate_limit]
+client_rate = 1.0
+client_burst = 3
+",
+    ))
+    .await;
+    // Without `client_header`, `x-client-id` is the client's own claim: a fresh value per
+    // request must not buy a fresh bucket.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let who = format!("random-{i}");
+        statuses.push(
+            host.send_as(Method::GET, "/cars", None, Some(who.as_str()))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429, 429],
+        "one peer, one bucket"
+    );
 }
 
 #[tokio::test]

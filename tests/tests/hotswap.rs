@@ -199,6 +199,85 @@ async fn hotswap_bad_uploads_are_refused_with_their_reason_and_the_old_version_s
 }
 
 #[tokio::test]
+async fn hotswap_a_describe_that_never_returns_is_refused_within_its_deadline() {
+    let host = Host::start(
+        HostOptions::new()
+            .with_chaos()
+            .plugin_setting("chaos", "deadline_ms = 300"),
+    );
+    let before = digest_of(&host, "chaos").await;
+    host.post_json(
+        "/chaos/write",
+        &json!({"key": "hang-describe", "value": "x"}),
+    )
+    .await
+    .expect(200);
+    // Its `describe` sleeps in a host call for an hour: the deployment must still answer,
+    // within the invocation's wall-clock backstop (2 x 300 ms + 1 s), not hang.
+    let started = std::time::Instant::now();
+    let problem = deploy(&host, "chaos", with_marker(&wasm("chaos"), "hangs"))
+        .await
+        .expect_problem(422);
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("chaos: describe failed"), "{detail}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    // The swap lock was released and the running version stays.
+    assert_eq!(digest_of(&host, "chaos").await, before);
+    host.get("/chaos/ok").await.expect(200);
+    deploy(&host, "car", with_marker(&wasm("car"), "after-hang"))
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn hotswap_a_kept_version_that_no_longer_loads_falls_back_to_the_configured_file() {
+    let mut host = Host::start(HostOptions::new());
+    let configured = digest_of(&host, "car").await;
+    let deployed = deploy(&host, "car", with_marker(&wasm("car"), "kept"))
+        .await
+        .expect(200)["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    host.stop();
+    // The kept file is damaged while the host is down (a newer host refusing an old
+    // version looks the same from here: the version does not load).
+    let hex = deployed.trim_start_matches("sha256:");
+    let kept = host
+        .data_dir()
+        .join("plugins")
+        .join("car")
+        .join(format!("{hex}.wasm"));
+    std::fs::write(&kept, b"\0asm\x0d\0\x01\0 damaged").expect("damage the kept version");
+    host.start_again();
+    let list = host.get_list("/admin/plugins").await;
+    let car = list
+        .iter()
+        .find(|p| p["name"] == "car")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(car["digest"], configured.as_str(), "{car}");
+    let origin = car["origin"].as_str().unwrap_or_default();
+    assert!(
+        origin.starts_with("config ") && origin.contains("did not load") && origin.contains(hex),
+        "{origin}"
+    );
+    assert!(
+        host.log_tail(200)
+            .contains("the version deployed last does not load"),
+        "the log says so"
+    );
+    host.create_car("Fallback", 1).await;
+    // The fallback is now the running version: the next start runs it without complaint.
+    host.restart();
+    assert_eq!(digest_of(&host, "car").await, configured);
+}
+
+#[tokio::test]
 async fn hotswap_rollback_returns_to_the_previous_version_and_versions_survive_restart() {
     let mut host = Host::start(HostOptions::new());
     let v1 = digest_of(&host, "car").await;
@@ -334,6 +413,18 @@ async fn hotswap_a_changed_file_in_the_watched_directory_is_deployed() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(digest_of(&host, "view").await, after);
     host.get("/availability").await.expect(200);
+    // A file whose name is not a valid context name is refused, as an upload would be,
+    // however good the component.
+    std::fs::write(watch.join("Chaos.wasm"), wasm("chaos")).expect("write");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let names: Vec<Value> = host
+        .get_list("/admin/plugins")
+        .await
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert!(!names.contains(&Value::from("Chaos")), "{names:?}");
+    host.get("/chaos/ok").await.expect(404);
     let _ = std::fs::remove_dir_all(&watch);
 }
 

@@ -29,11 +29,13 @@ async fn isolation_each_misbehaviour_fails_only_its_own_request() {
         }
     });
 
+    // The answer names the context and the trace; the cause (wasmtime's words) is only in
+    // the host's log, under that trace id.
     let cases = [
-        ("/chaos/panic", 500, "trapped"),
+        ("/chaos/panic", 500, "chaos trapped"),
         ("/chaos/trap", 500, "unreachable"),
-        ("/chaos/overflow", 500, "trapped"),
-        ("/chaos/alloc", 500, "trapped"),
+        ("/chaos/overflow", 500, "chaos trapped"),
+        ("/chaos/alloc", 500, "chaos trapped"),
         ("/chaos/loop", 504, "deadline of 300 ms"),
     ];
     for round in 0..2 {
@@ -42,9 +44,31 @@ async fn isolation_each_misbehaviour_fails_only_its_own_request() {
             let problem = host.get(path).await.expect_problem(status);
             let detail = problem["detail"].as_str().unwrap_or_default();
             assert!(
-                detail.starts_with("chaos ") && detail.contains(cause),
+                detail.starts_with("chaos "),
                 "round {round}, {path}: {detail}"
             );
+            if status == 500 {
+                assert!(
+                    !detail.contains("wasm") && !detail.contains(cause),
+                    "round {round}, {path}: the answer leaks the cause: {detail}"
+                );
+                let trace = detail
+                    .split("(trace ")
+                    .nth(1)
+                    .and_then(|t| t.strip_suffix(')'))
+                    .unwrap_or_else(|| panic!("{path}: no trace id in {detail:?}"));
+                let log = host.log_tail(4000);
+                assert!(
+                    log.lines().any(|l| l.contains(trace) && l.contains(cause)),
+                    "{path}: no log line with trace {trace} and {cause:?}:\n{}",
+                    log.lines()
+                        .filter(|l| l.contains(trace))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            } else {
+                assert!(detail.contains(cause), "round {round}, {path}: {detail}");
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(5),
                 "{path} took {:?}",
@@ -72,6 +96,53 @@ async fn isolation_each_misbehaviour_fails_only_its_own_request() {
         "{chaos}"
     );
     assert_eq!(chaos["limits"]["deadlineMs"], 300);
+}
+
+#[tokio::test]
+async fn isolation_guest_stderr_is_logged_escaped_tagged_and_capped() {
+    let host = Host::start(HostOptions::new().with_chaos());
+    let forged = "2030-01-01T00:00:00.000000Z  INFO ctxhost: forged by a guest";
+    host.post_json(
+        "/chaos/stderr",
+        &json!({"text": format!("hello\n{forged}\n\u{1b}[31mred\n"), "times": 1}),
+    )
+    .await
+    .expect(200);
+    // 1 MiB of output: the host keeps 64 KiB of it.
+    host.post_json(
+        "/chaos/stderr",
+        &json!({"text": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", "times": 16384}),
+    )
+    .await
+    .expect(200);
+    let log = host.log_tail(100_000);
+    let guest: Vec<&str> = log.lines().filter(|l| l.contains("guest stderr")).collect();
+    assert!(
+        guest
+            .iter()
+            .any(|l| l.contains("context=chaos") && l.contains("hello")),
+        "{guest:?}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with(forged)),
+        "a guest forged a host log line"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a raw escape sequence reached the log"
+    );
+    let kept = guest
+        .iter()
+        .filter(|l| l.contains("0123456789abcdef"))
+        .count();
+    assert!(
+        kept > 0 && kept * 64 <= 64 * 1024,
+        "{kept} lines of 64 bytes kept"
+    );
+    assert!(
+        log.contains("guest stderr over its cap"),
+        "the dropped part is reported"
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use crate::swap::SwapError;
 fn refused(e: SwapError) -> Response {
     let status = match &e {
         SwapError::Load(_) | SwapError::Routes(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        SwapError::InvalidName(_) => StatusCode::BAD_REQUEST,
         SwapError::NoPrevious(_) => StatusCode::CONFLICT,
         SwapError::Unknown(_) => StatusCode::NOT_FOUND,
         SwapError::MissingArtifact { .. } | SwapError::Artifact { .. } | SwapError::Storage(_) => {
@@ -33,11 +34,7 @@ pub(super) async fn deploy(
     body: Body,
 ) -> Response {
     if !valid_name(&name) {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            format!("{name:?} is not a valid context name (lowercase letters, digits, '-', '_')"),
-        )
-        .into_response();
+        return refused(SwapError::InvalidName(name));
     }
     let bytes = match axum::body::to_bytes(body, app.upload_limit).await {
         Ok(b) => b,

@@ -15,12 +15,15 @@ use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::Full;
 
 use super::Gateway;
+use super::body::{BodyError, BodyLimits, read_body};
 use super::problem::Problem;
 use super::routes::Resolved;
+use crate::resilience::contention_backoff;
 use crate::runtime::InvokeError;
 use crate::state::{CommitOutcome, StateError, UnitOfWork, share, unshare};
 
-/// Times a request runs again after its commit found that what it read had changed.
+/// Times a request runs in all when its commit keeps finding that what it read had
+/// changed (each re-run after a growing, jittered wait: `contention_backoff`).
 const MAX_ATTEMPTS: u32 = 32;
 
 /// Header carrying the request's trace id back to the client.
@@ -71,6 +74,10 @@ pub(crate) enum GatewayError {
     NotLoaded(Arc<str>),
     #[error("the request body is over the limit of {0} bytes")]
     TooLarge(usize),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    #[error("the request body could not be read: {0}")]
+    BodyUnreadable(#[source] axum::Error),
     #[error("the Host header is not a valid authority (host[:port])")]
     BadHost,
     #[error("malformed request: {0}")]
@@ -87,8 +94,11 @@ pub(crate) enum GatewayError {
     Contention(Arc<str>),
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
+impl GatewayError {
+    /// The answer to the client. It carries what the client can act on; causes inside the
+    /// host (storage, wasmtime) go to the log with the request's trace id, which the
+    /// answer's `x-trace-id` header repeats.
+    fn respond(self, trace: &str) -> Response {
         let detail = self.to_string();
         match self {
             GatewayError::MethodNotAllowed { allowed, .. } => {
@@ -101,27 +111,43 @@ impl IntoResponse for GatewayError {
             GatewayError::NotFound { .. } => {
                 Problem::new(StatusCode::NOT_FOUND, detail).into_response()
             }
-            GatewayError::NotLoaded(_) | GatewayError::Commit(_) | GatewayError::Contention(_) => {
+            GatewayError::NotLoaded(_) | GatewayError::Contention(_) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
                     .retry_after(1)
                     .into_response()
             }
+            GatewayError::Commit(e) => {
+                tracing::error!(error = %e, trace_id = %trace, "cannot store a request's changes");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the host cannot store changes right now; nothing was stored, try again shortly",
+                )
+                .title("Storage unavailable")
+                .retry_after(STORAGE_RETRY_AFTER)
+                .into_response()
+            }
             GatewayError::TooLarge(limit) => Problem::too_large("the request body", limit),
-            GatewayError::Malformed(_) | GatewayError::BadHost => {
+            GatewayError::BodyTimeout(_) => Problem::body_timeout(detail),
+            GatewayError::Malformed(_)
+            | GatewayError::BadHost
+            | GatewayError::BodyUnreadable(_) => {
                 Problem::new(StatusCode::BAD_REQUEST, detail).into_response()
             }
-            GatewayError::Invoke(e) => failure(&e),
+            GatewayError::Invoke(e) => failure(&e, trace),
             GatewayError::Begin(_) | GatewayError::UnitInUse(_) => {
-                tracing::error!(error = %detail, "internal error");
+                tracing::error!(error = %detail, trace_id = %trace, "internal error");
                 Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error of the host",
+                    format!("internal error of the host (trace {trace})"),
                 )
                 .into_response()
             }
         }
     }
 }
+
+/// Seconds a client is told to wait when storage fails.
+const STORAGE_RETRY_AFTER: u64 = 5;
 
 /// What the log line of a request tells besides its status.
 #[derive(Default)]
@@ -141,7 +167,7 @@ pub(crate) async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>)
     let mut served = Served::default();
     let mut response = serve(&gw, req, trace.clone(), &mut served)
         .await
-        .unwrap_or_else(IntoResponse::into_response);
+        .unwrap_or_else(|e| e.respond(&trace));
     if let Ok(v) = HeaderValue::from_str(&trace) {
         response.headers_mut().insert(TRACE_HEADER, v);
     }
@@ -199,9 +225,16 @@ async fn serve(
     if declared.is_some_and(|n| n > gw.body_limit) {
         return Err(GatewayError::TooLarge(gw.body_limit));
     }
-    let body = axum::body::to_bytes(body, gw.body_limit)
-        .await
-        .map_err(|_| GatewayError::TooLarge(gw.body_limit))?;
+    let limits = BodyLimits {
+        max_bytes: gw.body_limit,
+        idle: gw.body_idle_timeout,
+        total: gw.body_timeout,
+    };
+    let body = read_body(body, limits).await.map_err(|e| match e {
+        BodyError::TooLarge(limit) => GatewayError::TooLarge(limit),
+        BodyError::Timeout(limit) => GatewayError::BodyTimeout(limit),
+        BodyError::Unreadable(e) => GatewayError::BodyUnreadable(e),
+    })?;
     // The component sees exactly the path and query that were routed; the Host header only
     // names the authority, and one that is not an authority is refused (it could otherwise
     // rewrite the path the component sees and bypass the route's rules).
@@ -240,7 +273,8 @@ async fn serve(
             .map_err(GatewayError::Commit)?
         {
             CommitOutcome::Committed { .. } => return Ok(into_response(reply, &ctx)),
-            CommitOutcome::Conflict => continue,
+            // Others write the same keys: wait a little, jittered, before running again.
+            CommitOutcome::Conflict => tokio::time::sleep(contention_backoff(attempt)).await,
         }
     }
     Err(GatewayError::Contention(name))
@@ -283,18 +317,39 @@ fn into_response(
     res
 }
 
-/// The answer to a failed invocation: 504 past its deadline, 500 otherwise, naming the
-/// context; the whole error chain goes to the log.
-fn failure(e: &InvokeError) -> Response {
-    tracing::warn!(error = %e, cause = ?std::error::Error::source(e), "invocation failed");
+/// The answer to a failed invocation: 504 past its deadline, 503 when the host is at
+/// capacity, 500 otherwise, naming the context but not the cause (a trap's or the host's
+/// text): the whole error chain goes to the log under the trace id.
+fn failure(e: &InvokeError, trace: &str) -> Response {
+    // One record per failure: the cause chain (a trap's text spans lines, with its wasm
+    // backtrace) is escaped into one field.
+    let mut chain = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if !chain.is_empty() {
+            chain.push_str(": ");
+        }
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::warn!(trace_id = %trace, error = %e, cause = ?chain, "invocation failed");
     let context = e.context();
     match e {
-        InvokeError::Deadline { .. } => Problem::new(StatusCode::GATEWAY_TIMEOUT, e.to_string())
-            .title(format!("Context {context} timed out")),
-        InvokeError::Trap { .. } | InvokeError::Host { .. } => {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                .title(format!("Context {context} failed"))
+        InvokeError::Deadline { .. } | InvokeError::Stalled { .. } => {
+            Problem::new(StatusCode::GATEWAY_TIMEOUT, e.to_string())
+                .title(format!("Context {context} timed out"))
         }
+        InvokeError::Capacity { .. } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{context} cannot take more requests right now; try again shortly"),
+        )
+        .title("Host at capacity")
+        .retry_after(1),
+        InvokeError::Trap { .. } | InvokeError::Host { .. } => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{context} failed while handling the request (trace {trace})"),
+        )
+        .title(format!("Context {context} failed")),
     }
     .into_response()
 }

@@ -3,6 +3,7 @@
 //! ([`rate_limit`]), and everything the gateway answers by itself is an RFC 9457 problem
 //! ([`problem`]).
 
+mod body;
 mod dispatch;
 pub(crate) mod problem;
 mod rate_limit;
@@ -24,6 +25,10 @@ pub struct Gateway {
     pub routes: Arc<SharedRoutes>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Longest pause between two parts of a request body.
+    pub body_idle_timeout: std::time::Duration,
+    /// Longest time to read a whole request body.
+    pub body_timeout: std::time::Duration,
     /// The limits of the `[rate_limit]` table and their buckets.
     pub limiter: Arc<RateLimiter>,
 }

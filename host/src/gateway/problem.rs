@@ -52,6 +52,17 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// 408 for a body that did not arrive in time; the connection is closed, since the
+    /// rest of the body may still come.
+    pub(crate) fn body_timeout(detail: String) -> Response {
+        let mut res = Problem::new(StatusCode::REQUEST_TIMEOUT, detail).into_response();
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = ProblemDetails {

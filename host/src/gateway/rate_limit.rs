@@ -3,8 +3,9 @@
 //! context. The limits and their buckets are [`crate::resilience::RateLimiter`]; the host's
 //! own endpoints (`/healthz`, `/readyz`, `/admin/...`) are outside this layer.
 //!
-//! The client is the `x-client-id` header when present (a principal, an API key's id),
-//! otherwise the peer's IP address.
+//! The client is the peer's IP address, unless `[rate_limit] client_header` names a header
+//! to trust (set by a proxy in front of the host): a header any client can set would let it
+//! bypass its limit with random values and evict other clients' buckets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,14 +20,11 @@ use http::{Request, StatusCode};
 use super::problem::Problem;
 use crate::resilience::RateLimiter;
 
-/// Header naming the client for rate limiting.
-pub(crate) const CLIENT_HEADER: &str = "x-client-id";
-
-/// Who sent `req`, for per-client limits.
-fn client_of(req: &Request<Body>) -> String {
-    let named = req
-        .headers()
-        .get(CLIENT_HEADER)
+/// Who sent `req`, for per-client limits: the trusted header's value when one is
+/// configured and present, else the peer's IP address.
+fn client_of(req: &Request<Body>, trusted: Option<&http::HeaderName>) -> String {
+    let named = trusted
+        .and_then(|h| req.headers().get(h))
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128);
@@ -48,7 +46,7 @@ pub(crate) async fn limit(
     if !limiter.enabled() {
         return next.run(req).await;
     }
-    let client = client_of(&req);
+    let client = client_of(&req, limiter.client_header());
     let Err(l) = limiter.check(
         req.method().as_str(),
         req.uri().path(),

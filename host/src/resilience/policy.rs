@@ -321,6 +321,10 @@ pub struct RateLimitFile {
     pub client_burst: Option<u32>,
     /// Most distinct clients tracked at once; beyond it the idlest are forgotten.
     pub max_clients: Option<usize>,
+    /// A request header that names the client (e.g. `x-client-id`), trusted only when set:
+    /// a proxy in front of the host must set it and drop any value the client sent.
+    /// Absent (the default): the client is the peer's IP address.
+    pub client_header: Option<String>,
     #[serde(default)]
     pub routes: BTreeMap<String, RouteLimitFile>,
 }
@@ -377,6 +381,8 @@ pub struct RateLimitSettings {
     /// Per client, on every route without its own client limit.
     pub client: Option<Rate>,
     pub max_clients: usize,
+    /// The trusted header naming the client (lower case), if any; else the peer address.
+    pub client_header: Option<http::HeaderName>,
     pub routes: Vec<RouteLimit>,
 }
 
@@ -385,6 +391,7 @@ impl Default for RateLimitSettings {
         RateLimitSettings {
             client: None,
             max_clients: 100_000,
+            client_header: None,
             routes: Vec::new(),
         }
     }
@@ -410,9 +417,19 @@ impl RateLimitSettings {
                 client: Rate::new(r.client_rate, r.client_burst).map_err(err)?,
             });
         }
+        let client_header = match f.client_header.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(h) => Some(http::HeaderName::try_from(h).map_err(|_| {
+                PolicyError::new(
+                    "rate_limit",
+                    format!("client_header {h:?} is not a header name"),
+                )
+            })?),
+        };
         Ok(RateLimitSettings {
             client,
             max_clients: f.max_clients.unwrap_or(100_000).max(1),
+            client_header,
             routes,
         })
     }

@@ -99,6 +99,11 @@ impl RateLimiter {
         self.settings.enabled()
     }
 
+    /// The header trusted to name the client, when configured (else: the peer address).
+    pub fn client_header(&self) -> Option<&http::HeaderName> {
+        self.settings.client_header.as_ref()
+    }
+
     fn route_of(&self, method: &str, path: &str) -> Option<usize> {
         let m = self.paths.at(path).ok()?;
         m.value
@@ -243,6 +248,7 @@ mod tests {
                 burst: 2,
             }),
             max_clients: 4,
+            client_header: None,
             routes: vec![RouteLimit {
                 method: "POST".into(),
                 path: "/orders".into(),
@@ -312,6 +318,7 @@ mod tests {
                 burst: 1,
             }),
             max_clients: 4,
+            client_header: None,
             routes: Vec::new(),
         })
         .expect("valid");

@@ -9,7 +9,7 @@
 //! (the call-error ABI below), never as a trap of the caller.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::types::Type;
@@ -17,7 +17,7 @@ use wasmtime::component::{ComponentExportIndex, Val};
 
 use super::context::LoadedContext;
 use super::engine::Runtime;
-use super::invoke::{CallSite, InvokeError};
+use super::invoke::{CallSite, InvokeError, resume_deadline};
 use super::store_data::Invocation;
 use crate::resilience::{Attempt, Failure};
 use crate::state::SharedUnit;
@@ -85,9 +85,11 @@ pub(crate) fn is_err(results: &[Val]) -> bool {
 /// The call-error kind and the resilience failure of an invocation error.
 fn failure_of(e: &InvokeError) -> (&'static str, Failure) {
     match e {
-        InvokeError::Deadline { .. } => ("timeout", Failure::Timeout),
+        InvokeError::Deadline { .. } | InvokeError::Stalled { .. } => ("timeout", Failure::Timeout),
         InvokeError::Trap { .. } => ("trapped", Failure::Trapped),
-        InvokeError::Host { .. } => ("unavailable", Failure::Unavailable),
+        InvokeError::Capacity { .. } | InvokeError::Host { .. } => {
+            ("unavailable", Failure::Unavailable)
+        }
     }
 }
 
@@ -95,7 +97,7 @@ fn failure_of(e: &InvokeError) -> (&'static str, Failure) {
 /// caller's unit of work; turn every failure the host sees into the typed `host` error and
 /// undo whatever the callee wrote or published when it fails.
 pub(crate) async fn forward_call(
-    store: StoreContextMut<'_, Invocation>,
+    mut store: StoreContextMut<'_, Invocation>,
     iface: &str,
     func: &str,
     params: &[Val],
@@ -141,8 +143,10 @@ pub(crate) async fn forward_call(
         trace: &trace,
         depth,
     };
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let failed = call.run(params, results).await;
+    // The caller's deadline counts its own code, not the time the callee took.
+    resume_deadline(&mut store, started);
     tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), failed, micros = started.elapsed().as_micros() as u64, "call");
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! memory_limit_mb = 128       # linear memory of one instance
 //! instance_reuse = 1          # invocations one instance may serve (1: always fresh)
 //! max_instances = 1000        # instances that may exist at once
+//! compile_timeout_ms = 120000 # longest compilation of one component
 //!
 //! [plugins.payment]
 //! path = "target/wasm32-wasip2/release/payment.wasm"   # relative to the config file
@@ -28,6 +29,8 @@ use crate::resilience::ResilienceSettings;
 
 /// CPU deadline of an invocation, unless configured.
 const DEFAULT_DEADLINE_MS: u64 = 5_000;
+/// Longest compilation of one component, unless configured.
+const DEFAULT_COMPILE_TIMEOUT_MS: u64 = 120_000;
 /// Deepest chain of calls between contexts.
 const MAX_CALL_DEPTH: u32 = 8;
 
@@ -39,6 +42,7 @@ pub struct RuntimeFile {
     pub memory_limit_mb: Option<usize>,
     pub instance_reuse: Option<u32>,
     pub max_instances: Option<u32>,
+    pub compile_timeout_ms: Option<u64>,
     pub plugins: BTreeMap<String, PluginEntry>,
 }
 
@@ -183,6 +187,11 @@ impl RuntimeSettings {
                 .fold(default_limits.memory_limit, usize::max),
             max_instances: file.max_instances.unwrap_or(1_000),
             cache_dir,
+            compile_timeout: Duration::from_millis(
+                file.compile_timeout_ms
+                    .unwrap_or(DEFAULT_COMPILE_TIMEOUT_MS)
+                    .max(1),
+            ),
             max_call_depth: MAX_CALL_DEPTH,
             resilience,
         };

@@ -29,6 +29,8 @@ pub struct EngineSettings {
     pub max_instances: u32,
     /// Where compiled components are cached.
     pub cache_dir: PathBuf,
+    /// Longest compilation of one component (at start and at deployment).
+    pub compile_timeout: Duration,
     /// Deepest chain of calls between contexts.
     pub max_call_depth: u32,
     /// Policies of calls between contexts.
@@ -74,6 +76,15 @@ pub(crate) struct Inner {
     unhealthy_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Unhealthy>>>,
 }
 
+/// Core module instances one component instance may create.
+pub(super) const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Linear memories one component instance may define (its memory cap covers them all).
+pub(super) const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+/// Tables one component instance may define.
+pub(super) const MAX_TABLES_PER_COMPONENT: u32 = 8;
+/// Elements of one table.
+pub(super) const MAX_TABLE_ELEMENTS: usize = 100_000;
+
 /// Dirty pages zeroed in place, rather than unmapped, when a pool slot is reset.
 const KEEP_RESIDENT: usize = 1 << 20;
 
@@ -102,9 +113,17 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
 /// so benchmarks measure the same engine.
 pub fn engine_config(max_instances: u32, memory_limit: usize) -> Config {
     let mut pool = PoolingAllocationConfig::default();
+    // One component instance may hold at most a fixed share of each pool (core instances,
+    // memories, tables), so no single component can take what `max_instances` others need;
+    // a component over these is refused when it is compiled.
     pool.total_component_instances(max_instances)
-        .total_memories(max_instances)
-        .total_tables(max_instances)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+        .total_core_instances(max_instances.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(max_instances.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
+        .total_tables(max_instances.saturating_mul(MAX_TABLES_PER_COMPONENT))
+        .table_elements(MAX_TABLE_ELEMENTS)
         .max_memory_size(memory_limit)
         .total_stacks(max_instances);
     // Resetting a slot: the PAGEMAP_SCAN ioctl (Linux 6.7+) finds the pages the instance

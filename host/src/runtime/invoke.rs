@@ -66,7 +66,8 @@ impl std::fmt::Display for Stage {
 }
 
 /// Why an invocation produced no answer. Every variant names the context and its version
-/// (`<name>@<digest prefix>`).
+/// (`<name>@<digest prefix>`). Only the guest's own faults ([`InvokeError::is_guest_fault`])
+/// count against the version's health: the host being busy never rolls a version back.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum InvokeError {
     /// The guest's call failed: a trap (panic, `unreachable`, out of bounds), a limit it ran
@@ -80,12 +81,30 @@ pub enum InvokeError {
         #[source]
         source: Cause,
     },
-    /// The guest ran past its CPU deadline or the wall-clock backstop.
+    /// The guest's own code ran past its deadline: wall-clock time while guest code runs,
+    /// checked every epoch tick; time spent waiting on the host (calls to other contexts)
+    /// does not count.
     #[error("{context} exceeded its deadline of {deadline_ms} ms")]
     Deadline {
         context: Arc<str>,
         version: String,
         deadline_ms: u128,
+    },
+    /// The invocation, waiting on the host (another context, a slow machine), passed the
+    /// wall-clock backstop that bounds it as a whole.
+    #[error("{context} did not finish within {limit_ms} ms")]
+    Stalled {
+        context: Arc<str>,
+        version: String,
+        limit_ms: u128,
+    },
+    /// No instance could be created: every slot of the instance pool is in use.
+    #[error("{context}: no instance available, every slot of the instance pool is in use")]
+    Capacity {
+        context: Arc<str>,
+        version: String,
+        #[source]
+        source: Cause,
     },
     /// The host could not run or finish the invocation.
     #[error("{context}: cannot {stage}: {source}")]
@@ -120,12 +139,33 @@ impl InvokeError {
         }
     }
 
+    fn stalled(ctx: &LoadedContext, limit: Duration) -> Self {
+        InvokeError::Stalled {
+            context: ctx.name.clone(),
+            version: ctx.short_id(),
+            limit_ms: limit.as_millis(),
+        }
+    }
+
     /// The context that failed.
     pub fn context(&self) -> &str {
         match self {
             InvokeError::Trap { context, .. }
             | InvokeError::Deadline { context, .. }
+            | InvokeError::Stalled { context, .. }
+            | InvokeError::Capacity { context, .. }
             | InvokeError::Host { context, .. } => context,
+        }
+    }
+
+    /// Whether the guest caused the failure (a trap, its code past its deadline, no valid
+    /// answer), as opposed to the host being unable to run it (pool exhausted, a wait on
+    /// the host past the backstop, a host error). Only guest faults count against health.
+    pub fn is_guest_fault(&self) -> bool {
+        match self {
+            InvokeError::Trap { .. } | InvokeError::Deadline { .. } => true,
+            InvokeError::Host { stage, .. } => *stage == Stage::Response,
+            InvokeError::Stalled { .. } | InvokeError::Capacity { .. } => false,
         }
     }
 }
@@ -142,8 +182,32 @@ impl Runtime {
         let data = Invocation::new(self.clone(), ctx, unit, trace_id, depth);
         let mut store = Store::new(&self.0.engine, data);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks(limits.deadline));
+        self.arm(&mut store, limits.deadline);
         store
+    }
+
+    /// Give the guest code of `store`'s next invocation `deadline` to run.
+    fn arm(&self, store: &mut Store<Invocation>, deadline: Duration) {
+        store.data_mut().guest_deadline = tokio::time::Instant::now() + deadline;
+        store.set_epoch_deadline(self.deadline_ticks(deadline));
+    }
+
+    /// Sort an instantiation failure: the pool is full (capacity), the guest's start code
+    /// trapped (its fault), or the host failed.
+    fn instantiation_failed(&self, ctx: &LoadedContext, e: wasmtime::Error) -> InvokeError {
+        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return InvokeError::Capacity {
+                context: ctx.name.clone(),
+                version: ctx.short_id(),
+                source: cause(e),
+            };
+        }
+        if e.downcast_ref::<Trap>().is_some() {
+            return self.classify(ctx, e);
+        }
+        InvokeError::host(ctx, Stage::Instantiate, e)
     }
 
     /// Sort the error of a guest call: an epoch interrupt is the deadline, anything else
@@ -171,7 +235,8 @@ impl Runtime {
         }
     }
 
-    /// Wall-clock backstop: epochs do not interrupt a guest blocked in a host call.
+    /// Wall-clock backstop of a whole invocation: epochs do not interrupt a guest blocked in
+    /// a host call.
     fn wall_limit(ctx: &LoadedContext) -> Duration {
         ctx.limits.deadline * 2 + Duration::from_secs(1)
     }
@@ -185,7 +250,12 @@ impl Runtime {
     ) -> Result<T, InvokeError> {
         let _in_flight = ctx.enter();
         let result = work.await;
-        self.record(ctx, result.is_err());
+        match &result {
+            Ok(_) => self.record(ctx, false),
+            Err(e) if e.is_guest_fault() => self.record(ctx, true),
+            // The host could not run it: says nothing about the version.
+            Err(_) => {}
+        }
         result
     }
 
@@ -286,7 +356,7 @@ impl Runtime {
         match tokio::time::timeout_at(deadline, run).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(self.classify(&ctx, e)),
-            Err(_) => return Err(InvokeError::deadline(&ctx, ctx.limits.deadline)),
+            Err(_) => return Err(InvokeError::stalled(&ctx, Self::wall_limit(&ctx))),
         }
         // The guest returned cleanly and what it wrote is in the host's channel: the
         // instance can serve the next invocation while the rest of the body is drained.
@@ -296,7 +366,7 @@ impl Runtime {
             Some(r) => r,
             None => tokio::time::timeout_at(deadline, collect)
                 .await
-                .map_err(|_| InvokeError::deadline(&ctx, ctx.limits.deadline))?,
+                .map_err(|_| InvokeError::stalled(&ctx, Self::wall_limit(&ctx)))?,
         };
         reply.map_err(|m| InvokeError::host(&ctx, Stage::Response, m))
     }
@@ -314,8 +384,7 @@ impl Runtime {
             && let Some(mut warm) = ctx.warm.take()
         {
             warm.store.data_mut().bind(unit, trace_id, depth);
-            warm.store
-                .set_epoch_deadline(self.deadline_ticks(ctx.limits.deadline));
+            self.arm(&mut warm.store, ctx.limits.deadline);
             return Ok(warm);
         }
         let mut store = self.new_store(ctx.clone(), unit, trace_id, depth);
@@ -323,7 +392,7 @@ impl Runtime {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| InvokeError::host(ctx, Stage::Instantiate, e))?;
+            .map_err(|e| self.instantiation_failed(ctx, e))?;
         ctx.warm.created_one();
         Ok(Warm {
             store,
@@ -400,7 +469,7 @@ impl Runtime {
             .pre
             .instantiate_async(&mut *store)
             .await
-            .map_err(|e| InvokeError::host(ctx, Stage::Instantiate, e))?;
+            .map_err(|e| self.instantiation_failed(ctx, e))?;
         ctx.platform
             .load(&mut *store, &instance)
             .map_err(|e| InvokeError::host(ctx, Stage::Exports, e))
@@ -433,12 +502,17 @@ impl Runtime {
     ) -> Result<Manifest, InvokeError> {
         let unit = share(unit);
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("describe"), 0);
-        let platform = self.platform_instance(&ctx, &mut store).await?;
-        platform
-            .ctxhost_platform_context()
-            .call_describe(&mut store)
-            .await
-            .map_err(|e| self.classify(&ctx, e))
+        // Under the same backstop as every invocation: a `describe` blocked in a host call
+        // must not hold a deployment (and the swap lock) or the start forever.
+        let fut = async {
+            let platform = self.platform_instance(&ctx, &mut store).await?;
+            platform
+                .ctxhost_platform_context()
+                .call_describe(&mut store)
+                .await
+                .map_err(|e| self.classify(&ctx, e))
+        };
+        within(&ctx, Self::wall_limit(&ctx), fut).await
     }
 
     /// Run `index` of `ctx` with dynamic values, inside the caller's unit of work.
@@ -467,8 +541,7 @@ impl Runtime {
             let mut warm = self
                 .instance(&ctx, site.unit, site.trace_id, site.depth)
                 .await?;
-            warm.store
-                .set_epoch_deadline(self.deadline_ticks(site.deadline.min(ctx.limits.deadline)));
+            self.arm(&mut warm.store, site.deadline.min(ctx.limits.deadline));
             let func = warm
                 .instance
                 .get_func(&mut warm.store, index)
@@ -491,7 +564,19 @@ async fn within<T>(
 ) -> Result<T, InvokeError> {
     tokio::time::timeout(limit, fut)
         .await
-        .unwrap_or_else(|_| Err(InvokeError::deadline(ctx, limit)))
+        .unwrap_or_else(|_| Err(InvokeError::stalled(ctx, limit)))
+}
+
+/// After the guest of `store` waited `since` for the host (a call to another context), give
+/// its code back the deadline it had left then: only time in guest code counts.
+pub(super) fn resume_deadline(
+    store: &mut wasmtime::StoreContextMut<'_, Invocation>,
+    since: tokio::time::Instant,
+) {
+    let left = store.data().guest_deadline.saturating_duration_since(since);
+    store.data_mut().guest_deadline = tokio::time::Instant::now() + left;
+    let ticks = store.data().runtime.deadline_ticks(left);
+    store.set_epoch_deadline(ticks);
 }
 
 /// Where a call between contexts runs: the caller's unit of work and trace, one level deeper.

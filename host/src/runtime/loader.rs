@@ -63,6 +63,8 @@ pub enum LoadError {
     },
     #[error("{context}: not a valid component: {message}")]
     Compile { context: String, message: String },
+    #[error("{context}: compilation took longer than {limit_ms} ms")]
+    CompileTimeout { context: String, limit_ms: u128 },
     #[error("{context}: the compilation task failed: {source}")]
     CompileTask {
         context: String,
@@ -98,6 +100,24 @@ pub enum LoadError {
         #[source]
         source: StateError,
     },
+}
+
+impl LoadError {
+    /// The context that could not be loaded.
+    pub fn context(&self) -> &str {
+        match self {
+            LoadError::Read { context, .. }
+            | LoadError::Compile { context, .. }
+            | LoadError::CompileTimeout { context, .. }
+            | LoadError::CompileTask { context, .. }
+            | LoadError::Contract { context, .. }
+            | LoadError::Link { context, .. }
+            | LoadError::Describe { context, .. }
+            | LoadError::Manifest { context, .. }
+            | LoadError::NotReady { context, .. }
+            | LoadError::State { context, .. } => context,
+        }
+    }
 }
 
 /// A compiled component, not yet linked.
@@ -245,17 +265,25 @@ impl Runtime {
         let cache_dir = self.settings().cache_dir.clone();
         let hex = digest.trim_start_matches("sha256:").to_string();
         let bytes = artifact.bytes.clone();
-        let component =
-            tokio::task::spawn_blocking(move || compile_cached(&engine, &cache_dir, &hex, &bytes))
-                .await
-                .map_err(|source| LoadError::CompileTask {
-                    context: name.clone(),
-                    source,
-                })?
-                .map_err(|e| LoadError::Compile {
-                    context: name.clone(),
-                    message: format!("{e:#}"),
-                })?;
+        // Compilation cannot be interrupted: past the deadline the caller stops waiting (and
+        // a deployment releases the swap lock); the thread finishes on its own.
+        let limit = self.settings().compile_timeout;
+        let task =
+            tokio::task::spawn_blocking(move || compile_cached(&engine, &cache_dir, &hex, &bytes));
+        let component = tokio::time::timeout(limit, task)
+            .await
+            .map_err(|_| LoadError::CompileTimeout {
+                context: name.clone(),
+                limit_ms: limit.as_millis(),
+            })?
+            .map_err(|source| LoadError::CompileTask {
+                context: name.clone(),
+                source,
+            })?
+            .map_err(|e| LoadError::Compile {
+                context: name.clone(),
+                message: format!("{e:#}"),
+            })?;
         Ok(Compiled {
             artifact,
             digest,

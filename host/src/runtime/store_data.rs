@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::context::LoadedContext;
 use super::engine::Runtime;
+use super::guest_log::GuestStderr;
+use super::limits::InstanceLimits;
 use crate::capabilities::CapabilityCtx;
 use crate::state::SharedUnit;
 
@@ -24,7 +25,10 @@ pub(crate) struct Invocation {
     /// How many calls between contexts led here (0 for the entry invocation).
     pub(crate) depth: u32,
     pub(crate) runtime: Runtime,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: InstanceLimits,
+    /// When the running invocation's guest code passes its deadline (the epoch deadline
+    /// in time, kept to restore it after waits on the host).
+    pub(crate) guest_deadline: tokio::time::Instant,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -38,10 +42,8 @@ impl Invocation {
         trace_id: Arc<str>,
         depth: u32,
     ) -> Self {
-        let limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(context.limits.memory_limit)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = InstanceLimits::new(context.limits.memory_limit);
+        let context_name = context.name.clone();
         let caps = CapabilityCtx {
             context: context.name.clone(),
             table: context.table.clone(),
@@ -56,7 +58,10 @@ impl Invocation {
             depth,
             runtime,
             limits,
-            wasi: WasiCtx::builder().inherit_stderr().build(),
+            guest_deadline: tokio::time::Instant::now(),
+            wasi: WasiCtx::builder()
+                .stderr(GuestStderr::new(context_name))
+                .build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
         }

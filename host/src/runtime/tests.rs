@@ -14,6 +14,7 @@ use super::calls::{AbiError, check_abi, host_error, is_err};
 use super::config::valid_name;
 use super::context::ContextLimits;
 use super::engine::{EngineSettings, Runtime, engine_config};
+use super::invoke::InvokeError;
 use super::linking::{Mismatch, check_compatible, interfaces};
 use super::loader::{Artifact, LoadError};
 use crate::resilience::{ResilienceFile, ResilienceSettings};
@@ -198,14 +199,19 @@ fn context_names_are_short_lowercase_words() {
 
 /// A runtime on a fresh data directory, with the test hosts' compilation cache.
 fn runtime(dir: &std::path::Path) -> Runtime {
+    runtime_with_pool(dir, 16)
+}
+
+fn runtime_with_pool(dir: &std::path::Path, max_instances: u32) -> Runtime {
     let db = Db::open(dir, &[]).expect("a database");
     let committer = Committer::start(db.clone()).expect("a committer");
     let deadline = Duration::from_secs(5);
     let settings = EngineSettings {
         deadline,
         memory_limit: 64 << 20,
-        max_instances: 16,
+        max_instances,
         cache_dir: ctxhost_tests::test_cache_dir(),
+        compile_timeout: Duration::from_secs(120),
         max_call_depth: 8,
         resilience: ResilienceSettings::resolve(&ResilienceFile::default(), deadline)
             .expect("the default policies"),
@@ -317,5 +323,88 @@ async fn a_core_module_is_refused_as_not_a_component() {
             assert!(message.contains("core WebAssembly module"), "{message}");
         }
         other => panic!("expected a compile refusal, got {other:?}"),
+    }
+}
+
+/// `GET path` against `ctx`, in a unit of work of its own.
+async fn get(rt: &Runtime, ctx: &str, path: &str) -> Result<http::StatusCode, InvokeError> {
+    let ctx = rt.registry().get(ctx).expect("loaded");
+    let unit = crate::state::share(crate::state::UnitOfWork::begin(rt.db()).expect("a unit"));
+    let req = http::Request::get(format!("http://localhost{path}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("a request");
+    rt.invoke_http(ctx, unit, Arc::from("test"), req)
+        .await
+        .map(|r| r.status)
+}
+
+// Two workers spin in the loops; two more keep the timers and this test running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_instance_pool_is_capacity_and_does_not_count_against_health() {
+    let dir = ctxhost_tests::TestDir::new();
+    // Room for two instances: both held by endless loops, anything else finds none.
+    let rt = runtime_with_pool(dir.path(), 2);
+    let mut chaos = artifact("chaos", "chaos");
+    chaos.limits.deadline = Duration::from_millis(1500);
+    rt.load_all(vec![artifact("payment", "payment"), chaos])
+        .await
+        .expect("chaos and payment load");
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let rt = rt.clone();
+            tokio::spawn(async move { get(&rt, "chaos", "/chaos/loop").await })
+        })
+        .collect();
+    // Let both loops take their instance.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut refused = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(1) && !loops.iter().all(|l| l.is_finished()) {
+        match get(&rt, "chaos", "/chaos/ok").await {
+            Err(e @ InvokeError::Capacity { .. }) => {
+                assert!(!e.is_guest_fault());
+                refused += 1;
+            }
+            Ok(_) => {}
+            Err(other) => panic!("unexpected: {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for l in loops {
+        let r = l.await.expect("the loop task");
+        assert!(
+            matches!(r, Err(InvokeError::Deadline { .. })),
+            "the loop ran past its deadline: {r:?}"
+        );
+    }
+    assert!(refused > 0, "the pool was never full");
+    let health = &rt.registry().get("chaos").expect("chaos").health;
+    let (failures, _) = health.window();
+    assert_eq!(
+        failures, 2,
+        "only the two loops count, not the {refused} refusals"
+    );
+    assert!(!health.is_unhealthy());
+}
+
+#[tokio::test]
+async fn a_component_over_the_per_component_pool_limits_is_refused() {
+    let dir = ctxhost_tests::TestDir::new();
+    let rt = runtime(dir.path());
+    // Three core modules each defining a memory: over the two memories one instance may
+    // define, whatever its memory cap.
+    let text = r#"(component
+  (core module $m (memory 1))
+  (core instance (instantiate $m))
+  (core instance (instantiate $m))
+  (core instance (instantiate $m))
+)"#;
+    let mut a = artifact("car", "car");
+    a.bytes = Arc::new(wat::parse_str(text).expect("a component"));
+    match rt.load_all(vec![a]).await {
+        Err(LoadError::Compile { message, .. }) => {
+            assert!(message.contains("linear memories"), "{message}")
+        }
+        other => panic!("expected a refusal at compilation, got {other:?}"),
     }
 }

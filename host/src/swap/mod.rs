@@ -18,7 +18,9 @@ use std::time::Instant;
 use crate::api::DeployReport;
 use crate::bus::EventTransport;
 use crate::gateway::{RouteError, RouteTable, SharedRoutes};
-use crate::runtime::{Artifact, ContextLimits, LoadError, LoadedContext, PluginSource, Runtime};
+use crate::runtime::{
+    Artifact, ContextLimits, LoadError, LoadedContext, PluginSource, Runtime, valid_name,
+};
 use crate::state::StateError;
 pub(crate) use versions::{VersionRecord, VersionStore, Versions};
 pub(crate) use watch::watch_dir;
@@ -30,6 +32,8 @@ pub enum SwapError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Routes(#[from] RouteError),
+    #[error("{0:?} is not a valid context name (lowercase letters, digits, '-', '_'; at most 64)")]
+    InvalidName(String),
     #[error("{0} has no previous version to roll back to")]
     NoPrevious(String),
     #[error("no context named {0} is loaded")]
@@ -45,6 +49,9 @@ pub enum SwapError {
     #[error("cannot keep the version: {0}")]
     Storage(#[from] StateError),
 }
+
+/// The reason of a rollback made by self-healing, kept in the version's origin.
+const AUTOMATIC_ROLLBACK: &str = "automatic: invocations kept failing";
 
 /// Serialises deployments and owns the route table they change.
 pub struct Swapper {
@@ -84,6 +91,11 @@ impl Swapper {
         bytes: Vec<u8>,
         origin: &str,
     ) -> Result<DeployReport, SwapError> {
+        // Every way in (upload, watched directory) names the context: the name becomes a
+        // table and a directory, so it is checked here, once for all of them.
+        if !valid_name(name) {
+            return Err(SwapError::InvalidName(name.to_string()));
+        }
         let _one_at_a_time = self.lock.lock().await;
         let started = Instant::now();
         let current = self.runtime.registry().get(name);
@@ -251,10 +263,13 @@ impl Swapper {
                     tracing::error!(context = %report.context, "context is unhealthy and was not deployed by a swap: no automatic rollback");
                     continue;
                 }
-                match this
-                    .rollback(&report.context, "automatic: invocations kept failing")
-                    .await
-                {
+                // Going back once is self-healing; going back again would walk down the
+                // whole stack on a cause no version can fix (a failing dependency).
+                if current.origin.contains(AUTOMATIC_ROLLBACK) {
+                    tracing::error!(context = %report.context, "context is unhealthy and was reached by an automatic rollback: no further automatic rollback");
+                    continue;
+                }
+                match this.rollback(&report.context, AUTOMATIC_ROLLBACK).await {
                     Ok(r) => {
                         tracing::warn!(context = %report.context, from = %report.digest, to = %r.digest, "rolled back automatically: the new version kept failing")
                     }
@@ -267,12 +282,74 @@ impl Swapper {
     }
 }
 
-/// Decide what each configured context runs at start: the version deployed last, unless the
+/// What one configured context runs at start, and the configured file to fall back to.
+struct StartupChoice {
+    chosen: Artifact,
+    configured: Artifact,
+    /// The recorded digest of the chosen version when it is a kept one.
+    kept: Option<String>,
+}
+
+/// Load the configured contexts at start: each runs the version deployed last, unless the
 /// configured file changed since the last start (then the file wins and becomes a version).
-pub(crate) async fn startup_artifacts(
+/// A kept version that no longer loads (a newer host refuses it, its file is damaged) is
+/// replaced by the configured file, which becomes the running version, and the log and the
+/// version's origin in `GET /admin/plugins` say why; only a configured file that does not
+/// load stops the start.
+pub(crate) async fn load_at_start(
+    runtime: &Runtime,
     versions: &VersionStore,
     plugins: &[PluginSource],
-) -> Result<Vec<Artifact>, SwapError> {
+) -> Result<(), SwapError> {
+    let mut choices = startup_artifacts(versions, plugins).await?;
+    loop {
+        let artifacts = choices.iter().map(|c| c.chosen.clone()).collect();
+        let failure = match runtime.load_all(artifacts).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let Some((choice, kept)) = choices
+            .iter_mut()
+            .filter(|c| c.chosen.name == failure.context())
+            .find_map(|c| c.kept.clone().map(|k| (c, k)))
+        else {
+            return Err(failure.into());
+        };
+        tracing::error!(
+            context = %choice.chosen.name,
+            kept = %kept,
+            error = %failure,
+            "the version deployed last does not load: starting the configured file instead"
+        );
+        let fallback = Artifact {
+            origin: format!(
+                "{} (fallback: the kept version {kept} did not load: {failure})",
+                choice.configured.origin
+            ),
+            ..choice.configured.clone()
+        };
+        let mut v = versions.load(&fallback.name)?;
+        let record = VersionRecord {
+            digest: fallback.digest(),
+            version: String::new(),
+            origin: fallback.origin.clone(),
+            deployed_at: crate::time::now_rfc3339(),
+        };
+        v.stack.push(record.clone());
+        v.history.push(record);
+        versions.save(&fallback.name, &v).await?;
+        choice.chosen = fallback.clone();
+        choice.configured = fallback;
+        choice.kept = None;
+    }
+}
+
+/// Decide what each configured context runs at start: the version deployed last, unless the
+/// configured file changed since the last start (then the file wins and becomes a version).
+async fn startup_artifacts(
+    versions: &VersionStore,
+    plugins: &[PluginSource],
+) -> Result<Vec<StartupChoice>, SwapError> {
     let mut out = Vec::new();
     for p in plugins {
         let bytes = std::fs::read(&p.path).map_err(|source| LoadError::Read {
@@ -296,10 +373,14 @@ pub(crate) async fn startup_artifacts(
             && let Some(bytes) = versions.read_artifact(&p.name, &top.digest)
         {
             tracing::info!(context = %p.name, digest = %top.digest, "restoring the version deployed last");
-            out.push(Artifact {
-                bytes: Arc::new(bytes),
-                origin: format!("restored ({})", top.origin),
-                ..configured
+            out.push(StartupChoice {
+                chosen: Artifact {
+                    bytes: Arc::new(bytes),
+                    origin: format!("restored ({})", top.origin),
+                    ..configured.clone()
+                },
+                configured,
+                kept: Some(top.digest),
             });
             continue;
         }
@@ -321,7 +402,11 @@ pub(crate) async fn startup_artifacts(
         }
         v.configured = Some(digest);
         versions.save(&p.name, &v).await?;
-        out.push(configured);
+        out.push(StartupChoice {
+            chosen: configured.clone(),
+            configured,
+            kept: None,
+        });
     }
     Ok(out)
 }

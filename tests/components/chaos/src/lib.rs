@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/chaos/publish"),
     ("GET", "/chaos/payment-of/{orderId}"),
     ("GET", "/chaos/served"),
+    ("POST", "/chaos/stderr"),
 ];
 
 /// Requests this instance has served: guest memory, so it stays 1 when every request gets
@@ -56,7 +57,13 @@ impl context::Guest for Chaos {
         }
     }
 
+    /// Blocks (asleep in a host call, out of reach of the CPU deadline) while the key
+    /// `hang-describe` exists in the store, so tests can deploy a version whose `describe`
+    /// never returns.
     fn describe() -> context::Manifest {
+        if let Ok(Some(_)) = store::get("hang-describe") {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
         context::Manifest {
             version: env!("CARGO_PKG_VERSION").into(),
             routes: ROUTES
@@ -120,6 +127,7 @@ fn handle(req: Request) -> ApiResult {
             read(&key)
         }
         "/chaos/publish" => publish(&req),
+        "/chaos/stderr" => stderr(&req),
         "/chaos/payment-of/{orderId}" => {
             let order_id = route(pattern, &req.path)
                 .and_then(|p| p.get("orderId").and_then(|v| v.parse::<u64>().ok()))
@@ -211,6 +219,23 @@ fn read(key: &str) -> ApiResult {
         )),
         None => Err(Response::not_found(&format!("no value under `{key}`"))),
     }
+}
+
+/// `{"text","times"}`: write `text` to standard error `times` times.
+fn stderr(req: &Request) -> ApiResult {
+    use std::io::Write;
+    let body = JsonObject::parse(req)?;
+    let text = body.string("text")?;
+    let times = body.int("times", 1)?;
+    let mut err = std::io::stderr();
+    for _ in 0..times {
+        // A write error must not fail the request: the host decides what it keeps.
+        let _ = err.write_all(text.as_bytes());
+    }
+    Ok(Response::json(
+        200,
+        &json!({ "written": text.len() as u64 * times }),
+    ))
 }
 
 /// `{"type","correlationId","data"}`: publish an arbitrary event.

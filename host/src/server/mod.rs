@@ -1,8 +1,10 @@
 //! Assembling and running the host, in three steps so tests can drive each one:
 //! [`build`] starts every part (state, runtime, contexts, event transport, hot swap) from
 //! the settings; [`Host::router`] is the HTTP surface (the host's own endpoints, the gateway
-//! as their fallback); [`serve`] serves a router on a listener until shutdown. [`run`]
-//! does all three, as `ctxhost serve` does.
+//! as their fallback); [`serve`] serves a router on a listener until shutdown, within the
+//! connection bounds of [`connections`]. [`run`] does all three, as `ctxhost serve` does.
+
+mod connections;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,12 +17,12 @@ use tokio::sync::watch;
 
 use crate::admin::{self, Admin};
 use crate::bus::{AmqpBus, BusCtx, EmbeddedBus, EventTransport, RetryPolicy};
-use crate::config::Settings;
+use crate::config::{HttpSettings, Settings};
 use crate::gateway::{self, Gateway, RouteError, RouteTable, SharedRoutes};
 use crate::resilience::{PolicyError, RateLimiter};
 use crate::runtime::{EngineError, LoadError, Runtime};
 use crate::state::{Committer, Db, StateError, db_tables};
-use crate::swap::{SwapError, Swapper, VersionStore, startup_artifacts, watch_dir};
+use crate::swap::{SwapError, Swapper, VersionStore, load_at_start, watch_dir};
 
 /// Why the host could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +57,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("serving failed: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 /// A started host: every part running, not yet serving HTTP.
@@ -100,8 +100,12 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         committer.clone(),
     )?;
     let versions = VersionStore::new(runtime.clone(), &settings.data_dir);
-    let artifacts = startup_artifacts(&versions, plugins).await?;
-    runtime.load_all(artifacts).await?;
+    load_at_start(&runtime, &versions, plugins)
+        .await
+        .map_err(|e| match e {
+            SwapError::Load(e) => StartError::Load(e),
+            other => StartError::Versions(other),
+        })?;
 
     let loaded = runtime.registry().all();
     let routes = RouteTable::build(loaded.iter().map(|c| (&c.name, c.routes.as_slice())))?;
@@ -130,6 +134,8 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         runtime: runtime.clone(),
         routes,
         body_limit: settings.body_limit,
+        body_idle_timeout: settings.http.body_idle_timeout,
+        body_timeout: settings.http.body_timeout,
         limiter: limiter.clone(),
     });
     let admin = Arc::new(Admin {
@@ -149,19 +155,19 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     })
 }
 
-/// Serve `router` on `listener` until `shutdown` completes; requests in flight finish.
+/// Serve `router` on `listener` within the connection bounds of `http` until `shutdown`
+/// completes; requests in flight then get `http.drain_timeout` to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    http: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(StartError::Serve)
+) {
+    let http = HttpSettings {
+        max_connections: connections::fit_connections(http.max_connections),
+        ..http
+    };
+    connections::serve_connections(listener, router, http, shutdown).await;
 }
 
 /// Start everything, print where the API listens, and serve until `shutdown` completes.
@@ -184,13 +190,13 @@ pub async fn run(
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
     println!("ctxhost listening on http://{addr}");
     let router = host.router();
-    let served = serve(listener, router, async move {
+    serve(listener, router, settings.http, async move {
         shutdown.await;
         tracing::info!("shutting down");
     })
     .await;
     host.stop();
-    served
+    Ok(())
 }
 
 /// The admin token: configured, or generated and written to `<data dir>/admin-token`.
@@ -209,6 +215,9 @@ fn admin_token(settings: &Settings) -> Result<String, StartError> {
     Ok(token)
 }
 
+/// Write `secret` to `path`, readable by its owner only. A symbolic link at `path` is an
+/// error (`O_NOFOLLOW`), so whoever can write the data directory cannot make the host
+/// overwrite another file with the token.
 #[cfg(unix)]
 fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -218,6 +227,7 @@ fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(secret.as_bytes())
@@ -241,6 +251,19 @@ mod tests {
         let meta = std::fs::metadata(&path).expect("stat");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "s3cret");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_admin_token_is_not_written_through_a_symbolic_link() {
+        let dir = std::env::temp_dir().join(format!("ctxhost-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, "precious").expect("write");
+        let link = dir.join("admin-token");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        super::write_secret(&link, "s3cret").expect_err("a link is refused");
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "precious");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
