@@ -16,7 +16,7 @@ use crate::bus::{AmqpConfigError, AmqpFile, AmqpSettings};
 use crate::resilience::{
     PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings,
 };
-use crate::runtime::{PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings};
+use crate::runtime::{LimitsFile, PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings};
 
 /// Default address of the API.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -69,6 +69,8 @@ struct FileConfig {
     memory_limit_mb: Option<usize>,
     instance_reuse: Option<u32>,
     max_instances: Option<u32>,
+    #[serde(default)]
+    limits: LimitsFile,
     #[serde(default)]
     plugins: BTreeMap<String, PluginEntry>,
     #[serde(default)]
@@ -158,6 +160,7 @@ impl Settings {
             memory_limit_mb: file.memory_limit_mb,
             instance_reuse: file.instance_reuse,
             max_instances: file.max_instances,
+            limits: file.limits,
             plugins: file.plugins,
         };
         let deadline = runtime_file.default_deadline();

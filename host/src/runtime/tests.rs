@@ -209,6 +209,7 @@ fn runtime(dir: &std::path::Path) -> Runtime {
         max_call_depth: 8,
         resilience: ResilienceSettings::resolve(&ResilienceFile::default(), deadline)
             .expect("the default policies"),
+        guest_limits: crate::capabilities::GuestLimits::default(),
     };
     Runtime::new(settings, db, committer).expect("a runtime")
 }
