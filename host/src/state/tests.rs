@@ -258,14 +258,15 @@ async fn a_scan_over_its_entry_or_byte_limit_fails_instead_of_cutting_the_answer
     // Paging within the limit works.
     let page = u.scan(&kv, prefix("k/"), Some(3), &limits).expect("a page");
     assert_eq!(page.len(), 3);
-    // The unit's own writes count like stored entries: 5 bytes of key, 30 of value.
+    // The unit's own writes count like stored entries: "k/0" and 30 bytes of value, then
+    // "k/1" and "v" make 37 bytes.
     u.put(&kv, "k/0", Some(vec![b'x'; 30]));
     let bytes = UnitLimits {
-        scan_bytes: 40,
+        scan_bytes: 36,
         ..limits
     };
     match u.scan(&kv, prefix("k/"), Some(2), &bytes) {
-        Err(ScanError::Limit(e @ LimitError::ScanBytes { max: 40 })) => {
+        Err(ScanError::Limit(e @ LimitError::ScanBytes { max: 36 })) => {
             assert!(e.to_string().contains("limits.scan_bytes"), "{e}");
         }
         other => panic!("{other:?}"),
