@@ -8,7 +8,8 @@
 //! naming the parameter.
 //!
 //! The rows must be stored under [`crate::store::id_key`] keys (`<table>/<id, 16 digits>`),
-//! which sort like ids, so one page is one bounded scan. A whole list handler:
+//! which sort like ids, so one page is one bounded scan (and a probe of one entry). A whole
+//! list handler:
 //!
 //! ```text
 //! fn list(req: &Request) -> ApiResult {
@@ -153,8 +154,10 @@ fn id_of(table: &str, key: &str) -> Option<u64> {
 }
 
 /// The page `page` of the rows stored under `<table>/<id>` keys ([`id_key`]), values decoded
-/// from JSON: one scan of `limit + 1` entries (the extra one tells whether a next page
-/// exists), so a page costs the same wherever it is in the list.
+/// from JSON: one scan of `limit` entries and, when it is full, a scan of one more entry to
+/// tell whether a next page exists, so a page costs the same wherever it is in the list and
+/// never asks the host for more entries than the page holds (a host's scan limit of 1,000
+/// entries serves a page of 1,000).
 pub fn scan_json<T: DeserializeOwned>(table: &str, page: &PageRequest) -> Result<Page<T>, Error> {
     let limit = page.limit.clamp(1, MAX_LIMIT);
     let Some(first) = page.after.checked_add(1) else {
@@ -166,11 +169,11 @@ pub fn scan_json<T: DeserializeOwned>(table: &str, page: &PageRequest) -> Result
     };
     // Just past every `<table>/...` key: '0' is the character after '/'.
     let end = format!("{table}0");
-    let entries = raw::scan_range(&id_key(table, first), &end, Some(limit + 1))?;
-    let more = entries.len() > limit as usize;
-    let mut items = Vec::with_capacity(entries.len().min(limit as usize));
+    let entries = raw::scan_range(&id_key(table, first), &end, Some(limit))?;
+    let full = entries.len() >= limit as usize;
+    let mut items = Vec::with_capacity(entries.len());
     let mut last = None;
-    for entry in entries.into_iter().take(limit as usize) {
+    for entry in entries {
         let id = id_of(table, &entry.key).ok_or_else(|| {
             Error::new(format!(
                 "key {:?} is not `{table}/<id>`: it cannot be paged by id",
@@ -180,6 +183,10 @@ pub fn scan_json<T: DeserializeOwned>(table: &str, page: &PageRequest) -> Result
         items.push(serde_json::from_slice(&entry.value)?);
         last = Some(id);
     }
+    let more = match last.and_then(|id| id.checked_add(1)) {
+        Some(next) if full => !raw::scan_range(&id_key(table, next), &end, Some(1))?.is_empty(),
+        _ => false,
+    };
     Ok(Page {
         items,
         next_after: if more { last } else { None },
