@@ -17,7 +17,7 @@ use crate::bus::{AmqpConfigError, AmqpFile, AmqpSettings};
 use crate::resilience::{
     PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings,
 };
-use crate::runtime::{PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings};
+use crate::runtime::{LimitsFile, PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings};
 
 /// Default address of the API.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -80,6 +80,8 @@ struct FileConfig {
     instance_reuse: Option<u32>,
     max_instances: Option<u32>,
     compile_timeout_ms: Option<u64>,
+    #[serde(default)]
+    limits: LimitsFile,
     #[serde(default)]
     plugins: BTreeMap<String, PluginEntry>,
     #[serde(default)]
@@ -251,6 +253,7 @@ impl Settings {
             instance_reuse: file.instance_reuse,
             max_instances: file.max_instances,
             compile_timeout_ms: file.compile_timeout_ms,
+            limits: file.limits,
             plugins: file.plugins,
         };
         let deadline = runtime_file.default_deadline();

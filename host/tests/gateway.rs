@@ -86,6 +86,7 @@ impl InProcess {
         let content_type = header_text("content-type");
         let retry_after = header_text("retry-after");
         let context_version = header_text("x-context-version");
+        let link = header_text("link");
         let status = res.status().as_u16();
         let bytes = res
             .into_body()
@@ -100,6 +101,7 @@ impl InProcess {
             retry_after,
             body: String::from_utf8_lossy(&bytes).into_owned(),
             context_version,
+            link,
         }
     }
 

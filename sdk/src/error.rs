@@ -29,7 +29,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::InvalidKey(m) => Error(format!("store: invalid key: {m}")),
-            StoreError::TooLarge(m) => Error(format!("store: value too large: {m}")),
+            StoreError::TooLarge(m) => Error(format!("store: too large: {m}")),
             StoreError::Io(m) => Error(format!("store: i/o error: {m}")),
         }
     }

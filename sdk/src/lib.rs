@@ -5,6 +5,7 @@
 //! * [`http`]: plain [`Request`]/[`Response`] types and [`http::serve`], the whole wasi:http glue.
 //! * [`router`]: `/cars/{id}`-style path matching.
 //! * [`body`]: JSON body parsing whose errors are 400 problems naming the field.
+//! * [`page`]: paged list endpoints (`?limit=&after=`, a `Link` to the next page).
 //! * [`store`], [`events`], [`config`], [`log`]: JSON-friendly wrappers over the host imports.
 //!
 //! The smallest complete context is the workspace's `bench-hello` component, shown here from
@@ -28,6 +29,7 @@ mod error;
 pub mod events;
 pub mod http;
 pub mod log;
+pub mod page;
 pub mod router;
 pub mod store;
 

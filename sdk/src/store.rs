@@ -41,6 +41,10 @@ pub fn delete(key: &str) -> Result<(), Error> {
 }
 
 /// Every entry whose key starts with `prefix`, in key order, values decoded from JSON.
+///
+/// The host refuses a scan whose answer would pass its limits (by default 1,000 entries or
+/// 4 MiB): for a table that grows, page with [`crate::page`] or [`scan_range_json`] and a
+/// limit.
 pub fn scan_prefix_json<T: DeserializeOwned>(prefix: &str) -> Result<Vec<(String, T)>, Error> {
     raw::scan_prefix(prefix, None)?
         .into_iter()
@@ -48,7 +52,8 @@ pub fn scan_prefix_json<T: DeserializeOwned>(prefix: &str) -> Result<Vec<(String
         .collect()
 }
 
-/// Entries with `start <= key < end`, in key order, values decoded from JSON.
+/// Entries with `start <= key < end`, in key order, at most `limit`, values decoded from
+/// JSON (the host's scan limits apply, see [`scan_prefix_json`]).
 pub fn scan_range_json<T: DeserializeOwned>(
     start: &str,
     end: &str,

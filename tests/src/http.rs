@@ -27,9 +27,27 @@ pub struct Resp {
     pub body: String,
     /// The `x-context-version` header: which context version answered.
     pub context_version: Option<String>,
+    /// The `Link` header, if any (the next page of a list).
+    pub link: Option<String>,
 }
 
 impl Resp {
+    /// The target of the `Link` header's `rel="next"` (path and query), if there is one;
+    /// panics when a `Link` header is there but not of that form.
+    pub fn next_page(&self) -> Option<String> {
+        let link = self.link.as_deref()?;
+        let (target, params) = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once('>'))
+            .unwrap_or_else(|| panic!("{}: `Link: {link}` is not `<target>; ...`", self.request));
+        assert!(
+            params.split(';').any(|p| p.trim() == "rel=\"next\""),
+            "{}: `Link: {link}` is not rel=\"next\"",
+            self.request
+        );
+        Some(target.to_owned())
+    }
+
     /// The body as JSON; panics when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
@@ -166,6 +184,7 @@ impl Api {
         let context_version = header(reqwest::header::HeaderName::from_static(
             "x-context-version",
         ));
+        let link = header(reqwest::header::LINK);
         let status = response.status().as_u16();
         let body = response.text().await?;
         Ok(Resp {
@@ -175,6 +194,7 @@ impl Api {
             retry_after,
             body,
             context_version,
+            link,
         })
     }
 
@@ -223,10 +243,34 @@ impl Api {
         self.get(path).await.expect(200)
     }
 
-    /// `GET path`, asserting 200, as a list (a JSON array, or an object with an `items` array).
+    /// `GET path`, asserting 200, as a list (a JSON array, or an object with an `items` array):
+    /// one page of a paged list.
     pub async fn get_list(&self, path: &str) -> Vec<Value> {
         let value = self.get_ok(path).await;
         as_list(&value).unwrap_or_else(|| panic!("GET {path}: not a list: {value}"))
+    }
+
+    /// Every item of the paged list at `path`: its first page and each next page its
+    /// `Link: <...>; rel="next"` names, asserting 200 for each (a 404 on the first page is
+    /// an empty list when `missing_is_empty`).
+    pub async fn get_all_pages(&self, path: &str, missing_is_empty: bool) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut next = Some(path.to_owned());
+        let mut pages = 0;
+        while let Some(page) = next {
+            pages += 1;
+            assert!(pages <= 10_000, "GET {path}: more than 10,000 pages");
+            let resp = self.get(&page).await;
+            if missing_is_empty && pages == 1 && resp.status == 404 {
+                return items;
+            }
+            let value = resp.expect(200);
+            items.extend(
+                as_list(&value).unwrap_or_else(|| panic!("GET {page}: not a list: {value}")),
+            );
+            next = resp.next_page();
+        }
+        items
     }
 }
 

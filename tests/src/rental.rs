@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::http::{Api, as_list, id, text};
+use crate::http::{Api, id, text};
 use crate::{ensure_that, eventually};
 
 /// How long the saga and the view get to converge, unless a test says otherwise.
@@ -74,19 +74,19 @@ impl Api {
         self.get_ok(&format!("/payments/{payment_id}")).await
     }
 
-    /// `GET /orders`.
+    /// `GET /orders`, every page.
     pub async fn orders(&self) -> Vec<Value> {
-        self.get_list("/orders").await
+        self.get_all_pages("/orders", false).await
     }
 
-    /// `GET /payments`.
+    /// `GET /payments`, every page.
     pub async fn payments(&self) -> Vec<Value> {
-        self.get_list("/payments").await
+        self.get_all_pages("/payments", false).await
     }
 
-    /// `GET /cars`.
+    /// `GET /cars`, every page.
     pub async fn cars(&self) -> Vec<Value> {
-        self.get_list("/cars").await
+        self.get_all_pages("/cars", false).await
     }
 
     /// `GET /availability/{carId}` as `(available, whole answer)`, or `None` while the view
@@ -108,15 +108,11 @@ impl Api {
         Some((available, value))
     }
 
-    /// `GET /customers/{customerId}/orders`; an unknown customer (404) counts as no rows.
+    /// `GET /customers/{customerId}/orders`, every page; an unknown customer (404) counts
+    /// as no rows.
     pub async fn customer_orders(&self, customer: &str) -> Vec<Value> {
-        let path = format!("/customers/{customer}/orders");
-        let resp = self.get(&path).await;
-        if resp.status == 404 {
-            return Vec::new();
-        }
-        let value = resp.expect(200);
-        as_list(&value).unwrap_or_else(|| panic!("GET {path}: not a list: {value}"))
+        self.get_all_pages(&format!("/customers/{customer}/orders"), true)
+            .await
     }
 }
 

@@ -16,6 +16,19 @@ fn valid_type(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
+/// A correlation id travels with the event to every subscriber (over RabbitMQ as a message
+/// property and header): at most `max` bytes.
+fn check_correlation_id(id: &str, max: usize) -> Result<(), String> {
+    if id.len() > max {
+        return Err(format!(
+            "the correlation id is {} bytes long, over the limit of {max} \
+             (limits.correlation_id_bytes)",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
 impl Host for CapabilityCtx {
     fn publish(
         &mut self,
@@ -34,6 +47,9 @@ impl Host for CapabilityCtx {
                 data.len()
             )));
         }
+        if let Err(why) = check_correlation_id(&correlation_id, self.limits.correlation_id_bytes) {
+            return Ok(Err(why));
+        }
         let envelope = Envelope {
             id: uuid::Uuid::new_v4().to_string(),
             source: format!("/contexts/{}", self.context),
@@ -44,10 +60,15 @@ impl Host for CapabilityCtx {
             datacontenttype: "application/json".into(),
             data,
         };
-        lock(self.unit()?).publish(crate::state::OutgoingEvent {
-            encoded: envelope.encode(),
-        });
-        Ok(Ok(()))
+        let limits = self.limits.unit;
+        Ok(lock(self.unit()?)
+            .publish_bounded(
+                crate::state::OutgoingEvent {
+                    encoded: envelope.encode(),
+                },
+                &limits,
+            )
+            .map_err(|e| e.to_string()))
     }
 }
 
@@ -60,5 +81,13 @@ mod tests {
         assert!(!super::valid_type(""));
         assert!(!super::valid_type("has space"));
         assert!(!super::valid_type(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn correlation_ids_are_checked_against_their_limit() {
+        assert!(super::check_correlation_id("", 256).is_ok());
+        assert!(super::check_correlation_id(&"c".repeat(256), 256).is_ok());
+        let why = super::check_correlation_id(&"c".repeat(257), 256).unwrap_err();
+        assert!(why.contains("limits.correlation_id_bytes"), "{why}");
     }
 }

@@ -18,7 +18,35 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::Platform;
-use crate::state::{Sequences, SharedUnit, Table};
+use crate::state::{Sequences, SharedUnit, Table, UnitLimits};
+
+/// What a guest may make the host hold through its imports: the limits of one unit of work
+/// (scans, buffered writes, published events) and the lengths of the names it hands the
+/// host to keep. Configured in `[limits]`; past a limit the guest gets a `store-error` or a
+/// publish error naming the setting, never a trap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Scans, writes and events of one unit of work.
+    pub unit: UnitLimits,
+    /// Distinct `store.next-id` sequence names one context may use.
+    pub sequences: usize,
+    /// Longest sequence name, in bytes.
+    pub sequence_name_bytes: usize,
+    /// Longest correlation id of a published event, in bytes (it travels as a message
+    /// header over RabbitMQ, where an oversized one would stall the relay).
+    pub correlation_id_bytes: usize,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits {
+            unit: UnitLimits::default(),
+            sequences: 1_000,
+            sequence_name_bytes: 128,
+            correlation_id_bytes: 256,
+        }
+    }
+}
 
 /// What the capabilities of one invocation act on: the context they serve, and the unit of
 /// work and trace of the invocation running now.
@@ -35,6 +63,8 @@ pub(crate) struct CapabilityCtx {
     pub(crate) unit: Option<SharedUnit>,
     /// The trace of the running invocation.
     pub(crate) trace_id: Arc<str>,
+    /// What the guest may make the host hold.
+    pub(crate) limits: GuestLimits,
 }
 
 impl CapabilityCtx {

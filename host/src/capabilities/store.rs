@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use super::CapabilityCtx;
 use crate::bindings::store::{Entry, Host, StoreError};
-use crate::state::ScanRange;
+use crate::state::{LimitError, ScanError, ScanRange, SequenceError, Sequences};
 use crate::sync::lock;
 
 /// Longest key, in bytes.
@@ -47,6 +47,39 @@ fn io(e: crate::state::StateError) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+fn over(e: LimitError) -> StoreError {
+    StoreError::TooLarge(e.to_string())
+}
+
+fn scan_error(e: ScanError) -> StoreError {
+    match e {
+        ScanError::State(e) => io(e),
+        ScanError::Limit(e) => over(e),
+    }
+}
+
+fn sequence_error(e: SequenceError) -> StoreError {
+    match e {
+        SequenceError::TooMany { .. } => StoreError::InvalidKey(e.to_string()),
+        SequenceError::State(e) => io(e),
+    }
+}
+
+/// A sequence name is a key of the host's own table: not empty, at most `max` bytes.
+fn check_sequence_name(name: &str, max: usize) -> Result<(), StoreError> {
+    if name.is_empty() {
+        return Err(StoreError::InvalidKey("the sequence name is empty".into()));
+    }
+    if name.len() > max {
+        return Err(StoreError::InvalidKey(format!(
+            "the sequence name is {} bytes long, over the limit of {max} \
+             (limits.sequence_name_bytes)",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
 fn entries(v: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
     v.into_iter()
         .map(|(key, value)| Entry { key, value })
@@ -73,8 +106,10 @@ impl Host for CapabilityCtx {
             ))));
         }
         let table = self.table.clone();
-        lock(self.unit()?).put(&table, &key, Some(value));
-        Ok(Ok(()))
+        let limits = self.limits.unit;
+        Ok(lock(self.unit()?)
+            .put_bounded(&table, &key, Some(value), &limits)
+            .map_err(over))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), StoreError>> {
@@ -82,8 +117,10 @@ impl Host for CapabilityCtx {
             return Ok(Err(e));
         }
         let table = self.table.clone();
-        lock(self.unit()?).put(&table, &key, None);
-        Ok(Ok(()))
+        let limits = self.limits.unit;
+        Ok(lock(self.unit()?)
+            .put_bounded(&table, &key, None, &limits)
+            .map_err(over))
     }
 
     fn scan_prefix(
@@ -96,10 +133,11 @@ impl Host for CapabilityCtx {
             start: Bound::Included(prefix),
         };
         let table = self.table.clone();
+        let limits = self.limits.unit;
         Ok(lock(self.unit()?)
-            .scan(&table, range, limit.map(|l| l as usize))
+            .scan(&table, range, limit.map(|l| l as usize), &limits)
             .map(entries)
-            .map_err(io))
+            .map_err(scan_error))
     }
 
     fn scan_range(
@@ -116,23 +154,24 @@ impl Host for CapabilityCtx {
             end: Bound::Excluded(end),
         };
         let table = self.table.clone();
+        let limits = self.limits.unit;
         Ok(lock(self.unit()?)
-            .scan(&table, range, limit.map(|l| l as usize))
+            .scan(&table, range, limit.map(|l| l as usize), &limits)
             .map(entries)
-            .map_err(io))
+            .map_err(scan_error))
     }
 
     fn next_id(&mut self, sequence: String) -> wasmtime::Result<Result<u64, StoreError>> {
-        if let Err(e) = check_key(&sequence) {
+        if let Err(e) = check_sequence_name(&sequence, self.limits.sequence_name_bytes) {
             return Ok(Err(e));
         }
-        let key = format!("{}/{sequence}", self.context);
-        match self.sequences.next(&key) {
+        match self.sequences.next(&self.context, &sequence) {
             Ok(v) => {
+                let key = Sequences::key(&self.context, &sequence);
                 lock(self.unit()?).took_sequence(key, v);
                 Ok(Ok(v))
             }
-            Err(e) => Ok(Err(io(e))),
+            Err(e) => Ok(Err(sequence_error(e))),
         }
     }
 }
@@ -157,5 +196,16 @@ mod tests {
         assert!(check_key("").is_err());
         assert!(check_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
         assert!(check_key("order/1").is_ok());
+    }
+
+    #[test]
+    fn sequence_names_are_checked_against_their_limit() {
+        assert!(check_sequence_name("orders", 128).is_ok());
+        assert!(check_sequence_name(&"s".repeat(128), 128).is_ok());
+        assert!(check_sequence_name("", 128).is_err());
+        let Err(StoreError::InvalidKey(why)) = check_sequence_name(&"s".repeat(129), 128) else {
+            panic!("a name over the limit is an invalid key");
+        };
+        assert!(why.contains("limits.sequence_name_bytes"), "{why}");
     }
 }

@@ -1,6 +1,7 @@
 //! The runtime's part of the configuration: the `[plugins.<name>]` tables, the limits of
 //! every invocation (`deadline_ms`, `memory_limit_mb`, `instance_reuse`, at the top level
-//! and per plugin) and the engine's (`max_instances`, `cache_dir`).
+//! and per plugin), what a guest may make the host hold (`[limits]`) and the engine's
+//! settings (`max_instances`, `cache_dir`).
 //!
 //! ```toml
 //! deadline_ms = 5000          # CPU deadline of one invocation
@@ -8,6 +9,17 @@
 //! instance_reuse = 1          # invocations one instance may serve (1: always fresh)
 //! max_instances = 1000        # instances that may exist at once
 //! compile_timeout_ms = 120000 # longest compilation of one component
+//!
+//! [limits]                    # what one unit of work / one context may make the host hold
+//! scan_entries = 1000         # entries one store scan may return
+//! scan_bytes = 4194304        # bytes (keys + values) one scan may return
+//! write_entries = 10000       # distinct keys one unit of work may write
+//! write_bytes = 16777216      # bytes (keys + values) of those writes
+//! events = 1000               # events one unit of work may publish
+//! event_bytes = 4194304       # bytes of those events
+//! sequences = 1000            # distinct `next-id` sequence names per context
+//! sequence_name_bytes = 128   # longest sequence name
+//! correlation_id_bytes = 256  # longest correlation id of an event (at most 4096)
 //!
 //! [plugins.payment]
 //! path = "target/wasm32-wasip2/release/payment.wasm"   # relative to the config file
@@ -25,7 +37,9 @@ use serde::Deserialize;
 use super::context::ContextLimits;
 use super::engine::EngineSettings;
 use super::loader::PluginSource;
+use crate::capabilities::GuestLimits;
 use crate::resilience::ResilienceSettings;
+use crate::state::UnitLimits;
 
 /// CPU deadline of an invocation, unless configured.
 const DEFAULT_DEADLINE_MS: u64 = 5_000;
@@ -33,6 +47,9 @@ const DEFAULT_DEADLINE_MS: u64 = 5_000;
 const DEFAULT_COMPILE_TIMEOUT_MS: u64 = 120_000;
 /// Deepest chain of calls between contexts.
 const MAX_CALL_DEPTH: u32 = 8;
+/// Longest correlation id that may be configured: it travels as a message header, which
+/// must stay far below the smallest frame a broker may negotiate.
+const MAX_CORRELATION_ID_BYTES: usize = 4096;
 
 /// The runtime's keys of the configuration file, as written.
 #[derive(Debug, Default)]
@@ -43,7 +60,68 @@ pub struct RuntimeFile {
     pub instance_reuse: Option<u32>,
     pub max_instances: Option<u32>,
     pub compile_timeout_ms: Option<u64>,
+    pub limits: LimitsFile,
     pub plugins: BTreeMap<String, PluginEntry>,
+}
+
+/// The `[limits]` table: what a guest may make the host hold (see [`GuestLimits`]); every
+/// key is optional and at least 1.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    scan_entries: Option<usize>,
+    scan_bytes: Option<usize>,
+    write_entries: Option<usize>,
+    write_bytes: Option<usize>,
+    events: Option<usize>,
+    event_bytes: Option<usize>,
+    sequences: Option<usize>,
+    sequence_name_bytes: Option<usize>,
+    correlation_id_bytes: Option<usize>,
+}
+
+impl LimitsFile {
+    /// The limits, defaults filled in; a key set to 0 (or a correlation id limit over
+    /// 4096 bytes) is refused with its name.
+    pub fn resolve(&self) -> Result<GuestLimits, RuntimeConfigError> {
+        let d = GuestLimits::default();
+        let pick = |value: Option<usize>, default: usize, key: &'static str| match value {
+            Some(0) => Err(RuntimeConfigError::Limit {
+                key,
+                why: "must be at least 1",
+            }),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let correlation_id_bytes = pick(
+            self.correlation_id_bytes,
+            d.correlation_id_bytes,
+            "correlation_id_bytes",
+        )?;
+        if correlation_id_bytes > MAX_CORRELATION_ID_BYTES {
+            return Err(RuntimeConfigError::Limit {
+                key: "correlation_id_bytes",
+                why: "must be at most 4096 (it travels as a message header)",
+            });
+        }
+        Ok(GuestLimits {
+            unit: UnitLimits {
+                scan_entries: pick(self.scan_entries, d.unit.scan_entries, "scan_entries")?,
+                scan_bytes: pick(self.scan_bytes, d.unit.scan_bytes, "scan_bytes")?,
+                write_entries: pick(self.write_entries, d.unit.write_entries, "write_entries")?,
+                write_bytes: pick(self.write_bytes, d.unit.write_bytes, "write_bytes")?,
+                events: pick(self.events, d.unit.events, "events")?,
+                event_bytes: pick(self.event_bytes, d.unit.event_bytes, "event_bytes")?,
+            },
+            sequences: pick(self.sequences, d.sequences, "sequences")?,
+            sequence_name_bytes: pick(
+                self.sequence_name_bytes,
+                d.sequence_name_bytes,
+                "sequence_name_bytes",
+            )?,
+            correlation_id_bytes,
+        })
+    }
 }
 
 impl RuntimeFile {
@@ -81,6 +159,11 @@ pub enum RuntimeConfigError {
     UnknownContext(String),
     #[error("invalid setting plugins: {0}")]
     NoPlugin(String),
+    #[error("invalid setting limits.{key}: {why}")]
+    Limit {
+        key: &'static str,
+        why: &'static str,
+    },
 }
 
 /// What the runtime is started with.
@@ -137,6 +220,7 @@ impl RuntimeSettings {
         }
         let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
         let deadline = file.default_deadline();
+        let guest_limits = file.limits.resolve()?;
         let cache_dir = file
             .cache_dir
             .map(relative)
@@ -194,11 +278,48 @@ impl RuntimeSettings {
             ),
             max_call_depth: MAX_CALL_DEPTH,
             resilience,
+            guest_limits,
         };
         Ok(RuntimeSettings {
             engine,
             plugins,
             default_limits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(text: &str) -> Result<GuestLimits, RuntimeConfigError> {
+        toml::from_str::<LimitsFile>(text)
+            .expect("a [limits] table")
+            .resolve()
+    }
+
+    #[test]
+    fn limits_default_safely_and_refuse_zero_or_an_oversized_correlation_id() {
+        assert_eq!(limits("").expect("defaults"), GuestLimits::default());
+        let set =
+            limits("scan_entries = 5\nevents = 7\ncorrelation_id_bytes = 4096\n").expect("set");
+        assert_eq!(
+            (
+                set.unit.scan_entries,
+                set.unit.events,
+                set.correlation_id_bytes
+            ),
+            (5, 7, 4096)
+        );
+        assert_eq!(set.unit.write_entries, UnitLimits::default().write_entries);
+        for (text, key) in [
+            ("write_bytes = 0", "limits.write_bytes"),
+            ("sequences = 0", "limits.sequences"),
+            ("correlation_id_bytes = 4097", "limits.correlation_id_bytes"),
+        ] {
+            let err = limits(text).expect_err(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        assert!(toml::from_str::<LimitsFile>("bogus = 1").is_err());
     }
 }

@@ -35,6 +35,8 @@ pub struct EngineSettings {
     pub max_call_depth: u32,
     /// Policies of calls between contexts.
     pub resilience: crate::resilience::ResilienceSettings,
+    /// What a guest may make the host hold (`[limits]`).
+    pub guest_limits: crate::capabilities::GuestLimits,
 }
 
 /// Why the runtime could not start.
@@ -178,7 +180,7 @@ impl Runtime {
         crate::capabilities::add_to_linker(&mut linker, |s: &mut Invocation| &mut s.caps)
             .map_err(&link)?;
 
-        let sequences = Arc::new(Sequences::new(db.clone()));
+        let sequences = Arc::new(Sequences::new(db.clone(), settings.guest_limits.sequences));
         let resilience = crate::resilience::Resilience::new(settings.resilience.clone());
         let (unhealthy_tx, unhealthy_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {

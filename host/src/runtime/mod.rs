@@ -23,7 +23,7 @@ mod warm;
 mod tests;
 
 pub(crate) use config::{
-    PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings, valid_name,
+    LimitsFile, PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings, valid_name,
 };
 pub(crate) use context::{ContextLimits, LoadedContext, RouteSpec};
 pub use engine::engine_config;

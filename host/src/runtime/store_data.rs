@@ -51,6 +51,7 @@ impl Invocation {
             sequences: runtime.sequences().clone(),
             unit: Some(unit),
             trace_id,
+            limits: runtime.settings().guest_limits,
         };
         Invocation {
             context,

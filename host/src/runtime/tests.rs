@@ -215,6 +215,7 @@ fn runtime_with_pool(dir: &std::path::Path, max_instances: u32) -> Runtime {
         max_call_depth: 8,
         resilience: ResilienceSettings::resolve(&ResilienceFile::default(), deadline)
             .expect("the default policies"),
+        guest_limits: crate::capabilities::GuestLimits::default(),
     };
     Runtime::new(settings, db, committer).expect("a runtime")
 }

@@ -11,8 +11,11 @@ pub(crate) use commit::{CommitOutcome, Committer};
 pub(crate) use db::{
     CURSORS, DEAD_LETTERS, Db, StateError, Table, VERSIONS, context_table, db_tables, inbox_table,
 };
-pub(crate) use sequences::Sequences;
-pub(crate) use uow::{OutgoingEvent, ScanRange, SharedUnit, UnitOfWork, share, unshare};
+pub(crate) use sequences::{SequenceError, Sequences};
+pub(crate) use uow::{
+    LimitError, OutgoingEvent, ScanError, ScanRange, SharedUnit, UnitLimits, UnitOfWork, share,
+    unshare,
+};
 
 #[cfg(test)]
 mod tests;

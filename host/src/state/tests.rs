@@ -45,14 +45,14 @@ async fn unit_reads_its_own_writes_and_scans_merge_them_in_key_order() {
     assert_eq!(u.get(&kv, "k/2").expect("get"), Some(b"two".to_vec()));
     assert_eq!(u.get(&kv, "k/3").expect("get"), None);
     let keys: Vec<String> = u
-        .scan(&kv, prefix("k/"), None)
+        .scan(&kv, prefix("k/"), None, &UnitLimits::default())
         .expect("scan")
         .into_iter()
         .map(|(k, _)| k)
         .collect();
     assert_eq!(keys, ["k/1", "k/2"]);
     let first: Vec<String> = u
-        .scan(&kv, prefix("k/"), Some(1))
+        .scan(&kv, prefix("k/"), Some(1), &UnitLimits::default())
         .expect("scan")
         .into_iter()
         .map(|(k, _)| k)
@@ -92,10 +92,13 @@ async fn a_scan_conflicts_with_an_insert_into_the_range_it_read() {
     put_committed(&db, &c, &kv, "k/1", "x").await;
 
     let mut full = UnitOfWork::begin(&db).expect("begin");
-    full.scan(&kv, prefix("k/"), None).expect("scan");
+    full.scan(&kv, prefix("k/"), None, &UnitLimits::default())
+        .expect("scan");
     full.put(&kv, "count", Some(b"1".to_vec()));
     let mut limited = UnitOfWork::begin(&db).expect("begin");
-    limited.scan(&kv, prefix("k/"), Some(1)).expect("scan");
+    limited
+        .scan(&kv, prefix("k/"), Some(1), &UnitLimits::default())
+        .expect("scan");
     limited.put(&kv, "first", Some(b"k/1".to_vec()));
 
     // Another unit inserts after what the limited scan consumed.
@@ -186,19 +189,140 @@ async fn events_get_consecutive_sequence_numbers_that_survive_a_reopen() {
 async fn sequences_continue_above_committed_values_after_a_restart() {
     let (db, _dir) = temp_db(&[]);
     let c = Committer::start(db.clone()).expect("committer");
-    let seq = Sequences::new(db.clone());
+    let seq = Sequences::new(db.clone(), 10);
     let mut u = UnitOfWork::begin(&db).expect("begin");
     for expected in 1..=3 {
-        let v = seq.next("order/orders").expect("next");
+        let v = seq.next("order", "orders").expect("next");
         assert_eq!(v, expected);
         u.took_sequence("order/orders".into(), v);
     }
     c.commit(u).await.expect("commit");
     assert_eq!(
-        Sequences::new(db.clone())
-            .next("order/orders")
+        Sequences::new(db.clone(), 10)
+            .next("order", "orders")
             .expect("next"),
         4
     );
-    assert_eq!(Sequences::new(db).next("order/other").expect("next"), 1);
+    assert_eq!(
+        Sequences::new(db, 10).next("order", "other").expect("next"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_context_may_use_only_so_many_sequence_names_and_others_are_not_affected() {
+    let (db, _dir) = temp_db(&[]);
+    let seq = Sequences::new(db, 3);
+    for name in ["a", "b", "c"] {
+        assert_eq!(seq.next("order", name).expect("within the limit"), 1);
+    }
+    let err = seq.next("order", "d").expect_err("a fourth name");
+    assert!(
+        matches!(err, SequenceError::TooMany { max: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("limits.sequences"), "{err}");
+    // Names already in use go on; other contexts have their own allowance.
+    assert_eq!(seq.next("order", "a").expect("a known name"), 2);
+    assert_eq!(seq.next("payment", "d").expect("another context"), 1);
+}
+
+fn small_limits() -> UnitLimits {
+    UnitLimits {
+        scan_entries: 3,
+        scan_bytes: 64,
+        write_entries: 2,
+        write_bytes: 20,
+        events: 2,
+        event_bytes: 10,
+    }
+}
+
+#[tokio::test]
+async fn a_scan_over_its_entry_or_byte_limit_fails_instead_of_cutting_the_answer() {
+    let kv = t("ctx/a");
+    let (db, _dir) = temp_db(std::slice::from_ref(&kv));
+    let c = Committer::start(db.clone()).expect("committer");
+    for i in 1..=4 {
+        put_committed(&db, &c, &kv, &format!("k/{i}"), "v").await;
+    }
+    let limits = small_limits();
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    // Four entries match: unlimited or with a limit above 3, the scan fails.
+    for limit in [None, Some(4)] {
+        match u.scan(&kv, prefix("k/"), limit, &limits) {
+            Err(ScanError::Limit(LimitError::ScanEntries { max: 3 })) => {}
+            other => panic!("{limit:?}: {other:?}"),
+        }
+    }
+    // Paging within the limit works.
+    let page = u.scan(&kv, prefix("k/"), Some(3), &limits).expect("a page");
+    assert_eq!(page.len(), 3);
+    // The unit's own writes count like stored entries: "k/0" and 30 bytes of value, then
+    // "k/1" and "v" make 37 bytes.
+    u.put(&kv, "k/0", Some(vec![b'x'; 30]));
+    let bytes = UnitLimits {
+        scan_bytes: 36,
+        ..limits
+    };
+    match u.scan(&kv, prefix("k/"), Some(2), &bytes) {
+        Err(ScanError::Limit(e @ LimitError::ScanBytes { max: 36 })) => {
+            assert!(e.to_string().contains("limits.scan_bytes"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        u.scan(&kv, prefix("k/"), Some(1), &bytes)
+            .expect("one")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_unit_holds_only_so_many_writes_and_events_and_a_savepoint_gives_them_back() {
+    let kv = t("ctx/a");
+    let (db, _dir) = temp_db(std::slice::from_ref(&kv));
+    let limits = small_limits();
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    // Host bookkeeping (an inbox, a cursor) does not count against the guests' limits.
+    for i in 0..5 {
+        u.put(&t("inbox/a"), &format!("event-{i}"), Some(vec![0; 8]));
+    }
+    u.put_bounded(&kv, "a", Some(b"12345".to_vec()), &limits)
+        .expect("first key");
+    // Overwriting a key is no new entry, and only its new size counts.
+    u.put_bounded(&kv, "a", Some(b"123456789".to_vec()), &limits)
+        .expect("same key");
+    let sp = u.savepoint();
+    u.put_bounded(&kv, "b", None, &limits).expect("second key");
+    assert_eq!(
+        u.put_bounded(&kv, "c", None, &limits),
+        Err(LimitError::WriteEntries { count: 3, max: 2 })
+    );
+    assert_eq!(
+        u.put_bounded(&kv, "b", Some(vec![0; 10]), &limits),
+        Err(LimitError::WriteBytes { bytes: 21, max: 20 })
+    );
+    u.rollback_to(sp);
+    u.put_bounded(&kv, "c", Some(vec![0; 9]), &limits)
+        .expect("room again after the rollback");
+
+    let event = |n: usize| OutgoingEvent {
+        encoded: vec![0; n],
+    };
+    u.publish_bounded(event(4), &limits).expect("first event");
+    let sp = u.savepoint();
+    u.publish_bounded(event(4), &limits).expect("second event");
+    assert_eq!(
+        u.publish_bounded(event(1), &limits),
+        Err(LimitError::Events { count: 3, max: 2 })
+    );
+    u.rollback_to(sp);
+    assert_eq!(
+        u.publish_bounded(event(7), &limits),
+        Err(LimitError::EventBytes { bytes: 11, max: 10 })
+    );
+    u.publish_bounded(event(6), &limits).expect("fits again");
+    assert_eq!(u.event_count(), 2);
 }

@@ -3,17 +3,17 @@
 use ctxhost_sdk::body::JsonObject;
 use ctxhost_sdk::events::publish_json;
 use ctxhost_sdk::router::route;
-use ctxhost_sdk::{ApiResult, Request, Response, store};
+use ctxhost_sdk::{ApiResult, Request, Response, page, store};
 use serde_json::json;
 
-use crate::model::{CAR_PREFIX, CAR_SEQUENCE, Car, car_key};
+use crate::model::{CAR_SEQUENCE, CAR_TABLE, Car, car_key};
 
 /// Route one request.
 pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if route("/cars", &req.path).is_some() {
         return match method {
-            "GET" => list(),
+            "GET" => page::list_json::<Car>(&req, CAR_TABLE),
             "POST" => register(&req),
             _ => Err(Response::method_not_allowed(method, &["GET", "POST"])),
         };
@@ -46,14 +46,6 @@ fn register(req: &Request) -> ApiResult {
         &json!({ "carId": id, "name": car.name, "stock": stock, "available": stock }),
     )?;
     Ok(Response::created(&format!("/cars/{id}"), &car))
-}
-
-fn list() -> ApiResult {
-    let cars: Vec<Car> = store::scan_prefix_json::<Car>(CAR_PREFIX)?
-        .into_iter()
-        .map(|(_, car)| car)
-        .collect();
-    Ok(Response::json(200, &cars))
 }
 
 fn get(id: u64) -> ApiResult {

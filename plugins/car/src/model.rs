@@ -36,12 +36,12 @@ pub(crate) enum RentalStatus {
 
 /// Sequence for car ids.
 pub(crate) const CAR_SEQUENCE: &str = "cars";
-/// Prefix of the car table.
-pub(crate) const CAR_PREFIX: &str = "car/";
+/// The car table: cars are stored under `car/<id>` and listed in pages of it.
+pub(crate) const CAR_TABLE: &str = "car";
 
 /// `car/<id, 16 digits>`.
 pub(crate) fn car_key(id: u64) -> String {
-    ctxhost_sdk::store::id_key("car", id)
+    ctxhost_sdk::store::id_key(CAR_TABLE, id)
 }
 
 /// `rental/<order id, 16 digits>`.
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn keys_and_json() {
         assert_eq!(car_key(42), "car/0000000000000042");
-        assert!(car_key(42).starts_with(CAR_PREFIX));
+        assert!(car_key(42).starts_with(&format!("{CAR_TABLE}/")));
         assert_eq!(rental_key(7), "rental/0000000000000007");
         let r = Rental {
             order_id: 1,

@@ -3,18 +3,18 @@
 use ctxhost_sdk::body::JsonObject;
 use ctxhost_sdk::events::publish_json;
 use ctxhost_sdk::router::route;
-use ctxhost_sdk::{ApiResult, CallError, Request, Response, log, store};
+use ctxhost_sdk::{ApiResult, CallError, Request, Response, log, page, store};
 use serde_json::json;
 
 use crate::ctxhost::rental::payments::{self, PaymentError, PaymentRequest};
-use crate::model::{NewOrder, ORDER_PREFIX, ORDER_SEQUENCE, Order, Status, can_cancel, order_key};
+use crate::model::{NewOrder, ORDER_SEQUENCE, ORDER_TABLE, Order, Status, can_cancel, order_key};
 
 /// Route one request.
 pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if route("/orders", &req.path).is_some() {
         return match method {
-            "GET" => list(),
+            "GET" => page::list_json::<Order>(&req, ORDER_TABLE),
             "POST" => place(&req),
             _ => Err(Response::method_not_allowed(method, &["GET", "POST"])),
         };
@@ -104,14 +104,6 @@ fn cancel(id: u64) -> ApiResult {
         &json!({ "orderId": id, "carId": order.car_id, "qty": order.qty, "customerId": order.customer_id }),
     )?;
     Ok(Response::json(200, &order))
-}
-
-fn list() -> ApiResult {
-    let orders: Vec<Order> = store::scan_prefix_json::<Order>(ORDER_PREFIX)?
-        .into_iter()
-        .map(|(_, o)| o)
-        .collect();
-    Ok(Response::json(200, &orders))
 }
 
 fn get(id: u64) -> ApiResult {

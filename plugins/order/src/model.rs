@@ -27,12 +27,12 @@ pub(crate) enum Status {
 
 /// Sequence for order ids.
 pub(crate) const ORDER_SEQUENCE: &str = "orders";
-/// Prefix of the order table.
-pub(crate) const ORDER_PREFIX: &str = "order/";
+/// The order table: orders are stored under `order/<id>` and listed in pages of it.
+pub(crate) const ORDER_TABLE: &str = "order";
 
 /// `order/<id, 16 digits>`.
 pub(crate) fn order_key(id: u64) -> String {
-    ctxhost_sdk::store::id_key("order", id)
+    ctxhost_sdk::store::id_key(ORDER_TABLE, id)
 }
 
 /// A validated `POST /orders` body.

@@ -2,12 +2,12 @@
 
 use ctxhost_sdk::events::publish_json;
 use ctxhost_sdk::router::route;
-use ctxhost_sdk::{ApiResult, Error, Request, Response, config, log, store};
+use ctxhost_sdk::{ApiResult, Error, Request, Response, config, log, page, store};
 use serde_json::json;
 
 use crate::exports::ctxhost::rental::payments as wit;
 use crate::model::{
-    MAX_QTY_KEY, PAYMENT_PREFIX, PAYMENT_SEQUENCE, Payment, Status, by_order_key, decline_reason,
+    MAX_QTY_KEY, PAYMENT_SEQUENCE, PAYMENT_TABLE, Payment, Status, by_order_key, decline_reason,
     parse_max_qty, payment_key,
 };
 
@@ -95,7 +95,7 @@ pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if route("/payments", &req.path).is_some() {
         return match method {
-            "GET" => list(),
+            "GET" => page::list_json::<Payment>(&req, PAYMENT_TABLE),
             _ => Err(Response::method_not_allowed(method, &["GET"])),
         };
     }
@@ -113,14 +113,6 @@ pub(crate) fn handle(req: Request) -> ApiResult {
         };
     }
     Err(Response::not_found(&format!("no resource at {}", req.path)))
-}
-
-fn list() -> ApiResult {
-    let payments: Vec<Payment> = store::scan_prefix_json::<Payment>(PAYMENT_PREFIX)?
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect();
-    Ok(Response::json(200, &payments))
 }
 
 fn get(id: u64) -> ApiResult {

@@ -32,8 +32,8 @@ impl Status {
 
 /// Sequence for payment ids.
 pub(crate) const PAYMENT_SEQUENCE: &str = "payments";
-/// Prefix of the payment table.
-pub(crate) const PAYMENT_PREFIX: &str = "payment/";
+/// The payment table: payments are stored under `payment/<id>` and listed in pages of it.
+pub(crate) const PAYMENT_TABLE: &str = "payment";
 /// Configuration key of the largest `qty` one order may pay for.
 pub(crate) const MAX_QTY_KEY: &str = "max-qty-per-order";
 /// Its default.
@@ -41,7 +41,7 @@ pub(crate) const DEFAULT_MAX_QTY: u32 = 10;
 
 /// `payment/<id, 16 digits>`.
 pub(crate) fn payment_key(id: u64) -> String {
-    ctxhost_sdk::store::id_key("payment", id)
+    ctxhost_sdk::store::id_key(PAYMENT_TABLE, id)
 }
 
 /// `by-order/<order id, 16 digits>` -> the payment id (JSON number).

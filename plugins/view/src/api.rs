@@ -1,10 +1,11 @@
 //! The read-only resources: `/availability` and `/customers/{customerId}/orders`.
 
+use ctxhost_sdk::page::{self, PageRequest};
 use ctxhost_sdk::router::{parse_id, route};
 use ctxhost_sdk::{ApiResult, Request, Response, store};
 
 use crate::model::{
-    Availability, CAR_PREFIX, CustomerOrder, OrderRow, car_key, customer_prefix, order_key,
+    Availability, CAR_TABLE, CustomerOrder, OrderRow, car_key, customer_table, order_key,
 };
 
 /// Route one request.
@@ -14,11 +15,7 @@ pub(crate) fn handle(req: Request) -> ApiResult {
         return Err(Response::method_not_allowed(method, &["GET"]));
     }
     if route("/availability", &req.path).is_some() {
-        let rows: Vec<Availability> = store::scan_prefix_json::<Availability>(CAR_PREFIX)?
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
-        return Ok(Response::json(200, &rows));
+        return page::list_json::<Availability>(&req, CAR_TABLE);
     }
     if let Some(p) = route("/availability/{carId}", &req.path) {
         let raw = p.get("carId").unwrap_or_default();
@@ -31,13 +28,15 @@ pub(crate) fn handle(req: Request) -> ApiResult {
     }
     if let Some(p) = route("/customers/{customerId}/orders", &req.path) {
         let customer = p.get("customerId").unwrap_or_default();
-        let mut orders = Vec::new();
-        for (_, order_id) in store::scan_prefix_json::<u64>(&customer_prefix(customer))? {
-            if let Some(row) = store::get_json::<OrderRow>(&order_key(order_id))? {
+        let index =
+            page::scan_json::<u64>(&customer_table(customer), &PageRequest::from_request(&req)?)?;
+        let mut orders = Vec::with_capacity(index.items.len());
+        for order_id in &index.items {
+            if let Some(row) = store::get_json::<OrderRow>(&order_key(*order_id))? {
                 orders.push(CustomerOrder::from(row));
             }
         }
-        return Ok(Response::json(200, &orders));
+        return Ok(index.with_items(orders).respond(&req));
     }
     Err(Response::not_found(&format!("no resource at {}", req.path)))
 }

@@ -163,22 +163,22 @@ pub(crate) fn merge(row: &mut OrderRow, fact: OrderFact) {
     }
 }
 
+/// The availability table: rows are stored under `car/<car id>` and listed in pages of it.
+pub(crate) const CAR_TABLE: &str = "car";
+
 /// `car/<car id, 16 digits>`.
 pub(crate) fn car_key(car_id: u64) -> String {
-    ctxhost_sdk::store::id_key("car", car_id)
+    ctxhost_sdk::store::id_key(CAR_TABLE, car_id)
 }
-
-/// Prefix of the availability table.
-pub(crate) const CAR_PREFIX: &str = "car/";
 
 /// `order/<order id, 16 digits>`.
 pub(crate) fn order_key(order_id: u64) -> String {
     ctxhost_sdk::store::id_key("order", order_id)
 }
 
-/// `customer/<escaped customer id>/` (the escaping keeps one customer's prefix from
-/// matching another's).
-pub(crate) fn customer_prefix(customer_id: &str) -> String {
+/// `customer/<escaped customer id>`: the table of one customer's order index, listed in
+/// pages of it (the escaping keeps one customer's keys from matching another's).
+pub(crate) fn customer_table(customer_id: &str) -> String {
     let mut escaped = String::with_capacity(customer_id.len());
     for c in customer_id.chars() {
         match c {
@@ -187,12 +187,12 @@ pub(crate) fn customer_prefix(customer_id: &str) -> String {
             c => escaped.push(c),
         }
     }
-    format!("customer/{escaped}/")
+    format!("customer/{escaped}")
 }
 
 /// `customer/<escaped customer id>/<order id, 16 digits>` -> the order id.
 pub(crate) fn customer_key(customer_id: &str, order_id: u64) -> String {
-    format!("{}{order_id:016}", customer_prefix(customer_id))
+    ctxhost_sdk::store::id_key(&customer_table(customer_id), order_id)
 }
 
 #[cfg(test)]
@@ -318,9 +318,9 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(customer_prefix("a/b%"), "customer/a%2Fb%25/");
+        assert_eq!(customer_table("a/b%"), "customer/a%2Fb%25");
         assert_eq!(customer_key("c", 3), "customer/c/0000000000000003");
-        assert!(!customer_key("a/b", 1).starts_with(&customer_prefix("a")));
+        assert!(!customer_key("a/b", 1).starts_with(&format!("{}/", customer_table("a"))));
         let out = serde_json::to_value(CustomerOrder::from(OrderRow {
             order_id: 1,
             ..OrderRow::default()

@@ -1,7 +1,9 @@
 //! `chaos`: a test-only context whose routes misbehave on purpose (panic, trap, stack
 //! overflow, unbounded allocation, endless loop, failing after a typed call) so end-to-end
 //! tests can check that the host confines each failure to its own request. Also raw store
-//! and publish access for isolation tests. Never shipped by default.
+//! and publish access for isolation tests, and `POST /chaos/flood`, which makes the host
+//! hold too much (scans, writes, events, sequence names) for the tests of its limits. Never
+//! shipped by default.
 
 ctxhost_sdk::generate!(
     "ctxhost:chaos/chaos",
@@ -14,6 +16,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ctxhost::rental::payments::{self, PaymentRequest};
+use ctxhost_sdk::bindings::ctxhost::platform::store as raw_store;
 use ctxhost_sdk::body::JsonObject;
 use ctxhost_sdk::router::route;
 use ctxhost_sdk::{ApiResult, Request, Response, store};
@@ -38,6 +41,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/chaos/payment-of/{orderId}"),
     ("GET", "/chaos/served"),
     ("POST", "/chaos/stderr"),
+    ("POST", "/chaos/flood"),
 ];
 
 /// Requests this instance has served: guest memory, so it stays 1 when every request gets
@@ -128,6 +132,7 @@ fn handle(req: Request) -> ApiResult {
         }
         "/chaos/publish" => publish(&req),
         "/chaos/stderr" => stderr(&req),
+        "/chaos/flood" => flood(&req),
         "/chaos/payment-of/{orderId}" => {
             let order_id = route(pattern, &req.path)
                 .and_then(|p| p.get("orderId").and_then(|v| v.parse::<u64>().ok()))
@@ -262,4 +267,73 @@ fn payment_of(order_id: u64) -> ApiResult {
         )),
         Err(e) => Err(Response::unavailable(&format!("payment: {e:?}"), 1)),
     }
+}
+
+/// `{"what", "count", "size", "start", "prefix", "limit"}`: ask the host to hold a lot, one
+/// call at a time, and stop at the first refusal:
+///
+/// - `write`: put `count` values of `size` bytes under `<prefix><start + i, 8 digits>`
+///   (`prefix` defaults to `flood/`);
+/// - `scan`: one `scan-prefix` of `prefix` with `limit` (absent: none);
+/// - `publish`: publish `count` events `ChaosFlood` with `size` bytes of data;
+/// - `sequences`: `next-id` of `count` names `seq-<start + i>`, padded with `x` to `size`
+///   bytes.
+///
+/// 200 `{"done": n}` (for a scan, `n` entries), or 422 whose detail is the host's refusal,
+/// prefixed by how many calls succeeded before it (`after 10: ...`).
+fn flood(req: &Request) -> ApiResult {
+    let body = JsonObject::parse(req)?;
+    let what = body.one_of("what", &["write", "scan", "publish", "sequences"])?;
+    let optional = |name: &str| match body.value(name) {
+        Some(_) => body.int(name, 0),
+        None => Ok(0),
+    };
+    let count = optional("count")?;
+    let size = optional("size")? as usize;
+    let start = optional("start")?;
+    let prefix = match body.value("prefix") {
+        Some(_) => body.nonempty_string("prefix")?,
+        None => "flood/".to_string(),
+    };
+    let refused = |done: u64, e: String| Response::unprocessable(&format!("after {done}: {e}"));
+    match what.as_str() {
+        "scan" => {
+            let limit = match body.value("limit") {
+                Some(_) => Some(body.int_u32("limit", 0)?),
+                None => None,
+            };
+            return match raw_store::scan_prefix(&prefix, limit) {
+                Ok(entries) => Ok(Response::json(200, &json!({ "done": entries.len() }))),
+                Err(e) => Err(refused(0, ctxhost_sdk::Error::from(e).0)),
+            };
+        }
+        "write" => {
+            for i in 0..count {
+                let key = format!("{prefix}{:08}", start + i);
+                if let Err(e) = store::put(&key, &vec![b'w'; size]) {
+                    return Err(refused(i, e.0));
+                }
+            }
+        }
+        "publish" => {
+            let data = "p".repeat(size);
+            for i in 0..count {
+                if let Err(e) = ctxhost_sdk::events::publish_json("ChaosFlood", "flood", &data) {
+                    return Err(refused(i, e.0));
+                }
+            }
+        }
+        _ => {
+            for i in 0..count {
+                let mut name = format!("seq-{}", start + i);
+                while name.len() < size {
+                    name.push('x');
+                }
+                if let Err(e) = store::next_id(&name) {
+                    return Err(refused(i, e.0));
+                }
+            }
+        }
+    }
+    Ok(Response::json(200, &json!({ "done": count })))
 }
