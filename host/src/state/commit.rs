@@ -5,19 +5,32 @@
 //! their events sequence numbers and commits the group in one durable redb transaction, so
 //! one fsync covers many invocations. A unit whose reads changed is answered `Conflict`
 //! and its invocation runs again on fresh state.
+//!
+//! After a storage error (a full disk, a failing device) redb refuses every later write
+//! until the database is closed and opened again. The committer then answers the group and
+//! every unit that arrives as unavailable, and reopens the database with backoff until a
+//! probe write is durable; then storage is healthy again, without a restart.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use redb::{Durability, ReadableTable, Table as RedbTable, WriteTransaction};
 use tokio::sync::{oneshot, watch};
 
-use super::db::{Db, EVENTS, SEQUENCES, StateError, kv};
+use super::db::{Db, EVENTS, SEQUENCES, kv};
+use super::error::StateError;
+use super::error::chain;
 use super::uow::{ReadRecord, UnitOfWork, digest_value, range_digest};
 
 /// Most units of work committed in one transaction.
 const MAX_GROUP: usize = 256;
+/// First and longest wait between attempts to reopen the database after a storage error.
+const REOPEN_FIRST: Duration = Duration::from_millis(50);
+const REOPEN_MAX: Duration = Duration::from_secs(1);
+/// The table the probe write of a recovery goes to.
+const PROBE: &str = "sys/storage-probe";
 
 /// How a unit of work ended at commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +59,15 @@ impl Committer {
         let last = last_event_seq(&db)?;
         let (tx, rx) = mpsc::channel::<Request>();
         let (seq_tx, seq_rx) = watch::channel(last);
+        db.health().writer_started();
+        let alive = WriterAlive(db.clone());
         thread::Builder::new()
             .name("ctxhost-committer".into())
-            .spawn(move || run(db, rx, seq_tx, last))
-            .map_err(StateError::storage)?;
+            .spawn(move || {
+                let _alive = alive;
+                run(&db, rx, seq_tx, last);
+            })
+            .map_err(|e| StateError::invalid(format!("cannot start the committer: {e}")))?;
         Ok(Committer {
             tx,
             committed: seq_rx,
@@ -81,7 +99,22 @@ fn last_event_seq(db: &Db) -> Result<u64, StateError> {
     Ok(last.map(|(k, _)| k.value()).unwrap_or(0))
 }
 
-fn run(db: Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut next_seq: u64) {
+/// Held by the committer thread: when the thread ends (or panics, or never starts), the
+/// probes learn that no change can be stored any more.
+struct WriterAlive(Db);
+
+impl Drop for WriterAlive {
+    fn drop(&mut self) {
+        self.0.health().writer_stopped();
+        if thread::panicking() {
+            tracing::error!("the committer has stopped; no change can be stored until a restart");
+        }
+    }
+}
+
+fn run(db: &Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut next_seq: u64) {
+    // Grows while recoveries do not last; reset by a group that commits.
+    let mut wait = REOPEN_FIRST;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -91,8 +124,9 @@ fn run(db: Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut next
             }
         }
         let before = next_seq;
-        match commit_group(&db, &group, &mut next_seq) {
+        match commit_group(db, &group, &mut next_seq) {
             Ok(outcomes) => {
+                wait = REOPEN_FIRST;
                 if next_seq != before {
                     seq_tx.send_replace(next_seq);
                 }
@@ -102,13 +136,83 @@ fn run(db: Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut next
             }
             Err(e) => {
                 next_seq = before;
-                tracing::error!(error = %e, units = group.len(), "commit failed");
+                let units = group.len();
+                // Marked failing before anyone hears of it, so the probes agree with the answer.
+                if e.is_unavailable() {
+                    db.health().failed(&e, false);
+                }
                 for req in group {
-                    let _ = req.reply.send(Err(StateError::Storage(e.to_string())));
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+                if !e.is_unavailable() {
+                    tracing::error!(error = %chain(&e), units, "commit failed");
+                    continue;
+                }
+                tracing::error!(error = %chain(&e), units, "commit failed: storage is failing; changes are refused until the database is reopened");
+                match recover(db, &rx, &mut wait) {
+                    Some(seq) => next_seq = seq,
+                    None => return,
                 }
             }
         }
     }
+}
+
+/// Close the database and open it again, with backoff, until a probe write is durable;
+/// every unit that arrives meanwhile is answered unavailable at once. Between attempts the
+/// database stays open for reads (redb refuses only writes after an I/O error), so requests
+/// that only read are served. Returns the last event sequence number, or `None` once every
+/// handle of the committer is gone.
+fn recover(db: &Db, rx: &mpsc::Receiver<Request>, wait: &mut Duration) -> Option<u64> {
+    loop {
+        let until = Instant::now() + *wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(req) => {
+                    let _ = req.reply.send(Err(db.health().unavailable()));
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        *wait = (*wait * 2).min(REOPEN_MAX);
+        // redb holds the file (and its lock) until the old handle is gone.
+        db.close();
+        let attempt = match db.reopen() {
+            Ok(()) => probe(db).and_then(|()| last_event_seq(db)),
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok(seq) => {
+                let lasted = db.health().recovered();
+                tracing::info!(failing_for = ?lasted, "storage recovered: the database is open and takes changes again");
+                return Some(seq);
+            }
+            Err(e) => {
+                let opened = db.is_open();
+                db.health().failed(&e, !opened);
+                tracing::debug!(error = %chain(&e), opened, retry_in = ?*wait, "storage still failing");
+            }
+        }
+    }
+}
+
+/// A small durable write: storage takes changes again.
+fn probe(db: &Db) -> Result<(), StateError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(StateError::storage)?;
+    {
+        let mut t = txn.open_table(kv(PROBE)).map_err(StateError::storage)?;
+        let now = crate::time::now_rfc3339();
+        t.insert("last-recovery", now.as_bytes())
+            .map_err(StateError::storage)?;
+    }
+    txn.commit().map_err(StateError::storage)
 }
 
 fn commit_group(
@@ -116,7 +220,7 @@ fn commit_group(
     group: &[Request],
     next_seq: &mut u64,
 ) -> Result<Vec<CommitOutcome>, StateError> {
-    let mut txn = db.database().begin_write().map_err(StateError::storage)?;
+    let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(StateError::storage)?;
     let mut outcomes = Vec::with_capacity(group.len());
@@ -184,7 +288,7 @@ fn open<'a, 't>(
     }
     tables
         .get_mut(name)
-        .ok_or_else(|| StateError::Storage(format!("table {name} vanished")))
+        .ok_or_else(|| StateError::invalid(format!("table {name} vanished")))
 }
 
 fn validate<'t>(

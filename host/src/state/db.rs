@@ -3,32 +3,19 @@
 //! Every table maps string keys to bytes, except the event log (sequence number to encoded
 //! event). A context's table is `ctx/<name>`; the host's bookkeeping lives in `sys/*` and
 //! `inbox/<name>` tables that no context can name.
+//!
+//! The database sits behind a swappable handle: after a storage error redb refuses every
+//! later write until the database is closed and opened again, so the committer closes it and
+//! reopens it (see `commit.rs`). Readers take the handle under an uncontended read lock.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase, TableDefinition, TableError};
+use redb::{Database, ReadableDatabase, TableDefinition, TableError, WriteTransaction};
 
-/// Errors of the state layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot open the database {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: redb::DatabaseError,
-    },
-    #[error("storage error: {0}")]
-    Storage(String),
-    #[error("the committer has stopped")]
-    CommitterGone,
-}
-
-impl StateError {
-    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
-        StateError::Storage(e.to_string())
-    }
-}
+use super::error::StateError;
+use super::health::{RecoveryPolicy, StorageHealth, StorageStatus};
+use crate::sync::{read, write};
 
 /// A string-keyed table, named once and shared.
 pub(crate) type Table = Arc<str>;
@@ -65,22 +52,61 @@ pub(super) fn kv(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]>
     TableDefinition::new(name)
 }
 
+/// Opens the database file (again).
+type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+struct Shared {
+    /// The open database; `None` while it is being reopened.
+    current: RwLock<Option<Database>>,
+    open: Opener,
+    health: StorageHealth,
+}
+
 /// The host's database: shared by the committer (writes) and every invocation (snapshots).
 #[derive(Clone)]
 pub struct Db {
-    inner: Arc<Database>,
+    inner: Arc<Shared>,
 }
 
 impl Db {
     /// Open or create `<dir>/state.redb` and make sure the given tables exist.
     pub fn open(dir: &Path, tables: &[Table]) -> Result<Self, StateError> {
+        Self::open_with(dir, tables, RecoveryPolicy::default())
+    }
+
+    /// [`Db::open`] with how long storage may stay unrecoverable before `/healthz` fails.
+    pub fn open_with(
+        dir: &Path,
+        tables: &[Table],
+        policy: RecoveryPolicy,
+    ) -> Result<Self, StateError> {
         let path = dir.join("state.redb");
-        let db = Database::create(&path).map_err(|source| StateError::Open {
-            path: path.display().to_string(),
-            source,
+        let shown = path.display().to_string();
+        Self::with_opener(
+            Box::new(move || Database::create(&path)),
+            &shown,
+            tables,
+            policy,
+        )
+    }
+
+    /// A database opened (and reopened) by `open`.
+    pub(super) fn with_opener(
+        open: Opener,
+        shown: &str,
+        tables: &[Table],
+        policy: RecoveryPolicy,
+    ) -> Result<Self, StateError> {
+        let db = open().map_err(|source| StateError::Open {
+            path: shown.to_string(),
+            source: Arc::new(source),
         })?;
         let this = Db {
-            inner: Arc::new(db),
+            inner: Arc::new(Shared {
+                current: RwLock::new(Some(db)),
+                open,
+                health: StorageHealth::new(policy),
+            }),
         };
         this.ensure_tables(tables)?;
         Ok(this)
@@ -88,7 +114,7 @@ impl Db {
 
     /// Create the tables that do not exist yet, so snapshots can always open them.
     pub fn ensure_tables(&self, tables: &[Table]) -> Result<(), StateError> {
-        let txn = self.inner.begin_write().map_err(StateError::storage)?;
+        let txn = self.begin_write()?;
         {
             txn.open_table(EVENTS).map_err(StateError::storage)?;
             for name in [CURSORS, SEQUENCES, DEAD_LETTERS, VERSIONS] {
@@ -104,11 +130,46 @@ impl Db {
 
     /// A consistent read-only view of the last commit; never waits for writers.
     pub fn snapshot(&self) -> Result<redb::ReadTransaction, StateError> {
-        self.inner.begin_read().map_err(StateError::storage)
+        match &*read(&self.inner.current) {
+            Some(db) => db.begin_read().map_err(StateError::storage),
+            None => Err(self.inner.health.unavailable()),
+        }
     }
 
-    pub(crate) fn database(&self) -> &Database {
-        &self.inner
+    /// A write transaction (the committer's, or creating tables).
+    pub(super) fn begin_write(&self) -> Result<WriteTransaction, StateError> {
+        match &*read(&self.inner.current) {
+            Some(db) => db.begin_write().map_err(StateError::storage),
+            None => Err(self.inner.health.unavailable()),
+        }
+    }
+
+    /// Close the database, releasing its file; snapshots still open read what they hold
+    /// in memory or fail as unavailable.
+    pub(super) fn close(&self) {
+        let old = write(&self.inner.current).take();
+        drop(old);
+    }
+
+    /// Open the database file again (after [`Db::close`]).
+    pub(super) fn reopen(&self) -> Result<(), StateError> {
+        let db = (self.inner.open)().map_err(StateError::storage)?;
+        *write(&self.inner.current) = Some(db);
+        Ok(())
+    }
+
+    /// Whether the database is open.
+    pub(super) fn is_open(&self) -> bool {
+        read(&self.inner.current).is_some()
+    }
+
+    pub(crate) fn health(&self) -> &StorageHealth {
+        &self.inner.health
+    }
+
+    /// The state of storage, for the probes.
+    pub fn storage_status(&self) -> StorageStatus {
+        self.inner.health.status()
     }
 
     /// Read one value of a string-keyed table from a fresh snapshot.

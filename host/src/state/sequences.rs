@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::commit::decode_u64;
-use super::db::{Db, SEQUENCES, StateError};
+use super::db::{Db, SEQUENCES};
+use super::error::StateError;
 
 /// The host's sequences, keyed `<context>/<sequence>`.
 pub(crate) struct Sequences {
