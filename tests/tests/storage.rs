@@ -198,10 +198,20 @@ async fn storage_a_full_disk_refuses_changes_and_the_host_recovers_once_space_is
     // Leave only HEADROOM free, in a file deleted later to free space.
     let filler = disk.path().join("filler");
     fill(&filler, disk.free().saturating_sub(HEADROOM));
-    assert!(disk.free() <= HEADROOM + 1024 * 1024, "{} free", disk.free());
+    assert!(
+        disk.free() <= HEADROOM + 1024 * 1024,
+        "{} free",
+        disk.free()
+    );
 
     let mut seen = load_until_refused(&host, car, 4).await;
-    seen.created.insert(first, (id(&host.order(first).await, "paymentId"), 1));
+    eprintln!(
+        "the disk filled after {} orders; {} refused",
+        seen.created.len(),
+        seen.refused.len()
+    );
+    seen.created
+        .insert(first, (id(&host.order(first).await, "paymentId"), 1));
     assert!(
         seen.other.is_empty(),
         "answers other than 201 and 503 with a full disk: {:?}",
@@ -219,8 +229,23 @@ async fn storage_a_full_disk_refuses_changes_and_the_host_recovers_once_space_is
         }
     }
 
-    // Still full: changes stay refused, the host is not ready (with a reason, and without
-    // the token nothing else), and alive.
+    // Still full, long enough for the backoff to reach its cap: the host tries to recover
+    // and fails, again and again, without flapping to ready; changes stay refused, the host
+    // is not ready (with a reason, and without the token nothing else), and alive.
+    eventually(RECOVER_WITHIN, || async {
+        let resp = host.get("/readyz").await;
+        let body = resp.json();
+        ensure_that!(
+            resp.status == 503 && body["storage"]["state"] == "full",
+            "/readyz with a full disk: {body}"
+        );
+        ensure_that!(
+            body["storage"]["attempts"].as_u64().unwrap_or(0) >= 5,
+            "fewer than 5 failed recoveries yet: {body}"
+        );
+        Ok(())
+    })
+    .await;
     let refused = host
         .post_json(
             "/orders",
@@ -232,7 +257,9 @@ async fn storage_a_full_disk_refuses_changes_and_the_host_recovers_once_space_is
     let (status, body) = readyz_anonymous(&host).await;
     assert_eq!(status, 503, "/readyz with a full disk: {body}");
     assert!(
-        body["reason"].as_str().is_some_and(|r| r.contains("storage")),
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("storage")),
         "/readyz reason: {body}"
     );
     assert!(
@@ -241,7 +268,12 @@ async fn storage_a_full_disk_refuses_changes_and_the_host_recovers_once_space_is
     );
     let detailed = host.get("/readyz").await;
     assert_eq!(detailed.status, 503, "{}", detailed.body);
-    assert_eq!(detailed.json()["storage"]["state"], "full", "{}", detailed.body);
+    assert_eq!(
+        detailed.json()["storage"]["state"],
+        "full",
+        "{}",
+        detailed.body
+    );
     host.get("/healthz").await.expect(200);
     // Reads are served meanwhile.
     host.order(first).await;

@@ -102,11 +102,7 @@ async fn readyz(State(app): State<Arc<Admin>>, headers: HeaderMap) -> Response {
             "not ready",
             Some(format!("context {name} is not loaded")),
         ),
-        (None, false, _) => (
-            false,
-            "not ready",
-            storage.reason.map(str::to_string),
-        ),
+        (None, false, _) => (false, "not ready", storage.reason.map(str::to_string)),
         (None, true, false) => (
             true,
             "degraded",

@@ -115,8 +115,8 @@ async fn apply(
         if done.is_empty() {
             return Ok((done, stop));
         }
-        let unit = unshare(shared)
-            .ok_or_else(|| StateError::invalid("unit of work still shared"))?;
+        let unit =
+            unshare(shared).ok_or_else(|| StateError::invalid("unit of work still shared"))?;
         match bus.committer().commit(unit).await? {
             CommitOutcome::Committed { .. } => return Ok((done, stop)),
             CommitOutcome::Conflict => continue,

@@ -153,8 +153,8 @@ async fn worker(
             if persisted != cursor {
                 cursor::write(bus, context, cursor).await?;
                 persisted = cursor;
+                backoff.succeeded();
             }
-            backoff.succeeded();
             tokio::select! {
                 _ = committed.changed() => {}
                 _ = sub.wake.notified() => {}
@@ -182,15 +182,12 @@ async fn worker(
         if sub.rewind.load(Ordering::SeqCst) != NO_REWIND || *shutdown.borrow() {
             continue 'outer;
         }
-        let outcomes = deliver_all(
-            bus,
-            context,
-            &run,
-            Some((&cursor_table, context)),
-            policy,
-        )
-        .await?;
-        backoff.succeeded();
+        let outcomes =
+            deliver_all(bus, context, &run, Some((&cursor_table, context)), policy).await?;
+        // Only a commit shows that storage takes changes again.
+        if !run.is_empty() {
+            backoff.succeeded();
+        }
         tracing::debug!(context = %context, events = run.len(), to = last, "events delivered");
         if outcomes.len() < run.len() {
             // The context is no longer loaded.

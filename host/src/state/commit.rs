@@ -8,8 +8,9 @@
 //!
 //! After a storage error (a full disk, a failing device) redb refuses every later write
 //! until the database is closed and opened again. The committer then answers the group and
-//! every unit that arrives as unavailable, and reopens the database with backoff until a
-//! probe write is durable; then storage is healthy again, without a restart.
+//! every unit that arrives as unavailable, reopens the database (reads go on), and with
+//! backoff checks that the filesystem has room (1 MiB, written beside the database) and that
+//! a probe write is durable; then storage is healthy again, without a restart.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -31,6 +32,10 @@ const REOPEN_FIRST: Duration = Duration::from_millis(50);
 const REOPEN_MAX: Duration = Duration::from_secs(1);
 /// The table the probe write of a recovery goes to.
 const PROBE: &str = "sys/storage-probe";
+/// Room the filesystem must have before the database is tried again: a write of a few
+/// bytes would fit in pages the database file already has even on a full disk, and storage
+/// would flap between failing and healthy while every change that grows the file fails.
+const PROBE_BYTES: usize = 1024 * 1024;
 
 /// How a unit of work ended at commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,9 +142,13 @@ fn run(db: &Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut nex
             Err(e) => {
                 next_seq = before;
                 let units = group.len();
-                // Marked failing before anyone hears of it, so the probes agree with the answer.
+                // Marked failing, and a fresh handle in place (after an I/O error redb
+                // refuses even reads on the old one), before anyone hears of it.
                 if e.is_unavailable() {
                     db.health().failed(&e, false);
+                    if let Err(again) = db.refresh() {
+                        db.health().failed(&again, true);
+                    }
                 }
                 for req in group {
                     let _ = req.reply.send(Err(e.clone()));
@@ -158,11 +167,10 @@ fn run(db: &Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut nex
     }
 }
 
-/// Close the database and open it again, with backoff, until a probe write is durable;
-/// every unit that arrives meanwhile is answered unavailable at once. Between attempts the
-/// database stays open for reads (redb refuses only writes after an I/O error), so requests
-/// that only read are served. Returns the last event sequence number, or `None` once every
-/// handle of the committer is gone.
+/// Recover from a storage error (the database already reopened, so reads go on): with
+/// backoff, check that the filesystem has room and that the database takes a durable write;
+/// every unit that arrives meanwhile is answered unavailable at once. Returns the last event sequence number, or `None` once
+/// every handle of the committer is gone.
 fn recover(db: &Db, rx: &mpsc::Receiver<Request>, wait: &mut Duration) -> Option<u64> {
     loop {
         let until = Instant::now() + *wait;
@@ -180,13 +188,7 @@ fn recover(db: &Db, rx: &mpsc::Receiver<Request>, wait: &mut Duration) -> Option
             }
         }
         *wait = (*wait * 2).min(REOPEN_MAX);
-        // redb holds the file (and its lock) until the old handle is gone.
-        db.close();
-        let attempt = match db.reopen() {
-            Ok(()) => probe(db).and_then(|()| last_event_seq(db)),
-            Err(e) => Err(e),
-        };
-        match attempt {
+        match attempt(db) {
             Ok(seq) => {
                 let lasted = db.health().recovered();
                 tracing::info!(failing_for = ?lasted, "storage recovered: the database is open and takes changes again");
@@ -201,7 +203,24 @@ fn recover(db: &Db, rx: &mpsc::Receiver<Request>, wait: &mut Duration) -> Option
     }
 }
 
-/// A small durable write: storage takes changes again.
+/// One attempt to recover: the database open, room on its filesystem, a durable write; the
+/// last event sequence number.
+fn attempt(db: &Db) -> Result<u64, StateError> {
+    if !db.is_open() {
+        db.reopen()?;
+    }
+    db.room(PROBE_BYTES)?;
+    if let Err(e) = probe(db) {
+        // That failure spoiled this handle too: a fresh one serves reads meanwhile.
+        if let Err(again) = db.refresh() {
+            tracing::debug!(error = %chain(&again), "cannot reopen the database");
+        }
+        return Err(e);
+    }
+    last_event_seq(db)
+}
+
+/// A small durable write through the database.
 fn probe(db: &Db) -> Result<(), StateError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)

@@ -8,6 +8,8 @@
 //! later write until the database is closed and opened again, so the committer closes it and
 //! reopens it (see `commit.rs`). Readers take the handle under an uncontended read lock.
 
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -52,13 +54,17 @@ pub(super) fn kv(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]>
     TableDefinition::new(name)
 }
 
-/// Opens the database file (again).
-type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+/// Where the database lives: how to open its file (again), and how to check that its
+/// filesystem has room for more without involving the database.
+pub(super) struct Storage {
+    pub open: Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>,
+    pub room: Box<dyn Fn(usize) -> io::Result<()> + Send + Sync>,
+}
 
 struct Shared {
     /// The open database; `None` while it is being reopened.
     current: RwLock<Option<Database>>,
-    open: Opener,
+    storage: Storage,
     health: StorageHealth,
 }
 
@@ -82,29 +88,29 @@ impl Db {
     ) -> Result<Self, StateError> {
         let path = dir.join("state.redb");
         let shown = path.display().to_string();
-        Self::with_opener(
-            Box::new(move || Database::create(&path)),
-            &shown,
-            tables,
-            policy,
-        )
+        let probe = dir.join(".storage-probe");
+        let storage = Storage {
+            open: Box::new(move || Database::create(&path)),
+            room: Box::new(move |bytes| room_for(&probe, bytes)),
+        };
+        Self::with_storage(storage, &shown, tables, policy)
     }
 
-    /// A database opened (and reopened) by `open`.
-    pub(super) fn with_opener(
-        open: Opener,
+    /// A database on `storage`.
+    pub(super) fn with_storage(
+        storage: Storage,
         shown: &str,
         tables: &[Table],
         policy: RecoveryPolicy,
     ) -> Result<Self, StateError> {
-        let db = open().map_err(|source| StateError::Open {
+        let db = (storage.open)().map_err(|source| StateError::Open {
             path: shown.to_string(),
             source: Arc::new(source),
         })?;
         let this = Db {
             inner: Arc::new(Shared {
                 current: RwLock::new(Some(db)),
-                open,
+                storage,
                 health: StorageHealth::new(policy),
             }),
         };
@@ -144,18 +150,29 @@ impl Db {
         }
     }
 
-    /// Close the database, releasing its file; snapshots still open read what they hold
-    /// in memory or fail as unavailable.
-    pub(super) fn close(&self) {
-        let old = write(&self.inner.current).take();
-        drop(old);
+    /// Close the database and open its file again, holding the handle meanwhile: snapshots
+    /// begun meanwhile wait for the new handle (redb repairs the file after an I/O error, in
+    /// time proportional to its size) instead of failing. Snapshots taken before keep what
+    /// they already read; further reads of theirs fail as unavailable.
+    pub(super) fn refresh(&self) -> Result<(), StateError> {
+        let mut current = write(&self.inner.current);
+        // redb holds the file and its lock until the old handle is gone.
+        drop(current.take());
+        *current = Some((self.inner.storage.open)().map_err(StateError::storage)?);
+        Ok(())
     }
 
     /// Open the database file again (after [`Db::close`]).
     pub(super) fn reopen(&self) -> Result<(), StateError> {
-        let db = (self.inner.open)().map_err(StateError::storage)?;
+        let db = (self.inner.storage.open)().map_err(StateError::storage)?;
         *write(&self.inner.current) = Some(db);
         Ok(())
+    }
+
+    /// Whether `bytes` more fit on the database's filesystem, checked beside the database (a
+    /// failed write would leave the database refusing even reads until reopened).
+    pub(super) fn room(&self, bytes: usize) -> Result<(), StateError> {
+        (self.inner.storage.room)(bytes).map_err(|e| StateError::storage(redb::Error::Io(e)))
     }
 
     /// Whether the database is open.
@@ -228,4 +245,14 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// Write `bytes` to `probe` durably and remove it again: the filesystem has that much room.
+fn room_for(probe: &Path, bytes: usize) -> io::Result<()> {
+    let written = File::create(probe).and_then(|mut f| {
+        f.write_all(&vec![0u8; bytes])?;
+        f.sync_all()
+    });
+    let removed = fs::remove_file(probe);
+    written.and(removed)
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Builder, Database, DatabaseError, StorageBackend};
 
+use super::db::Storage;
 use crate::sync::lock;
 
 #[derive(Debug, Clone, Default)]
@@ -41,6 +42,21 @@ impl SmallDisk {
     /// Open (or create) the database on this disk.
     pub(super) fn open(&self) -> Result<Database, DatabaseError> {
         Builder::new().create_with_backend(self.clone())
+    }
+
+    /// Whether `bytes` more fit.
+    pub(super) fn room(&self, bytes: usize) -> io::Result<()> {
+        self.check()?;
+        self.fits(self.used() + bytes as u64)
+    }
+
+    /// The database's storage on this disk.
+    pub(super) fn storage(&self) -> Storage {
+        let (open, room) = (self.clone(), self.clone());
+        Storage {
+            open: Box::new(move || open.open()),
+            room: Box::new(move |bytes| room.room(bytes)),
+        }
     }
 
     fn check(&self) -> io::Result<()> {

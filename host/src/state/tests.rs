@@ -208,14 +208,7 @@ async fn sequences_continue_above_committed_values_after_a_restart() {
 
 /// A database on a [`SmallDisk`] of `capacity` bytes.
 fn small_db(disk: &SmallDisk, policy: RecoveryPolicy) -> Db {
-    let opener = disk.clone();
-    Db::with_opener(
-        Box::new(move || opener.open()),
-        "small disk",
-        &[t("ctx/a")],
-        policy,
-    )
-    .expect("open db")
+    Db::with_storage(disk.storage(), "small disk", &[t("ctx/a")], policy).expect("open db")
 }
 
 /// Commit a change of `key` (with an event), retrying while storage is unavailable; how long
@@ -248,7 +241,7 @@ async fn commit_when_recovered(db: &Db, c: &Committer, key: &str) -> Duration {
 
 #[tokio::test]
 async fn a_full_disk_refuses_changes_as_unavailable_and_the_committer_recovers_once_space_is_freed()
- {
+{
     let disk = SmallDisk::new(u64::MAX);
     let db = small_db(&disk, RecoveryPolicy::default());
     let c = Committer::start(db.clone()).expect("committer");
@@ -270,7 +263,10 @@ async fn a_full_disk_refuses_changes_as_unavailable_and_the_committer_recovers_o
         }
         assert!(stored.len() < 1000, "the disk never filled");
     };
-    assert!(!stored.is_empty(), "nothing fitted before the disk was full");
+    assert!(
+        !stored.is_empty(),
+        "nothing fitted before the disk was full"
+    );
     assert!(full.is_unavailable(), "{full:?}");
     assert_eq!(full.fault(), Some(StorageFault::Full));
     assert!(!full.to_string().contains("redb"), "{full}");
@@ -292,6 +288,17 @@ async fn a_full_disk_refuses_changes_as_unavailable_and_the_committer_recovers_o
         assert!(!db.storage_status().ready);
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
+
+    // Reads are served meanwhile (on a fresh handle: the failed one refuses them too).
+    let began = std::time::Instant::now();
+    while db.read("ctx/a", &stored[0]).is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "reads fail on a full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!db.storage_status().ready);
 
     // Space is freed: the next change commits, without a restart.
     disk.set_capacity(u64::MAX);
@@ -324,7 +331,10 @@ async fn a_database_that_cannot_be_reopened_fails_liveness_after_the_limit_and_r
     disk.set_broken(true);
     let mut u = UnitOfWork::begin(&db).expect("begin");
     u.put(&t("ctx/a"), "k", Some(b"v".to_vec()));
-    let e = c.commit(u).await.expect_err("a broken device took a change");
+    let e = c
+        .commit(u)
+        .await
+        .expect_err("a broken device took a change");
     assert_eq!(e.fault(), Some(StorageFault::Failing), "{e:?}");
     // Reopening fails on: not live once the limit has passed.
     let began = std::time::Instant::now();
@@ -332,15 +342,24 @@ async fn a_database_that_cannot_be_reopened_fails_liveness_after_the_limit_and_r
         let status = db.storage_status();
         assert!(!status.ready, "{status:?}");
         if !status.live {
-            assert!(status.reason.is_some_and(|r| r.contains("restart")), "{status:?}");
+            assert!(
+                status.reason.is_some_and(|r| r.contains("restart")),
+                "{status:?}"
+            );
             break;
         }
-        assert!(began.elapsed() < Duration::from_secs(20), "still live: {status:?}");
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "still live: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     disk.set_broken(false);
     commit_when_recovered(&db, &c, "after").await;
     let status = db.storage_status();
     assert!(status.ready && status.live, "{status:?}");
-    assert_eq!(db.read("ctx/a", "before").expect("read"), Some(b"1".to_vec()));
+    assert_eq!(
+        db.read("ctx/a", "before").expect("read"),
+        Some(b"1".to_vec())
+    );
 }

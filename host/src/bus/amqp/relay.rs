@@ -15,8 +15,8 @@ use super::topology::Topology;
 use super::{AmqpError, message};
 use crate::bus::backoff::Backoff;
 use crate::bus::cursor;
-use crate::bus::{BusCtx, RetryPolicy};
 use crate::bus::envelope::Envelope;
+use crate::bus::{BusCtx, RetryPolicy};
 use crate::state::StateError;
 
 /// The relay's cursor in the cursor table (not a valid context name, so no clash).
@@ -69,14 +69,16 @@ pub(super) async fn run(
         if batch.is_empty() {
             if saved != cursor {
                 match cursor::write(&bus, RELAY_CURSOR, cursor).await {
-                    Ok(()) => saved = cursor,
+                    Ok(()) => {
+                        saved = cursor;
+                        backoff.succeeded();
+                    }
                     Err(e) => {
                         tokio::time::sleep(backoff.failed(&e)).await;
                         continue;
                     }
                 }
             }
-            backoff.succeeded();
             tokio::select! {
                 _ = committed.changed() => {}
                 // A safety net against a missed wake-up.
