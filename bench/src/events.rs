@@ -295,6 +295,8 @@ async fn wait_connected(client: &reqwest::Client, base: &str) -> anyhow::Result<
     loop {
         let v: serde_json::Value = client
             .get(format!("{base}/readyz"))
+            // The transport's state is shown to the admin token only.
+            .bearer_auth(crate::host::ADMIN_TOKEN)
             .send()
             .await?
             .json()

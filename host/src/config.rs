@@ -73,6 +73,7 @@ struct FileConfig {
     admin_token_file: Option<PathBuf>,
     upload_limit_mb: Option<usize>,
     watch_dir: Option<PathBuf>,
+    storage_unhealthy_after_s: Option<u64>,
     // The runtime's keys (see `runtime::RuntimeFile`).
     cache_dir: Option<PathBuf>,
     deadline_ms: Option<u64>,
@@ -205,6 +206,8 @@ pub struct Settings {
     pub watch_dir: Option<PathBuf>,
     /// RabbitMQ as the event transport (`None`: the embedded bus).
     pub amqp: Option<AmqpSettings>,
+    /// How long reopening the database may fail before `/healthz` does (`None`: never).
+    pub storage_unhealthy_after: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -295,6 +298,11 @@ impl Settings {
             watch_dir: file.watch_dir.map(relative),
             config_file,
             amqp,
+            storage_unhealthy_after: match file.storage_unhealthy_after_s {
+                Some(0) => None,
+                Some(s) => Some(std::time::Duration::from_secs(s)),
+                None => Some(std::time::Duration::from_secs(300)),
+            },
         })
     }
 }

@@ -383,7 +383,7 @@ async fn the_admin_api_needs_its_token() {
             .and_then(|v| v.to_str().ok()),
         Some("Bearer")
     );
-    // The probes stay open.
+    // The probes stay open, and without the token tell only whether the host is ready.
     let res = host
         .raw(
             Request::get("/readyz")
@@ -392,6 +392,24 @@ async fn the_admin_api_needs_its_token() {
         )
         .await;
     assert_eq!(res.status(), 200);
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body")
+        .to_bytes();
+    let anonymous: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(anonymous, json!({"status": "ready"}));
+    // With it, the details.
+    let detailed = host.get("/readyz").await.expect(200);
+    assert_eq!(detailed["transport"]["transport"], "embedded", "{detailed}");
+    assert_eq!(detailed["storage"]["state"], "ok", "{detailed}");
+    assert_eq!(
+        detailed["contexts"].as_array().map(Vec::len),
+        Some(4),
+        "{detailed}"
+    );
+    host.get("/healthz").await.expect(200);
 }
 
 #[tokio::test]

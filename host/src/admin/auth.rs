@@ -1,11 +1,12 @@
-//! The admin API is never open: every `/admin` route needs `Authorization: Bearer <token>`.
+//! The admin API is never open: every `/admin` route needs `Authorization: Bearer <token>`;
+//! `/readyz` shows its details only with it.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 
 use super::Admin;
 use crate::gateway::problem::Problem;
@@ -15,20 +16,24 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `headers` carry the admin token.
+pub(super) fn authorized(app: &Admin, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim().as_bytes(), app.token.as_bytes()))
+}
+
 /// Middleware: 401 problem unless the request carries the admin token.
 pub(super) async fn require_token(
     State(app): State<Arc<Admin>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same(t.trim().as_bytes(), app.token.as_bytes()) => next.run(req).await,
-        _ => {
+    match authorized(&app, req.headers()) {
+        true => next.run(req).await,
+        false => {
             let mut res = Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "the admin API needs `Authorization: Bearer <token>` (CTXHOST_ADMIN_TOKEN, or the file admin-token in the data directory)",

@@ -1,6 +1,7 @@
-//! The host's own endpoints: liveness and readiness (open), and the admin API behind a
-//! bearer token: plugins (list, deploy, rollback, versions), dead letters, redelivery,
-//! resilience state. Its answers are the wire types of [`crate::api`].
+//! The host's own endpoints: liveness and readiness (open; readiness in detail only with the
+//! admin token), and the admin API behind a bearer token: plugins (list, deploy, rollback,
+//! versions), dead letters, redelivery, resilience state. Its answers are the wire types of
+//! [`crate::api`].
 
 mod auth;
 mod plugins;
@@ -11,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -59,38 +60,65 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .with_state(admin)
 }
 
-/// `GET /healthz`: the process is alive and serving.
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz`: the process is alive and can recover by itself. 503 only when it cannot:
+/// the committer thread is gone, or the database could not be reopened for longer than
+/// `storage_unhealthy_after_s` (a restart may help). Storage that is full or failing while
+/// the host recovers is a matter of readiness, not liveness.
+async fn healthz(State(app): State<Arc<Admin>>) -> Response {
+    let storage = app.runtime.db().storage_status();
+    if storage.live {
+        Json(json!({ "status": "ok" })).into_response()
+    } else {
+        let body = json!({ "status": "failing", "reason": storage.reason });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }
 
-/// `GET /readyz`: every configured context is loaded (else 503). A broker that is down
-/// makes the host `degraded`, still 200: requests are served and events wait in the outbox,
-/// so taking the host out of rotation would only add an outage.
-async fn readyz(State(app): State<Arc<Admin>>) -> Response {
+/// `GET /readyz`: every configured context is loaded and storage takes changes (else 503,
+/// with a reason). A broker that is down makes the host `degraded`, still 200: requests are
+/// served and events wait in the outbox, so taking the host out of rotation would only add
+/// an outage. Without the admin token the answer is only the status and a non-secret
+/// reason; with it, the contexts, the transport and storage in detail.
+async fn readyz(State(app): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     let mut contexts = Vec::new();
-    let mut ready = true;
+    let mut missing = None;
     for name in &app.contexts {
         let ctx = app.runtime.registry().get(name);
-        ready &= ctx.is_some();
         let state = match &ctx {
-            None => "missing",
+            None => {
+                missing.get_or_insert(name);
+                "missing"
+            }
             Some(c) if c.health.is_unhealthy() => "unhealthy",
             Some(_) => "running",
         };
         contexts.push(json!({ "name": name, "state": state }));
     }
+    let storage = app.runtime.db().storage_status();
     let transport = app.transport.status();
-    let status = match (ready, transport.ready) {
-        (false, _) => "not ready",
-        (true, false) => "degraded",
-        (true, true) => "ready",
+    let (ready, status, reason) = match (missing, storage.ready, transport.ready) {
+        (Some(name), _, _) => (
+            false,
+            "not ready",
+            Some(format!("context {name} is not loaded")),
+        ),
+        (None, false, _) => (false, "not ready", storage.reason.map(str::to_string)),
+        (None, true, false) => (
+            true,
+            "degraded",
+            Some("the event broker is unreachable; events wait in the outbox".to_string()),
+        ),
+        (None, true, true) => (true, "ready", None),
     };
-    let body = json!({
-        "status": status,
-        "contexts": contexts,
-        "transport": transport,
-    });
+    let mut body = json!({ "status": status });
+    if let Some(reason) = reason {
+        body["reason"] = json!(reason);
+    }
+    if auth::authorized(&app, &headers) {
+        body["contexts"] = json!(contexts);
+        body["transport"] = json!(transport);
+        body["storage"] = json!(storage);
+    }
     let status = if ready {
         StatusCode::OK
     } else {

@@ -3,7 +3,8 @@
 //! embedded bus) moves the context's cursor. A run of events shares one unit of work (one
 //! commit, one fsync), each handler in a savepoint, so a backlog drains at many events per
 //! fsync. A failing handler is retried alone with backoff, then dead-lettered with the
-//! reason, and the stream moves on.
+//! reason, and the stream moves on. A failure of state (storage full or failing) is an
+//! error of the whole pass, retried by the transport, never a reason to dead-letter.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +101,11 @@ async fn apply(
                     done.push(Delivered::Applied);
                     continue;
                 }
+                // A handler that failed while storage is unavailable (its reads could
+                // fail) is not the handler's failure: retried later, never dead-lettered.
+                Err(_) if bus.db().health().fault().is_some() => {
+                    return Err(bus.db().health().unavailable());
+                }
                 Err(e) => e.to_string(),
             };
             lock(&shared).rollback_to(savepoint);
@@ -109,8 +115,8 @@ async fn apply(
         if done.is_empty() {
             return Ok((done, stop));
         }
-        let unit = unshare(shared)
-            .ok_or_else(|| StateError::Storage("unit of work still shared".into()))?;
+        let unit =
+            unshare(shared).ok_or_else(|| StateError::invalid("unit of work still shared"))?;
         match bus.committer().commit(unit).await? {
             CommitOutcome::Committed { .. } => return Ok((done, stop)),
             CommitOutcome::Conflict => continue,

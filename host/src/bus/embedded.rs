@@ -1,7 +1,8 @@
 //! The embedded durable bus: no broker, the event log itself is the queue. Each subscribing
 //! context has a worker that reads the log in order from its cursor and applies the events
 //! of the types it declared; the cursor moves in the same commit as the effect, so a
-//! restart resumes exactly where the context stopped.
+//! restart resumes exactly where the context stopped. A failure of state restarts the
+//! worker from its cursor after a backoff; only shutdown or unloading the context ends it.
 
 use crate::sync::lock;
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use super::backoff::Backoff;
 use super::cursor;
 use super::delivery::{RetryPolicy, deliver_all};
 use super::envelope::Envelope;
@@ -62,11 +64,7 @@ impl EventTransport for EmbeddedBus {
             let bus = self.bus.clone();
             let policy = self.policy.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) = worker(bus, name.clone(), sub, policy, shutdown).await {
-                    tracing::error!(context = %name, error = %e, "event worker stopped");
-                }
-            });
+            tokio::spawn(supervise(bus, name, sub, policy, shutdown));
         }
     }
 
@@ -99,15 +97,44 @@ impl EventTransport for EmbeddedBus {
     }
 }
 
-async fn worker(
+/// Run the worker of `context` until shutdown or until the context is unloaded. A failure
+/// of state (storage full or failing, ...) never ends it: the worker starts again from its
+/// durable cursor after a backoff, so a recovered storage resumes delivery by itself.
+async fn supervise(
     bus: BusCtx,
     context: String,
     sub: Arc<Subscriber>,
     policy: RetryPolicy,
     mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(
+        format!("event worker {context}"),
+        policy.first_backoff,
+        policy.max_backoff,
+    );
+    loop {
+        match worker(&bus, &context, &sub, &policy, &mut shutdown, &mut backoff).await {
+            Ok(()) => break,
+            Err(e) => {
+                if !backoff.wait(&e, &mut shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!(context = %context, "event worker stopped");
+}
+
+async fn worker(
+    bus: &BusCtx,
+    context: &str,
+    sub: &Subscriber,
+    policy: &RetryPolicy,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
 ) -> Result<(), StateError> {
     let mut committed = bus.committer().committed_events();
-    let mut cursor = cursor::read(&bus, &context)?;
+    let mut cursor = cursor::read(bus, context)?;
     let mut persisted = cursor;
     let cursor_table = cursor::table();
     tracing::debug!(context = %context, cursor, "event worker started");
@@ -124,8 +151,9 @@ async fn worker(
         let batch = bus.db().events_after(cursor, BATCH)?;
         if batch.is_empty() {
             if persisted != cursor {
-                cursor::write(&bus, &context, cursor).await?;
+                cursor::write(bus, context, cursor).await?;
                 persisted = cursor;
+                backoff.succeeded();
             }
             tokio::select! {
                 _ = committed.changed() => {}
@@ -136,7 +164,7 @@ async fn worker(
             }
             continue;
         }
-        let subscriptions = match bus.subscriber(&context) {
+        let subscriptions = match bus.subscriber(context) {
             Some(c) => c.subscriptions().to_vec(),
             None => break,
         };
@@ -154,14 +182,12 @@ async fn worker(
         if sub.rewind.load(Ordering::SeqCst) != NO_REWIND || *shutdown.borrow() {
             continue 'outer;
         }
-        let outcomes = deliver_all(
-            &bus,
-            &context,
-            &run,
-            Some((&cursor_table, &context)),
-            &policy,
-        )
-        .await?;
+        let outcomes =
+            deliver_all(bus, context, &run, Some((&cursor_table, context)), policy).await?;
+        // Only a commit shows that storage takes changes again.
+        if !run.is_empty() {
+            backoff.succeeded();
+        }
         tracing::debug!(context = %context, events = run.len(), to = last, "events delivered");
         if outcomes.len() < run.len() {
             // The context is no longer loaded.
@@ -172,6 +198,5 @@ async fn worker(
         }
         cursor = last;
     }
-    tracing::debug!(context = %context, "event worker stopped");
     Ok(())
 }

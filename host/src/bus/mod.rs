@@ -6,6 +6,7 @@
 //! through RabbitMQ, between the contexts of one process or of several.
 
 pub(crate) mod amqp;
+mod backoff;
 mod cursor;
 pub(crate) mod delivery;
 mod embedded;

@@ -21,7 +21,7 @@ use crate::config::{HttpSettings, Settings};
 use crate::gateway::{self, Gateway, RouteError, RouteTable, SharedRoutes};
 use crate::resilience::{PolicyError, RateLimiter};
 use crate::runtime::{EngineError, LoadError, Runtime};
-use crate::state::{Committer, Db, StateError, db_tables};
+use crate::state::{Committer, Db, RecoveryPolicy, StateError, db_tables};
 use crate::swap::{SwapError, Swapper, VersionStore, load_at_start, watch_dir};
 
 /// Why the host could not start or stopped serving.
@@ -92,7 +92,10 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     })?;
     let plugins = &settings.runtime.plugins;
     let tables: Vec<_> = plugins.iter().flat_map(|p| db_tables(&p.name)).collect();
-    let db = Db::open(&settings.data_dir, &tables)?;
+    let recovery = RecoveryPolicy {
+        unhealthy_after: settings.storage_unhealthy_after,
+    };
+    let db = Db::open_with(&settings.data_dir, &tables, recovery)?;
     let committer = Committer::start(db.clone())?;
     let runtime = Runtime::new(
         settings.runtime.engine.clone(),

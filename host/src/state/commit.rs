@@ -5,19 +5,37 @@
 //! their events sequence numbers and commits the group in one durable redb transaction, so
 //! one fsync covers many invocations. A unit whose reads changed is answered `Conflict`
 //! and its invocation runs again on fresh state.
+//!
+//! After a storage error (a full disk, a failing device) redb refuses every later write
+//! until the database is closed and opened again. The committer then answers the group and
+//! every unit that arrives as unavailable, reopens the database (reads go on), and with
+//! backoff checks that the filesystem has room (1 MiB, written beside the database) and that
+//! a probe write is durable; then storage is healthy again, without a restart.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use redb::{Durability, ReadableTable, Table as RedbTable, WriteTransaction};
 use tokio::sync::{oneshot, watch};
 
-use super::db::{Db, EVENTS, SEQUENCES, StateError, kv};
+use super::db::{Db, EVENTS, SEQUENCES, kv};
+use super::error::StateError;
+use super::error::chain;
 use super::uow::{ReadRecord, UnitOfWork, digest_value, range_digest};
 
 /// Most units of work committed in one transaction.
 const MAX_GROUP: usize = 256;
+/// First and longest wait between attempts to reopen the database after a storage error.
+const REOPEN_FIRST: Duration = Duration::from_millis(50);
+const REOPEN_MAX: Duration = Duration::from_secs(1);
+/// The table the probe write of a recovery goes to.
+const PROBE: &str = "sys/storage-probe";
+/// Room the filesystem must have before the database is tried again: a write of a few
+/// bytes would fit in pages the database file already has even on a full disk, and storage
+/// would flap between failing and healthy while every change that grows the file fails.
+const PROBE_BYTES: usize = 1024 * 1024;
 
 /// How a unit of work ended at commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +64,15 @@ impl Committer {
         let last = last_event_seq(&db)?;
         let (tx, rx) = mpsc::channel::<Request>();
         let (seq_tx, seq_rx) = watch::channel(last);
+        db.health().writer_started();
+        let alive = WriterAlive(db.clone());
         thread::Builder::new()
             .name("ctxhost-committer".into())
-            .spawn(move || run(db, rx, seq_tx, last))
-            .map_err(StateError::storage)?;
+            .spawn(move || {
+                let _alive = alive;
+                run(&db, rx, seq_tx, last);
+            })
+            .map_err(|e| StateError::invalid(format!("cannot start the committer: {e}")))?;
         Ok(Committer {
             tx,
             committed: seq_rx,
@@ -81,7 +104,22 @@ fn last_event_seq(db: &Db) -> Result<u64, StateError> {
     Ok(last.map(|(k, _)| k.value()).unwrap_or(0))
 }
 
-fn run(db: Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut next_seq: u64) {
+/// Held by the committer thread: when the thread ends (or panics, or never starts), the
+/// probes learn that no change can be stored any more.
+struct WriterAlive(Db);
+
+impl Drop for WriterAlive {
+    fn drop(&mut self) {
+        self.0.health().writer_stopped();
+        if thread::panicking() {
+            tracing::error!("the committer has stopped; no change can be stored until a restart");
+        }
+    }
+}
+
+fn run(db: &Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut next_seq: u64) {
+    // Grows while recoveries do not last; reset by a group that commits.
+    let mut wait = REOPEN_FIRST;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -91,8 +129,9 @@ fn run(db: Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut next
             }
         }
         let before = next_seq;
-        match commit_group(&db, &group, &mut next_seq) {
+        match commit_group(db, &group, &mut next_seq) {
             Ok(outcomes) => {
+                wait = REOPEN_FIRST;
                 if next_seq != before {
                     seq_tx.send_replace(next_seq);
                 }
@@ -102,13 +141,97 @@ fn run(db: Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut next
             }
             Err(e) => {
                 next_seq = before;
-                tracing::error!(error = %e, units = group.len(), "commit failed");
+                let units = group.len();
+                // Marked failing, and a fresh handle in place (after an I/O error redb
+                // refuses even reads on the old one), before anyone hears of it.
+                if e.is_unavailable() {
+                    db.health().failed(&e, false);
+                    if let Err(again) = db.refresh() {
+                        db.health().failed(&again, true);
+                    }
+                }
                 for req in group {
-                    let _ = req.reply.send(Err(StateError::Storage(e.to_string())));
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+                if !e.is_unavailable() {
+                    tracing::error!(error = %chain(&e), units, "commit failed");
+                    continue;
+                }
+                tracing::error!(error = %chain(&e), units, "commit failed: storage is failing; changes are refused until the database is reopened");
+                match recover(db, &rx, &mut wait) {
+                    Some(seq) => next_seq = seq,
+                    None => return,
                 }
             }
         }
     }
+}
+
+/// Recover from a storage error (the database already reopened, so reads go on): with
+/// backoff, check that the filesystem has room and that the database takes a durable write;
+/// every unit that arrives meanwhile is answered unavailable at once. Returns the last event sequence number, or `None` once
+/// every handle of the committer is gone.
+fn recover(db: &Db, rx: &mpsc::Receiver<Request>, wait: &mut Duration) -> Option<u64> {
+    loop {
+        let until = Instant::now() + *wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(req) => {
+                    let _ = req.reply.send(Err(db.health().unavailable()));
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        *wait = (*wait * 2).min(REOPEN_MAX);
+        match attempt(db) {
+            Ok(seq) => {
+                let lasted = db.health().recovered();
+                tracing::info!(failing_for = ?lasted, "storage recovered: the database is open and takes changes again");
+                return Some(seq);
+            }
+            Err(e) => {
+                let opened = db.is_open();
+                db.health().failed(&e, !opened);
+                tracing::debug!(error = %chain(&e), opened, retry_in = ?*wait, "storage still failing");
+            }
+        }
+    }
+}
+
+/// One attempt to recover: the database open, room on its filesystem, a durable write; the
+/// last event sequence number.
+fn attempt(db: &Db) -> Result<u64, StateError> {
+    if !db.is_open() {
+        db.reopen()?;
+    }
+    db.room(PROBE_BYTES)?;
+    if let Err(e) = probe(db) {
+        // That failure spoiled this handle too: a fresh one serves reads meanwhile.
+        if let Err(again) = db.refresh() {
+            tracing::debug!(error = %chain(&again), "cannot reopen the database");
+        }
+        return Err(e);
+    }
+    last_event_seq(db)
+}
+
+/// A small durable write through the database.
+fn probe(db: &Db) -> Result<(), StateError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(StateError::storage)?;
+    {
+        let mut t = txn.open_table(kv(PROBE)).map_err(StateError::storage)?;
+        let now = crate::time::now_rfc3339();
+        t.insert("last-recovery", now.as_bytes())
+            .map_err(StateError::storage)?;
+    }
+    txn.commit().map_err(StateError::storage)
 }
 
 fn commit_group(
@@ -116,7 +239,7 @@ fn commit_group(
     group: &[Request],
     next_seq: &mut u64,
 ) -> Result<Vec<CommitOutcome>, StateError> {
-    let mut txn = db.database().begin_write().map_err(StateError::storage)?;
+    let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(StateError::storage)?;
     let mut outcomes = Vec::with_capacity(group.len());
@@ -184,7 +307,7 @@ fn open<'a, 't>(
     }
     tables
         .get_mut(name)
-        .ok_or_else(|| StateError::Storage(format!("table {name} vanished")))
+        .ok_or_else(|| StateError::invalid(format!("table {name} vanished")))
 }
 
 fn validate<'t>(

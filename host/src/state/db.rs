@@ -3,32 +3,21 @@
 //! Every table maps string keys to bytes, except the event log (sequence number to encoded
 //! event). A context's table is `ctx/<name>`; the host's bookkeeping lives in `sys/*` and
 //! `inbox/<name>` tables that no context can name.
+//!
+//! The database sits behind a swappable handle: after a storage error redb refuses every
+//! later write until the database is closed and opened again, so the committer closes it and
+//! reopens it (see `commit.rs`). Readers take the handle under an uncontended read lock.
 
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase, TableDefinition, TableError};
+use redb::{Database, ReadableDatabase, TableDefinition, TableError, WriteTransaction};
 
-/// Errors of the state layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot open the database {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: redb::DatabaseError,
-    },
-    #[error("storage error: {0}")]
-    Storage(String),
-    #[error("the committer has stopped")]
-    CommitterGone,
-}
-
-impl StateError {
-    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
-        StateError::Storage(e.to_string())
-    }
-}
+use super::error::StateError;
+use super::health::{RecoveryPolicy, StorageHealth, StorageStatus};
+use crate::sync::{read, write};
 
 /// A string-keyed table, named once and shared.
 pub(crate) type Table = Arc<str>;
@@ -65,22 +54,65 @@ pub(super) fn kv(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]>
     TableDefinition::new(name)
 }
 
+/// Where the database lives: how to open its file (again), and how to check that its
+/// filesystem has room for more without involving the database.
+pub(super) struct Storage {
+    pub open: Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>,
+    pub room: Box<dyn Fn(usize) -> io::Result<()> + Send + Sync>,
+}
+
+struct Shared {
+    /// The open database; `None` while it is being reopened.
+    current: RwLock<Option<Database>>,
+    storage: Storage,
+    health: StorageHealth,
+}
+
 /// The host's database: shared by the committer (writes) and every invocation (snapshots).
 #[derive(Clone)]
 pub struct Db {
-    inner: Arc<Database>,
+    inner: Arc<Shared>,
 }
 
 impl Db {
     /// Open or create `<dir>/state.redb` and make sure the given tables exist.
     pub fn open(dir: &Path, tables: &[Table]) -> Result<Self, StateError> {
+        Self::open_with(dir, tables, RecoveryPolicy::default())
+    }
+
+    /// [`Db::open`] with how long storage may stay unrecoverable before `/healthz` fails.
+    pub fn open_with(
+        dir: &Path,
+        tables: &[Table],
+        policy: RecoveryPolicy,
+    ) -> Result<Self, StateError> {
         let path = dir.join("state.redb");
-        let db = Database::create(&path).map_err(|source| StateError::Open {
-            path: path.display().to_string(),
-            source,
+        let shown = path.display().to_string();
+        let probe = dir.join(".storage-probe");
+        let storage = Storage {
+            open: Box::new(move || Database::create(&path)),
+            room: Box::new(move |bytes| room_for(&probe, bytes)),
+        };
+        Self::with_storage(storage, &shown, tables, policy)
+    }
+
+    /// A database on `storage`.
+    pub(super) fn with_storage(
+        storage: Storage,
+        shown: &str,
+        tables: &[Table],
+        policy: RecoveryPolicy,
+    ) -> Result<Self, StateError> {
+        let db = (storage.open)().map_err(|source| StateError::Open {
+            path: shown.to_string(),
+            source: Arc::new(source),
         })?;
         let this = Db {
-            inner: Arc::new(db),
+            inner: Arc::new(Shared {
+                current: RwLock::new(Some(db)),
+                storage,
+                health: StorageHealth::new(policy),
+            }),
         };
         this.ensure_tables(tables)?;
         Ok(this)
@@ -88,7 +120,7 @@ impl Db {
 
     /// Create the tables that do not exist yet, so snapshots can always open them.
     pub fn ensure_tables(&self, tables: &[Table]) -> Result<(), StateError> {
-        let txn = self.inner.begin_write().map_err(StateError::storage)?;
+        let txn = self.begin_write()?;
         {
             txn.open_table(EVENTS).map_err(StateError::storage)?;
             for name in [CURSORS, SEQUENCES, DEAD_LETTERS, VERSIONS] {
@@ -104,11 +136,57 @@ impl Db {
 
     /// A consistent read-only view of the last commit; never waits for writers.
     pub fn snapshot(&self) -> Result<redb::ReadTransaction, StateError> {
-        self.inner.begin_read().map_err(StateError::storage)
+        match &*read(&self.inner.current) {
+            Some(db) => db.begin_read().map_err(StateError::storage),
+            None => Err(self.inner.health.unavailable()),
+        }
     }
 
-    pub(crate) fn database(&self) -> &Database {
-        &self.inner
+    /// A write transaction (the committer's, or creating tables).
+    pub(super) fn begin_write(&self) -> Result<WriteTransaction, StateError> {
+        match &*read(&self.inner.current) {
+            Some(db) => db.begin_write().map_err(StateError::storage),
+            None => Err(self.inner.health.unavailable()),
+        }
+    }
+
+    /// Close the database and open its file again, holding the handle meanwhile: snapshots
+    /// begun meanwhile wait for the new handle (redb repairs the file after an I/O error, in
+    /// time proportional to its size) instead of failing. Snapshots taken before keep what
+    /// they already read; further reads of theirs fail as unavailable.
+    pub(super) fn refresh(&self) -> Result<(), StateError> {
+        let mut current = write(&self.inner.current);
+        // redb holds the file and its lock until the old handle is gone.
+        drop(current.take());
+        *current = Some((self.inner.storage.open)().map_err(StateError::storage)?);
+        Ok(())
+    }
+
+    /// Open the database file again (after [`Db::close`]).
+    pub(super) fn reopen(&self) -> Result<(), StateError> {
+        let db = (self.inner.storage.open)().map_err(StateError::storage)?;
+        *write(&self.inner.current) = Some(db);
+        Ok(())
+    }
+
+    /// Whether `bytes` more fit on the database's filesystem, checked beside the database (a
+    /// failed write would leave the database refusing even reads until reopened).
+    pub(super) fn room(&self, bytes: usize) -> Result<(), StateError> {
+        (self.inner.storage.room)(bytes).map_err(|e| StateError::storage(redb::Error::Io(e)))
+    }
+
+    /// Whether the database is open.
+    pub(super) fn is_open(&self) -> bool {
+        read(&self.inner.current).is_some()
+    }
+
+    pub(crate) fn health(&self) -> &StorageHealth {
+        &self.inner.health
+    }
+
+    /// The state of storage, for the probes.
+    pub fn storage_status(&self) -> StorageStatus {
+        self.inner.health.status()
     }
 
     /// Read one value of a string-keyed table from a fresh snapshot.
@@ -167,4 +245,14 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// Write `bytes` to `probe` durably and remove it again: the filesystem has that much room.
+fn room_for(probe: &Path, bytes: usize) -> io::Result<()> {
+    let written = File::create(probe).and_then(|mut f| {
+        f.write_all(&vec![0u8; bytes])?;
+        f.sync_all()
+    });
+    let removed = fs::remove_file(probe);
+    written.and(removed)
 }

@@ -1,21 +1,28 @@
 //! Durable state: one redb database holding a table per context and the host's own tables,
 //! the unit of work every invocation writes into, and the committer that makes units of work
-//! durable (optimistic validation, group commit).
+//! durable (optimistic validation, group commit), and recovery from storage errors (the
+//! committer reopens the database; `health` tells the probes).
 
 mod commit;
 mod db;
+mod error;
+mod health;
 mod sequences;
 mod uow;
 
 pub(crate) use commit::{CommitOutcome, Committer};
 pub(crate) use db::{
-    CURSORS, DEAD_LETTERS, Db, StateError, Table, VERSIONS, context_table, db_tables, inbox_table,
+    CURSORS, DEAD_LETTERS, Db, Table, VERSIONS, context_table, db_tables, inbox_table,
 };
+pub(crate) use error::StateError;
+pub(crate) use health::RecoveryPolicy;
 pub(crate) use sequences::{SequenceError, Sequences};
 pub(crate) use uow::{
     LimitError, OutgoingEvent, ScanError, ScanRange, SharedUnit, UnitLimits, UnitOfWork, share,
     unshare,
 };
 
+#[cfg(test)]
+mod small_disk;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::commit::decode_u64;
-use super::db::{Db, SEQUENCES, StateError};
+use super::db::{Db, SEQUENCES};
+use super::error::StateError;
 
 /// Why `next` handed out no value.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,10 @@
 
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::error::StorageFault;
+use super::small_disk::SmallDisk;
 use super::*;
 
 fn temp_db(tables: &[Table]) -> (Db, std::path::PathBuf) {
@@ -325,4 +328,162 @@ async fn a_unit_holds_only_so_many_writes_and_events_and_a_savepoint_gives_them_
     );
     u.publish_bounded(event(6), &limits).expect("fits again");
     assert_eq!(u.event_count(), 2);
+}
+
+/// A database on a [`SmallDisk`] of `capacity` bytes.
+fn small_db(disk: &SmallDisk, policy: RecoveryPolicy) -> Db {
+    Db::with_storage(disk.storage(), "small disk", &[t("ctx/a")], policy).expect("open db")
+}
+
+/// Commit a change of `key` (with an event), retrying while storage is unavailable; how long
+/// it took. Panics on any other error, or when storage has not recovered within 20 s.
+async fn commit_when_recovered(db: &Db, c: &Committer, key: &str) -> Duration {
+    let began = std::time::Instant::now();
+    loop {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "storage did not recover: {:?}",
+            db.storage_status()
+        );
+        match UnitOfWork::begin(db) {
+            Ok(mut u) => {
+                u.put(&t("ctx/a"), key, Some(b"after".to_vec()));
+                u.publish(OutgoingEvent {
+                    encoded: b"after".to_vec(),
+                });
+                match c.commit(u).await {
+                    Ok(CommitOutcome::Committed { .. }) => return began.elapsed(),
+                    Ok(CommitOutcome::Conflict) => {}
+                    Err(e) => assert!(e.is_unavailable(), "not unavailable: {e:?}"),
+                }
+            }
+            Err(e) => assert!(e.is_unavailable(), "not unavailable: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_changes_as_unavailable_and_the_committer_recovers_once_space_is_freed()
+{
+    let disk = SmallDisk::new(u64::MAX);
+    let db = small_db(&disk, RecoveryPolicy::default());
+    let c = Committer::start(db.clone()).expect("committer");
+    let kv = t("ctx/a");
+    // The disk is full just above what the database takes now.
+    disk.set_capacity(disk.used() + 256 * 1024);
+    let mut stored = Vec::new();
+    let full = loop {
+        let key = format!("k/{:04}", stored.len());
+        let mut u = UnitOfWork::begin(&db).expect("begin");
+        u.put(&kv, &key, Some(vec![7u8; 16 * 1024]));
+        u.publish(OutgoingEvent {
+            encoded: key.clone().into_bytes(),
+        });
+        match c.commit(u).await {
+            Ok(CommitOutcome::Committed { .. }) => stored.push(key),
+            Ok(CommitOutcome::Conflict) => panic!("no unit conflicts here"),
+            Err(e) => break e,
+        }
+        assert!(stored.len() < 1000, "the disk never filled");
+    };
+    assert!(
+        !stored.is_empty(),
+        "nothing fitted before the disk was full"
+    );
+    assert!(full.is_unavailable(), "{full:?}");
+    assert_eq!(full.fault(), Some(StorageFault::Full));
+    assert!(!full.to_string().contains("redb"), "{full}");
+    let status = db.storage_status();
+    assert!(!status.ready && status.live, "{status:?}");
+    assert_eq!(status.state, "full");
+
+    // Still full: changes keep being refused as unavailable, quickly, and storage stays
+    // not ready (without the recovery, redb refuses them as a previous I/O error forever).
+    for _ in 0..3 {
+        let refused = match UnitOfWork::begin(&db) {
+            Ok(mut u) => {
+                u.put(&kv, "refused", Some(vec![1u8; 64 * 1024]));
+                c.commit(u).await.expect_err("a full disk took a change")
+            }
+            Err(e) => e,
+        };
+        assert!(refused.is_unavailable(), "{refused:?}");
+        assert!(!db.storage_status().ready);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    // Reads are served meanwhile (on a fresh handle: the failed one refuses them too).
+    let began = std::time::Instant::now();
+    while db.read("ctx/a", &stored[0]).is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "reads fail on a full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!db.storage_status().ready);
+
+    // Space is freed: the next change commits, without a restart.
+    disk.set_capacity(u64::MAX);
+    commit_when_recovered(&db, &c, "after").await;
+    let status = db.storage_status();
+    assert!(status.ready && status.live, "{status:?}");
+    assert!(status.recoveries >= 1, "{status:?}");
+    // Everything acknowledged before the fault is there, and the event log goes on.
+    for key in &stored {
+        assert!(db.read("ctx/a", key).expect("read").is_some(), "{key} lost");
+    }
+    assert_eq!(db.read("ctx/a", "refused").expect("read"), None);
+    let events = db.events_after(0, 10_000).expect("events");
+    assert_eq!(events.len(), stored.len() + 1);
+    let seqs: Vec<u64> = events.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reopened_fails_liveness_after_the_limit_and_recovers() {
+    let disk = SmallDisk::new(u64::MAX);
+    let db = small_db(
+        &disk,
+        RecoveryPolicy {
+            unhealthy_after: Some(Duration::from_millis(200)),
+        },
+    );
+    let c = Committer::start(db.clone()).expect("committer");
+    put_committed(&db, &c, &t("ctx/a"), "before", "1").await;
+    disk.set_broken(true);
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    u.put(&t("ctx/a"), "k", Some(b"v".to_vec()));
+    let e = c
+        .commit(u)
+        .await
+        .expect_err("a broken device took a change");
+    assert_eq!(e.fault(), Some(StorageFault::Failing), "{e:?}");
+    // Reopening fails on: not live once the limit has passed.
+    let began = std::time::Instant::now();
+    loop {
+        let status = db.storage_status();
+        assert!(!status.ready, "{status:?}");
+        if !status.live {
+            assert!(
+                status.reason.is_some_and(|r| r.contains("restart")),
+                "{status:?}"
+            );
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "still live: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    disk.set_broken(false);
+    commit_when_recovered(&db, &c, "after").await;
+    let status = db.storage_status();
+    assert!(status.ready && status.live, "{status:?}");
+    assert_eq!(
+        db.read("ctx/a", "before").expect("read"),
+        Some(b"1".to_vec())
+    );
 }

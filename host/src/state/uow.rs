@@ -17,7 +17,8 @@ use std::ops::Bound;
 
 use redb::{ReadTransaction, ReadableTable, TableError};
 
-use super::db::{Db, StateError, Table, kv};
+use super::db::{Db, Table, kv};
+use super::error::StateError;
 
 /// An event published by the unit, waiting for its commit to get a sequence number.
 #[derive(Debug, Clone)]

@@ -53,7 +53,8 @@ impl VersionStore {
     /// Versions of `context`.
     pub fn load(&self, context: &str) -> Result<Versions, StateError> {
         match self.runtime.db().read(VERSIONS, context)? {
-            Some(b) => serde_json::from_slice(&b).map_err(StateError::storage),
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| StateError::invalid(format!("unreadable versions of {context}: {e}"))),
             None => Ok(Versions::default()),
         }
     }
@@ -78,7 +79,7 @@ impl VersionStore {
         if v.history.len() > KEEP {
             v.history.drain(..v.history.len() - KEEP);
         }
-        let bytes = serde_json::to_vec(&v).map_err(StateError::storage)?;
+        let bytes = serde_json::to_vec(&v).map_err(StateError::invalid)?;
         let table: Table = Arc::from(VERSIONS);
         loop {
             let mut unit = UnitOfWork::begin(self.runtime.db())?;

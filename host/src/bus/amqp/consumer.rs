@@ -4,7 +4,8 @@
 //! acknowledges each only after the unit of work holding its effect and inbox entry has
 //! committed. A
 //! message the context gives up on is rejected into the dead-letter exchange. Bindings follow
-//! the event types the current version of the context declares.
+//! the event types the current version of the context declares. A failure of state (storage
+//! full or failing) is retried with backoff, keeping the connection and the deliveries.
 
 use crate::bus::BusCtx;
 use std::collections::BTreeSet;
@@ -19,6 +20,7 @@ use lapin::{Channel, Connection};
 
 use super::topology::Topology;
 use super::{AmqpError, message};
+use crate::bus::backoff::Backoff;
 use crate::bus::delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver_all, record_dead_letter};
 
 /// How often the bindings are compared with the context's current subscriptions.
@@ -70,6 +72,11 @@ pub(super) async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Sto
         )
         .await?;
     tracing::info!(context = %context, queue = %queue, kind, prefetch, subscriptions = ?bound, "consuming");
+    let mut backoff = Backoff::new(
+        format!("consumer {context}"),
+        policy.first_backoff,
+        policy.max_backoff,
+    );
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     loop {
         tokio::select! {
@@ -86,7 +93,7 @@ pub(super) async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Sto
                         None => break,
                     }
                 }
-                if let Some(stopped) = handle(&bus, &context, &policy, deliveries).await? {
+                if let Some(stopped) = handle(&bus, &context, &policy, deliveries, &mut backoff).await? {
                     return Ok(stopped);
                 }
             }
@@ -139,6 +146,7 @@ async fn handle(
     context: &str,
     policy: &RetryPolicy,
     deliveries: Vec<Delivery>,
+    backoff: &mut Backoff,
 ) -> Result<Option<Stopped>, AmqpError> {
     let Some(ctx) = bus.subscriber(context) else {
         for delivery in deliveries {
@@ -158,11 +166,19 @@ async fn handle(
             Ok(_) => {
                 delivery.ack(BasicAckOptions::default()).await?;
             }
-            Err(e) => foreign(bus, context, delivery, e).await?,
+            Err(e) => foreign(bus, context, delivery, e, backoff).await?,
         }
     }
     drop(ctx);
-    let outcomes = deliver_all(bus, context, &run, None, policy).await?;
+    // A failure of state keeps the deliveries unacknowledged and the batch is applied again
+    // after a backoff (the inbox skips what a commit already holds).
+    let outcomes = loop {
+        match deliver_all(bus, context, &run, None, policy).await {
+            Ok(outcomes) => break outcomes,
+            Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
+        }
+    };
+    backoff.succeeded();
     tracing::debug!(context, events = run.len(), "events delivered");
     let settled_all = outcomes.len() == pending.len()
         && outcomes
@@ -198,6 +214,7 @@ async fn foreign(
     context: &str,
     delivery: Delivery,
     error: message::NotAnEvent,
+    backoff: &mut Backoff,
 ) -> Result<(), AmqpError> {
     tracing::error!(context, error = %error, routing_key = %delivery.routing_key, "dead-lettering a message that is not an event");
     let record = serde_json::json!({
@@ -209,7 +226,10 @@ async fn foreign(
         "deadLetteredAt": crate::time::now_rfc3339(),
     });
     let key = format!("{context}/foreign/{}", uuid::Uuid::new_v4());
-    record_dead_letter(bus, &key, &record, None).await?;
+    while let Err(e) = record_dead_letter(bus, &key, &record, None).await {
+        tokio::time::sleep(backoff.failed(&e)).await;
+    }
+    backoff.succeeded();
     delivery.nack(REJECT).await?;
     Ok(())
 }

@@ -70,6 +70,8 @@ pub(crate) enum AmqpError {
     ConnectionLost,
     #[error("the broker ended the consumer of {0}")]
     ConsumerEnded(String),
+    #[error("a task of the broker link failed: {0}")]
+    TaskFailed(String),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -332,7 +334,7 @@ async fn serve(
                 }
                 Some(Ok(Ok(TaskEnd::Relay))) => break Err(AmqpError::ConnectionLost),
                 Some(Ok(Err(e))) => break Err(e),
-                Some(Err(join)) => break Err(AmqpError::State(StateError::Storage(format!("broker task failed: {join}")))),
+                Some(Err(join)) => break Err(AmqpError::TaskFailed(join.to_string())),
                 None => break Err(AmqpError::ConnectionLost),
             },
             _ = inner.added.notified() => {
@@ -378,6 +380,7 @@ async fn relay_task(inner: Arc<Inner>, channel: lapin::Channel) -> Result<TaskEn
         inner.bus.clone(),
         inner.topology.clone(),
         inner.link.clone(),
+        inner.policy.clone(),
     )
     .await?;
     Ok(TaskEnd::Relay)
