@@ -139,6 +139,21 @@ async fn redelivered_events_after_a_restart_are_applied_once() {
     )
     .await
     .expect_problem(404);
+    // A position past the end of the log would park the cursor in the future.
+    let problem = host
+        .post_json(
+            "/admin/subscriptions/view/redeliver",
+            &json!({"fromSeq": 1_000_000_000u64}),
+        )
+        .await
+        .expect_problem(422);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("beyond the end of the event log"),
+        "{problem}"
+    );
 
     // A marker published after the rewind is delivered after every redelivered event, so
     // once the view and the car have handled it they have seen the whole log again.

@@ -278,6 +278,32 @@ async fn hotswap_a_kept_version_that_no_longer_loads_falls_back_to_the_configure
 }
 
 #[tokio::test]
+async fn hotswap_a_version_that_starts_subscribing_gets_its_events() {
+    let host = Host::start(HostOptions::new());
+    // A context that subscribes to nothing, then a version of it that subscribes.
+    deploy(&host, "extra", wasm("bench_hello"))
+        .await
+        .expect(200);
+    deploy(&host, "extra", wasm("chaos")).await.expect(200);
+    host.post_json(
+        "/chaos/publish",
+        &json!({"type": "ChaosPoison", "correlationId": "late", "data": {}}),
+    )
+    .await
+    .expect(200);
+    // Its handler refuses the event: a dead letter shows that a worker delivered it.
+    eventually(Duration::from_secs(30), || async {
+        let letters = host.get_list("/admin/dead-letters").await;
+        if letters.iter().any(|l| l["context"] == "extra") {
+            Ok(())
+        } else {
+            Err(format!("no dead letter of extra yet: {letters:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn hotswap_rollback_returns_to_the_previous_version_and_versions_survive_restart() {
     let mut host = Host::start(HostOptions::new());
     let v1 = digest_of(&host, "car").await;

@@ -247,6 +247,9 @@ async fn redeliver(
         Err(e @ BusError::UnknownSubscriber(_)) => {
             Problem::new(StatusCode::NOT_FOUND, e.to_string()).into_response()
         }
+        Err(e @ BusError::BeyondHead { .. }) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response()
+        }
         Err(e @ BusError::Unavailable(_)) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
         }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use super::BusCtx;
 use super::envelope::Envelope;
-use crate::state::{CommitOutcome, StateError, Table, UnitOfWork, inbox_table, share, unshare};
+use crate::state::{
+    CommitOutcome, StateError, Table, UnitOfWork, contention_backoff, inbox_table, share, unshare,
+};
 use crate::sync::lock;
 
 /// How often and how patiently a failing handler is retried.
@@ -72,7 +74,13 @@ async fn apply(
     cursor: Option<(&Table, &str)>,
 ) -> Result<(Vec<Delivered>, Option<Stop>), StateError> {
     let inbox = inbox_table(context);
+    let mut reruns = 0;
     loop {
+        if reruns > 0 {
+            // What the pass read changed before it committed: wait a little, jittered.
+            tokio::time::sleep(contention_backoff(reruns)).await;
+        }
+        reruns += 1;
         let Some(ctx) = bus.subscriber(context) else {
             return Ok((Vec::new(), Some(Stop::NoSuchContext)));
         };

@@ -8,11 +8,10 @@ use crate::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use super::backoff::Backoff;
 use super::cursor;
@@ -24,20 +23,34 @@ use crate::state::StateError;
 
 /// Events read from the log per batch.
 const BATCH: usize = 256;
-const NO_REWIND: u64 = u64::MAX;
+
+/// A redelivery waiting for the worker: the position to go back to, and who to tell once
+/// the cursor is there durably.
+struct Rewind {
+    from_seq: u64,
+    done: oneshot::Sender<Result<(), String>>,
+}
 
 /// Control of one subscriber's worker.
 struct Subscriber {
-    /// Set by `redeliver`: the cursor to restart from.
-    rewind: AtomicU64,
+    /// Set by `redeliver`, taken by the worker: the worker is the only writer of its cursor,
+    /// so a redelivery cannot be overwritten by a batch committing at the same time.
+    rewind: Mutex<Option<Rewind>>,
     wake: Notify,
 }
+
+/// The workers running, by context.
+type Workers = Arc<Mutex<HashMap<String, Arc<Subscriber>>>>;
+
+/// How long a redelivery waits for the worker to take it (it finishes its current batch
+/// first); past it the request stays queued and the answer says so.
+const REWIND_WAIT: Duration = Duration::from_secs(30);
 
 /// The broker-less transport.
 pub(crate) struct EmbeddedBus {
     bus: BusCtx,
     policy: RetryPolicy,
-    subscribers: Mutex<HashMap<String, Arc<Subscriber>>>,
+    subscribers: Workers,
 }
 
 impl EmbeddedBus {
@@ -45,7 +58,7 @@ impl EmbeddedBus {
         EmbeddedBus {
             bus,
             policy,
-            subscribers: Mutex::new(HashMap::new()),
+            subscribers: Arc::default(),
         }
     }
 }
@@ -56,15 +69,30 @@ impl EventTransport for EmbeddedBus {
             if !subscribes(&self.bus, &name) {
                 continue;
             }
-            let sub = Arc::new(Subscriber {
-                rewind: AtomicU64::new(NO_REWIND),
-                wake: Notify::new(),
-            });
-            lock(&self.subscribers).insert(name.clone(), sub.clone());
+            let sub = {
+                let mut workers = lock(&self.subscribers);
+                // Idempotent: a hot swap calls this again for a context that already runs.
+                if workers.contains_key(&name) {
+                    continue;
+                }
+                let sub = Arc::new(Subscriber {
+                    rewind: Mutex::new(None),
+                    wake: Notify::new(),
+                });
+                workers.insert(name.clone(), sub.clone());
+                sub
+            };
             let bus = self.bus.clone();
             let policy = self.policy.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(supervise(bus, name, sub, policy, shutdown));
+            let workers = self.subscribers.clone();
+            tokio::spawn(async move {
+                supervise(bus, name.clone(), sub.clone(), policy, shutdown).await;
+                let mut workers = lock(&workers);
+                if workers.get(&name).is_some_and(|s| Arc::ptr_eq(s, &sub)) {
+                    workers.remove(&name);
+                }
+            });
         }
     }
 
@@ -78,11 +106,29 @@ impl EventTransport for EmbeddedBus {
                 .get(context)
                 .cloned()
                 .ok_or_else(|| BusError::UnknownSubscriber(context.to_string()))?;
-            cursor::write(&self.bus, context, from_seq).await?;
-            sub.rewind.store(from_seq, Ordering::SeqCst);
+            // A position past the log's end would park the cursor in the future and skip
+            // the events published until the log got there.
+            let head = *self.bus.committer().committed_events().borrow();
+            if from_seq > head {
+                return Err(BusError::BeyondHead { from_seq, head });
+            }
+            let (done, taken) = oneshot::channel();
+            // A newer request replaces one the worker has not taken yet.
+            *lock(&sub.rewind) = Some(Rewind { from_seq, done });
             sub.wake.notify_one();
             tracing::info!(context, from_seq, "redelivery requested");
-            Ok(None)
+            match tokio::time::timeout(REWIND_WAIT, taken).await {
+                Ok(Ok(Ok(()))) => Ok(None),
+                Ok(Ok(Err(e))) => Err(BusError::Unavailable(format!(
+                    "cannot move the cursor: {e}"
+                ))),
+                Ok(Err(_)) => Err(BusError::Unavailable(
+                    "the request was replaced by a newer one, or the worker stopped".into(),
+                )),
+                Err(_) => Err(BusError::Unavailable(format!(
+                    "the worker has not taken the request within {REWIND_WAIT:?}; it stays queued"
+                ))),
+            }
         })
     }
 
@@ -142,10 +188,15 @@ async fn worker(
         if *shutdown.borrow() {
             break;
         }
-        let rewind = sub.rewind.swap(NO_REWIND, Ordering::SeqCst);
-        if rewind != NO_REWIND {
-            cursor = rewind;
-            persisted = rewind;
+        let rewind = lock(&sub.rewind).take();
+        if let Some(r) = rewind {
+            if let Err(e) = cursor::write(bus, context, r.from_seq).await {
+                let _ = r.done.send(Err(e.to_string()));
+                return Err(e);
+            }
+            cursor = r.from_seq;
+            persisted = r.from_seq;
+            let _ = r.done.send(Ok(()));
         }
         committed.borrow_and_update();
         let batch = bus.db().events_after(cursor, BATCH)?;
@@ -179,7 +230,7 @@ async fn worker(
                 }
             }
         }
-        if sub.rewind.load(Ordering::SeqCst) != NO_REWIND || *shutdown.borrow() {
+        if lock(&sub.rewind).is_some() || *shutdown.borrow() {
             continue 'outer;
         }
         let outcomes =

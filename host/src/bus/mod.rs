@@ -100,6 +100,8 @@ pub enum BusError {
     UnknownSubscriber(String),
     #[error("the event transport cannot do this now: {0}")]
     Unavailable(String),
+    #[error("position {from_seq} is beyond the end of the event log ({head})")]
+    BeyondHead { from_seq: u64, head: u64 },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
 }

@@ -18,9 +18,8 @@ use super::Gateway;
 use super::body::{BodyError, BodyLimits, read_body};
 use super::problem::Problem;
 use super::routes::Resolved;
-use crate::resilience::contention_backoff;
 use crate::runtime::InvokeError;
-use crate::state::{CommitOutcome, StateError, UnitOfWork, share, unshare};
+use crate::state::{CommitOutcome, StateError, UnitOfWork, contention_backoff, share, unshare};
 
 /// Times a request runs in all when its commit keeps finding that what it read had
 /// changed (each re-run after a growing, jittered wait: `contention_backoff`).
@@ -115,6 +114,19 @@ impl GatewayError {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
                     .retry_after(1)
                     .into_response()
+            }
+            GatewayError::Commit(e) | GatewayError::Begin(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, trace_id = %trace, "storage unavailable");
+                let why = e
+                    .fault()
+                    .map_or("the host cannot store changes", |f| f.reason());
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{why}; nothing was stored, try again shortly"),
+                )
+                .title("Storage unavailable")
+                .retry_after(STORAGE_RETRY_AFTER)
+                .into_response()
             }
             GatewayError::Commit(e) => {
                 tracing::error!(error = %e, trace_id = %trace, "cannot store a request's changes");

@@ -26,7 +26,7 @@ pub(crate) use policy::{
     PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings, TargetPolicy,
 };
 pub(crate) use rate_limit::RateLimiter;
-pub(crate) use retry::{RetryBudget, contention_backoff, is_idempotent};
+pub(crate) use retry::{RetryBudget, is_idempotent};
 
 /// How an attempt failed, as far as the host is concerned. A callee's own `err` answer is
 /// not a failure.

@@ -40,26 +40,9 @@ pub(crate) fn is_idempotent(func: &str) -> bool {
 /// capped, with "equal jitter" (half fixed, half uniform in `[0, 1)` given by `unit`) so
 /// concurrent callers spread out but never retry at once.
 pub(super) fn backoff(p: &RetryPolicy, retry: u32, unit: f64) -> Duration {
-    backoff_between(p.base_backoff, p.max_backoff, retry, unit)
-}
-
-fn backoff_between(base: Duration, max: Duration, retry: u32, unit: f64) -> Duration {
-    let exp = base.as_secs_f64() * 2f64.powi(retry.saturating_sub(1).min(30) as i32);
-    let cap = exp.min(max.as_secs_f64());
+    let exp = p.base_backoff.as_secs_f64() * 2f64.powi(retry.saturating_sub(1).min(30) as i32);
+    let cap = exp.min(p.max_backoff.as_secs_f64());
     Duration::from_secs_f64(cap / 2.0 + cap / 2.0 * unit.clamp(0.0, 1.0))
-}
-
-/// First wait before re-running a unit of work whose commit conflicted.
-const CONTENTION_BASE: Duration = Duration::from_millis(1);
-/// Longest such wait.
-const CONTENTION_CAP: Duration = Duration::from_millis(50);
-
-/// The wait before re-running, for the `rerun`-th time (1 for the first), a unit of work
-/// whose commit found that what it read had changed: exponential from 1 ms, capped at 50 ms,
-/// with jitter, so writers of one hot key spread out instead of colliding again at once
-/// (at most about 1.3 s in all over 31 re-runs).
-pub(crate) fn contention_backoff(rerun: u32) -> Duration {
-    backoff_between(CONTENTION_BASE, CONTENTION_CAP, rerun, jitter())
 }
 
 /// A uniform number in `[0, 1)`, good enough for jitter.
@@ -158,28 +141,6 @@ mod tests {
         ] {
             assert!(!is_idempotent(f), "{f}");
         }
-    }
-
-    #[test]
-    fn contention_backoff_grows_is_capped_and_spreads_writers() {
-        let first: Vec<Duration> = (0..200).map(|_| contention_backoff(1)).collect();
-        assert!(first.iter().all(|d| *d <= CONTENTION_BASE), "{first:?}");
-        assert!(
-            first.iter().all(|d| *d >= CONTENTION_BASE / 2),
-            "never at once"
-        );
-        let later: Vec<Duration> = (0..200).map(|_| contention_backoff(30)).collect();
-        assert!(later.iter().all(|d| *d <= CONTENTION_CAP), "capped");
-        assert!(
-            later.iter().any(|d| *d > CONTENTION_BASE * 8),
-            "it grew: {later:?}"
-        );
-        let distinct: std::collections::HashSet<_> = later.iter().collect();
-        assert!(
-            distinct.len() > 100,
-            "jittered: {} distinct",
-            distinct.len()
-        );
     }
 
     #[test]

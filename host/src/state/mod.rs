@@ -4,6 +4,7 @@
 //! committer reopens the database; `health` tells the probes).
 
 mod commit;
+mod contention;
 mod db;
 mod error;
 mod health;
@@ -11,6 +12,7 @@ mod sequences;
 mod uow;
 
 pub(crate) use commit::{CommitOutcome, Committer};
+pub(crate) use contention::contention_backoff;
 pub(crate) use db::{
     CURSORS, DEAD_LETTERS, Db, Table, VERSIONS, context_table, db_tables, inbox_table,
 };

@@ -220,9 +220,12 @@ impl Swapper {
             elapsed_ms: 0.0,
         };
         let origin = loaded.origin.clone();
+        let subscribes = !loaded.subscriptions.is_empty();
         self.runtime.registry().insert(Arc::new(loaded));
         self.routes.set(table);
-        if is_new {
+        // A new context, or a version that subscribes where the previous one did not, needs
+        // its worker or consumer; starting one that runs already changes nothing.
+        if is_new || subscribes {
             self.transport
                 .start(vec![name.clone()], self.shutdown.clone());
         }
