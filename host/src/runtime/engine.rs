@@ -11,6 +11,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi_http::{WasiHttp, WasiHttpView};
 
 use super::invoke::{Cause, cause};
+use super::limits::{
+    MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT, MAX_TABLE_ELEMENTS,
+    MAX_TABLES_PER_COMPONENT,
+};
 use super::registry::Registry;
 use super::store_data::Invocation;
 use crate::state::{Committer, Db, Sequences};
@@ -77,15 +81,6 @@ pub(crate) struct Inner {
     pub(super) unhealthy_tx: tokio::sync::mpsc::UnboundedSender<Unhealthy>,
     unhealthy_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Unhealthy>>>,
 }
-
-/// Core module instances one component instance may create.
-pub(super) const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
-/// Linear memories one component instance may define (its memory cap covers them all).
-pub(super) const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
-/// Tables one component instance may define.
-pub(super) const MAX_TABLES_PER_COMPONENT: u32 = 8;
-/// Elements of one table.
-pub(super) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Dirty pages zeroed in place, rather than unmapped, when a pool slot is reset.
 const KEEP_RESIDENT: usize = 1 << 20;

@@ -4,10 +4,14 @@
 
 use wasmtime::ResourceLimiter;
 
-use super::engine::{
-    MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT, MAX_TABLE_ELEMENTS,
-    MAX_TABLES_PER_COMPONENT,
-};
+/// Core module instances one component instance may create.
+pub(super) const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Linear memories one component instance may define (its memory cap covers them all).
+pub(super) const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+/// Tables one component instance may define.
+pub(super) const MAX_TABLES_PER_COMPONENT: u32 = 8;
+/// Elements of one table.
+pub(super) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Limits of one store (one component instance).
 #[derive(Debug)]
