@@ -354,6 +354,41 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_comes_from_a_file_and_an_empty_one_is_refused() {
+        let d = tmp();
+        std::fs::write(d.join("token"), "  s3cret\n").expect("write token");
+        std::fs::write(d.join("empty"), "\n").expect("write empty");
+        let p = write(
+            &d,
+            "admin_token = \"in-the-file\"\nadmin_token_file = \"token\"\n[plugins.order]\npath = \"o.wasm\"\n",
+        );
+        let s = Settings::resolve(Overrides {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .expect("resolves");
+        assert_eq!(s.admin_token.as_deref(), Some("s3cret"), "the file wins");
+        let s = Settings::resolve(Overrides {
+            config: Some(p.clone()),
+            admin_token: Some("from-env".into()),
+            ..Default::default()
+        })
+        .expect("resolves");
+        assert_eq!(
+            s.admin_token.as_deref(),
+            Some("from-env"),
+            "the environment wins"
+        );
+        let err = Settings::resolve(Overrides {
+            config: Some(p),
+            admin_token_file: Some(d.join("empty")),
+            ..Default::default()
+        })
+        .expect_err("an empty token file");
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
     fn flags_override_the_file_and_paths_are_relative_to_it() {
         let d = tmp();
         let p = write(

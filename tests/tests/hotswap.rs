@@ -497,3 +497,45 @@ async fn hotswap_a_new_version_that_keeps_trapping_is_rolled_back_automatically(
     );
     host.get("/chaos/ok").await.expect(200);
 }
+
+#[tokio::test]
+async fn hotswap_a_version_reached_by_an_automatic_rollback_is_not_rolled_back_again() {
+    let host = Host::start(HostOptions::new().with_chaos());
+    let v1 = deploy(&host, "chaos", with_marker(&wasm("chaos"), "v1"))
+        .await
+        .expect(200)["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    deploy(&host, "chaos", with_marker(&wasm("chaos"), "v2"))
+        .await
+        .expect(200);
+    let panic_a_while = || async {
+        for _ in 0..12 {
+            host.get("/chaos/panic").await;
+        }
+    };
+    panic_a_while().await;
+    eventually(Duration::from_secs(20), || async {
+        let d = digest_of(&host, "chaos").await;
+        if d == v1 {
+            Ok(())
+        } else {
+            Err(format!("still {d}"))
+        }
+    })
+    .await;
+    // v1 fails too (the cause is not the version): going back again would walk down the
+    // whole stack. It stays, unhealthy, and the log says why.
+    panic_a_while().await;
+    eventually(Duration::from_secs(20), || async {
+        if host.log_tail(400).contains("no further automatic rollback") {
+            Ok(())
+        } else {
+            Err("not reported yet".to_string())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(digest_of(&host, "chaos").await, v1);
+}

@@ -203,6 +203,10 @@ fn runtime(dir: &std::path::Path) -> Runtime {
 }
 
 fn runtime_with_pool(dir: &std::path::Path, max_instances: u32) -> Runtime {
+    runtime_with(dir, max_instances, Duration::from_secs(120))
+}
+
+fn runtime_with(dir: &std::path::Path, max_instances: u32, compile_timeout: Duration) -> Runtime {
     let db = Db::open(dir, &[]).expect("a database");
     let committer = Committer::start(db.clone()).expect("a committer");
     let deadline = Duration::from_secs(5);
@@ -211,7 +215,7 @@ fn runtime_with_pool(dir: &std::path::Path, max_instances: u32) -> Runtime {
         memory_limit: 64 << 20,
         max_instances,
         cache_dir: ctxhost_tests::test_cache_dir(),
-        compile_timeout: Duration::from_secs(120),
+        compile_timeout,
         max_call_depth: 8,
         resilience: ResilienceSettings::resolve(&ResilienceFile::default(), deadline)
             .expect("the default policies"),
@@ -407,5 +411,21 @@ async fn a_component_over_the_per_component_pool_limits_is_refused() {
             assert!(message.contains("linear memories"), "{message}")
         }
         other => panic!("expected a refusal at compilation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_compilation_past_its_deadline_is_refused() {
+    let dir = ctxhost_tests::TestDir::new();
+    let rt = runtime_with(dir.path(), 16, Duration::from_nanos(1));
+    let mut a = artifact("car", "car");
+    // New bytes, so the compilation cache cannot answer at once.
+    a.bytes = Arc::new(ctxhost_tests::with_marker(
+        &a.bytes,
+        &uuid::Uuid::new_v4().to_string(),
+    ));
+    match rt.load_all(vec![a]).await {
+        Err(LoadError::CompileTimeout { context, .. }) => assert_eq!(context, "car"),
+        other => panic!("expected a compilation timeout, got {other:?}"),
     }
 }

@@ -162,7 +162,8 @@ impl Db {
         Ok(())
     }
 
-    /// Open the database file again (after [`Db::close`]).
+    /// Open the database file again when no handle is open (a [`Db::refresh`] that could
+    /// not reopen it left none).
     pub(super) fn reopen(&self) -> Result<(), StateError> {
         let db = (self.inner.storage.open)().map_err(StateError::storage)?;
         *write(&self.inner.current) = Some(db);
