@@ -20,6 +20,11 @@
 //! sequences = 1000            # distinct `next-id` sequence names per context
 //! sequence_name_bytes = 128   # longest sequence name
 //! correlation_id_bytes = 256  # longest correlation id of an event (at most 4096)
+//! instance_core_instances = 32 # core module instances one component instance may create
+//! instance_memories = 2       # linear memories one instance may define (one cap for all)
+//! instance_tables = 8         # tables one instance may define
+//! table_elements = 100000     # elements of one table
+//! guest_stderr_bytes = 65536  # standard error kept from one instance
 //!
 //! [plugins.payment]
 //! path = "target/wasm32-wasip2/release/payment.wasm"   # relative to the config file
@@ -36,6 +41,7 @@ use serde::Deserialize;
 
 use super::context::ContextLimits;
 use super::engine::EngineSettings;
+use super::limits::InstanceShape;
 use super::loader::PluginSource;
 use crate::capabilities::GuestLimits;
 use crate::resilience::ResilienceSettings;
@@ -78,6 +84,11 @@ pub struct LimitsFile {
     sequences: Option<usize>,
     sequence_name_bytes: Option<usize>,
     correlation_id_bytes: Option<usize>,
+    instance_core_instances: Option<u32>,
+    instance_memories: Option<u32>,
+    instance_tables: Option<u32>,
+    table_elements: Option<usize>,
+    guest_stderr_bytes: Option<usize>,
 }
 
 impl LimitsFile {
@@ -120,6 +131,42 @@ impl LimitsFile {
                 "sequence_name_bytes",
             )?,
             correlation_id_bytes,
+        })
+    }
+}
+
+impl LimitsFile {
+    /// The shape of one component instance, defaults filled in; 0 is refused with its name.
+    pub fn instance_shape(&self) -> Result<InstanceShape, RuntimeConfigError> {
+        let d = InstanceShape::default();
+        fn pick<T: PartialEq + From<u8>>(
+            value: Option<T>,
+            default: T,
+            key: &'static str,
+        ) -> Result<T, RuntimeConfigError> {
+            match value {
+                Some(v) if v == T::from(0) => Err(RuntimeConfigError::Limit {
+                    key,
+                    why: "must be at least 1",
+                }),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        }
+        Ok(InstanceShape {
+            core_instances: pick(
+                self.instance_core_instances,
+                d.core_instances,
+                "instance_core_instances",
+            )?,
+            memories: pick(self.instance_memories, d.memories, "instance_memories")?,
+            tables: pick(self.instance_tables, d.tables, "instance_tables")?,
+            table_elements: pick(self.table_elements, d.table_elements, "table_elements")?,
+            stderr_bytes: pick(
+                self.guest_stderr_bytes,
+                d.stderr_bytes,
+                "guest_stderr_bytes",
+            )?,
         })
     }
 }
@@ -221,6 +268,7 @@ impl RuntimeSettings {
         let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
         let deadline = file.default_deadline();
         let guest_limits = file.limits.resolve()?;
+        let instance_shape = file.limits.instance_shape()?;
         let cache_dir = file
             .cache_dir
             .map(relative)
@@ -279,6 +327,7 @@ impl RuntimeSettings {
             max_call_depth: MAX_CALL_DEPTH,
             resilience,
             guest_limits,
+            instance_shape,
         };
         Ok(RuntimeSettings {
             engine,
@@ -296,6 +345,31 @@ mod tests {
         toml::from_str::<LimitsFile>(text)
             .expect("a [limits] table")
             .resolve()
+    }
+
+    #[test]
+    fn the_instance_shape_defaults_safely_and_refuses_zero_by_name() {
+        let file = |text: &str| toml::from_str::<LimitsFile>(text).expect("parses");
+        assert_eq!(
+            file("").instance_shape().expect("defaults"),
+            InstanceShape::default()
+        );
+        let set = file("instance_memories = 3\nguest_stderr_bytes = 10\n")
+            .instance_shape()
+            .expect("set");
+        assert_eq!((set.memories, set.stderr_bytes), (3, 10));
+        for key in [
+            "instance_core_instances",
+            "instance_memories",
+            "instance_tables",
+            "table_elements",
+            "guest_stderr_bytes",
+        ] {
+            let err = file(&format!("{key} = 0"))
+                .instance_shape()
+                .expect_err("0 is refused");
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

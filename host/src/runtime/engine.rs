@@ -11,10 +11,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi_http::{WasiHttp, WasiHttpView};
 
 use super::invoke::{Cause, cause};
-use super::limits::{
-    MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT, MAX_TABLE_ELEMENTS,
-    MAX_TABLES_PER_COMPONENT,
-};
+use super::limits::InstanceShape;
 use super::registry::Registry;
 use super::store_data::Invocation;
 use crate::state::{Committer, Db, Sequences};
@@ -35,6 +32,8 @@ pub struct EngineSettings {
     pub cache_dir: PathBuf,
     /// Longest compilation of one component (at start and at deployment).
     pub compile_timeout: Duration,
+    /// What one component instance may define and print.
+    pub instance_shape: InstanceShape,
     /// Deepest chain of calls between contexts.
     pub max_call_depth: u32,
     /// Policies of calls between contexts.
@@ -105,22 +104,31 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
 }
 
 /// The engine configuration of the host: pooling allocator sized for `max_instances`
-/// instances of at most `memory_limit` bytes of linear memory each, copy-on-write memory
-/// images, epoch interruption, no component-model concurrency (3-4x cheaper calls). Public
-/// so benchmarks measure the same engine.
+/// instances of at most `memory_limit` bytes of linear memory each and the default
+/// [`InstanceShape`], copy-on-write memory images, epoch interruption, no component-model
+/// concurrency (3-4x cheaper calls). Public so benchmarks measure the same engine.
 pub fn engine_config(max_instances: u32, memory_limit: usize) -> Config {
+    engine_config_for(max_instances, memory_limit, InstanceShape::default())
+}
+
+/// [`engine_config`] with the instance shape configured under `[limits]`.
+pub(crate) fn engine_config_for(
+    max_instances: u32,
+    memory_limit: usize,
+    shape: InstanceShape,
+) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     // One component instance may hold at most a fixed share of each pool (core instances,
     // memories, tables), so no single component can take what `max_instances` others need;
     // a component over these is refused when it is compiled.
     pool.total_component_instances(max_instances)
-        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
-        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
-        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
-        .total_core_instances(max_instances.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
-        .total_memories(max_instances.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
-        .total_tables(max_instances.saturating_mul(MAX_TABLES_PER_COMPONENT))
-        .table_elements(MAX_TABLE_ELEMENTS)
+        .max_core_instances_per_component(shape.core_instances)
+        .max_memories_per_component(shape.memories)
+        .max_tables_per_component(shape.tables)
+        .total_core_instances(max_instances.saturating_mul(shape.core_instances))
+        .total_memories(max_instances.saturating_mul(shape.memories))
+        .total_tables(max_instances.saturating_mul(shape.tables))
+        .table_elements(shape.table_elements)
         .max_memory_size(memory_limit)
         .total_stacks(max_instances);
     // Resetting a slot: the PAGEMAP_SCAN ioctl (Linux 6.7+) finds the pages the instance
@@ -154,9 +162,10 @@ impl Runtime {
         db: Db,
         committer: Committer,
     ) -> Result<Self, EngineError> {
-        let engine = Engine::new(&engine_config(
+        let engine = Engine::new(&engine_config_for(
             settings.max_instances,
             settings.memory_limit,
+            settings.instance_shape,
         ))
         .map_err(EngineError::at("create the wasmtime engine"))?;
 

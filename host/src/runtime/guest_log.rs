@@ -12,8 +12,6 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 use crate::sync::lock;
 
-/// Bytes of standard error kept from one instance; the rest is dropped and counted.
-pub(super) const MAX_GUEST_STDERR: usize = 64 * 1024;
 /// Longest line logged as one record; longer ones are split.
 const MAX_LINE: usize = 4 * 1024;
 
@@ -25,16 +23,19 @@ pub(super) struct GuestStderr {
 
 struct LineBuffer {
     context: Arc<str>,
+    /// Bytes kept from this instance; the rest is dropped and counted.
+    cap: usize,
     pending: Vec<u8>,
     logged: usize,
     dropped: usize,
 }
 
 impl GuestStderr {
-    pub(super) fn new(context: Arc<str>) -> Self {
+    pub(super) fn new(context: Arc<str>, cap: usize) -> Self {
         GuestStderr {
             state: Arc::new(Mutex::new(LineBuffer {
                 context,
+                cap,
                 pending: Vec::new(),
                 logged: 0,
                 dropped: 0,
@@ -49,7 +50,7 @@ impl GuestStderr {
 
 impl LineBuffer {
     fn take(&mut self, mut bytes: &[u8]) {
-        let room = MAX_GUEST_STDERR.saturating_sub(self.logged + self.pending.len());
+        let room = self.cap.saturating_sub(self.logged + self.pending.len());
         if bytes.len() > room {
             self.dropped += bytes.len() - room;
             bytes = &bytes[..room];
@@ -86,7 +87,7 @@ impl Drop for LineBuffer {
                 target: "ctxhost::guest",
                 context = %self.context,
                 dropped_bytes = self.dropped,
-                cap = MAX_GUEST_STDERR,
+                cap = self.cap,
                 "guest stderr over its cap: the rest was dropped"
             );
         }
@@ -162,9 +163,12 @@ impl tokio::io::AsyncWrite for AsyncStderr {
 mod tests {
     use super::*;
 
+    const CAP: usize = 64 * 1024;
+
     fn buffer() -> LineBuffer {
         LineBuffer {
             context: Arc::from("t"),
+            cap: CAP,
             pending: Vec::new(),
             logged: 0,
             dropped: 0,
@@ -174,9 +178,9 @@ mod tests {
     #[test]
     fn output_past_the_cap_is_dropped_and_counted() {
         let mut b = buffer();
-        b.take(&vec![b'x'; MAX_GUEST_STDERR + 100]);
+        b.take(&vec![b'x'; CAP + 100]);
         assert_eq!(b.dropped, 100);
-        assert!(b.logged + b.pending.len() <= MAX_GUEST_STDERR);
+        assert!(b.logged + b.pending.len() <= CAP);
         b.take(b"more\n");
         assert_eq!(b.dropped, 105);
     }

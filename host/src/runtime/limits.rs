@@ -4,14 +4,35 @@
 
 use wasmtime::ResourceLimiter;
 
-/// Core module instances one component instance may create.
-pub(super) const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
-/// Linear memories one component instance may define (its memory cap covers them all).
-pub(super) const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
-/// Tables one component instance may define.
-pub(super) const MAX_TABLES_PER_COMPONENT: u32 = 8;
-/// Elements of one table.
-pub(super) const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// The shape one component instance may have (`[limits]` keys `instance_core_instances`,
+/// `instance_memories`, `instance_tables`, `table_elements`, `guest_stderr_bytes`): the pool
+/// reserves this much per instance, so no single component can take what others need, and a
+/// component over it is refused when compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceShape {
+    /// Core module instances one component instance may create.
+    pub core_instances: u32,
+    /// Linear memories it may define (its memory cap covers them all together).
+    pub memories: u32,
+    /// Tables it may define.
+    pub tables: u32,
+    /// Elements of one table.
+    pub table_elements: usize,
+    /// Bytes of standard error kept from one instance (the rest is dropped and counted).
+    pub stderr_bytes: usize,
+}
+
+impl Default for InstanceShape {
+    fn default() -> Self {
+        InstanceShape {
+            core_instances: 32,
+            memories: 2,
+            tables: 8,
+            table_elements: 100_000,
+            stderr_bytes: 64 * 1024,
+        }
+    }
+}
 
 /// Limits of one store (one component instance).
 #[derive(Debug)]
@@ -20,13 +41,15 @@ pub(crate) struct InstanceLimits {
     memory_cap: usize,
     /// Bytes of all linear memories now.
     memory_used: usize,
+    shape: InstanceShape,
 }
 
 impl InstanceLimits {
-    pub(crate) fn new(memory_cap: usize) -> Self {
+    pub(crate) fn new(memory_cap: usize, shape: InstanceShape) -> Self {
         InstanceLimits {
             memory_cap,
             memory_used: 0,
+            shape,
         }
     }
 }
@@ -58,24 +81,25 @@ impl ResourceLimiter for InstanceLimits {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
+        if desired > self.shape.table_elements {
             wasmtime::bail!(
-                "a table would grow to {desired} elements, over the cap of {MAX_TABLE_ELEMENTS}"
+                "a table would grow to {desired} elements, over the cap of {}",
+                self.shape.table_elements
             );
         }
         Ok(true)
     }
 
     fn instances(&self) -> usize {
-        MAX_CORE_INSTANCES_PER_COMPONENT as usize
+        self.shape.core_instances as usize
     }
 
     fn memories(&self) -> usize {
-        MAX_MEMORIES_PER_COMPONENT as usize
+        self.shape.memories as usize
     }
 
     fn tables(&self) -> usize {
-        MAX_TABLES_PER_COMPONENT as usize
+        self.shape.tables as usize
     }
 }
 
@@ -85,7 +109,7 @@ mod tests {
 
     #[test]
     fn the_cap_covers_every_memory_of_the_instance_together() {
-        let mut l = InstanceLimits::new(100);
+        let mut l = InstanceLimits::new(100, InstanceShape::default());
         assert!(l.memory_growing(0, 60, None).expect("first memory fits"));
         l.memory_growing(0, 50, None)
             .expect_err("a second memory would go over the cap together");

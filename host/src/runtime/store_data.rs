@@ -42,7 +42,8 @@ impl Invocation {
         trace_id: Arc<str>,
         depth: u32,
     ) -> Self {
-        let limits = InstanceLimits::new(context.limits.memory_limit);
+        let shape = runtime.settings().instance_shape;
+        let limits = InstanceLimits::new(context.limits.memory_limit, shape);
         let context_name = context.name.clone();
         let caps = CapabilityCtx {
             context: context.name.clone(),
@@ -61,7 +62,7 @@ impl Invocation {
             limits,
             guest_deadline: tokio::time::Instant::now(),
             wasi: WasiCtx::builder()
-                .stderr(GuestStderr::new(context_name))
+                .stderr(GuestStderr::new(context_name, shape.stderr_bytes))
                 .build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),

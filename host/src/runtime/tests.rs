@@ -220,6 +220,7 @@ fn runtime_with(dir: &std::path::Path, max_instances: u32, compile_timeout: Dura
         resilience: ResilienceSettings::resolve(&ResilienceFile::default(), deadline)
             .expect("the default policies"),
         guest_limits: crate::capabilities::GuestLimits::default(),
+        instance_shape: super::limits::InstanceShape::default(),
     };
     Runtime::new(settings, db, committer).expect("a runtime")
 }
