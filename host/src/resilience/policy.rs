@@ -264,8 +264,14 @@ impl TargetPolicy {
         if r.max_backoff < r.base_backoff {
             return fail("retry.max_backoff_ms must not be below retry.base_backoff_ms");
         }
-        if !(r.budget_ratio >= 0.0 && r.budget_ratio <= 1.0) || r.budget_min_per_sec < 0.0 {
-            return fail("retry.budget_ratio must be in 0.0..=1.0 and budget_min_per_sec >= 0");
+        // Written so that NaN fails too: a NaN or infinite rate would fill the budget on
+        // every refill and so lift the bound on retries.
+        if !(r.budget_ratio >= 0.0 && r.budget_ratio <= 1.0)
+            || !(r.budget_min_per_sec >= 0.0 && r.budget_min_per_sec.is_finite())
+        {
+            return fail(
+                "retry.budget_ratio must be in 0.0..=1.0 and budget_min_per_sec a finite number >= 0",
+            );
         }
         Ok(())
     }
