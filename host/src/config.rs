@@ -610,4 +610,20 @@ mod proptests {
             }
         }
     }
+
+    /// Found by the property above: a size in MiB past the machine's word overflowed (a
+    /// panic; in a release build, a wrapped limit such as 0 bytes).
+    #[test]
+    fn sizes_in_mib_past_the_machine_are_refused_by_key() {
+        for (table, key) in [
+            ("", "upload_limit_mb"),
+            ("", "memory_limit_mb"),
+            ("plugins.order", "memory_limit_mb"),
+        ] {
+            let e = resolve(&file_with(table, key, "17592186044416"))
+                .expect_err(key)
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
 }

@@ -65,3 +65,11 @@ proptest! {
         prop_assert!(Envelope::decode(&longer).is_err());
     }
 }
+
+/// Found by the property above: bytes after a record were ignored.
+#[test]
+fn a_record_with_bytes_after_it_is_refused() {
+    let mut bytes = super::envelope::tests::sample().encode();
+    bytes.push(0);
+    assert!(Envelope::decode(&bytes).is_err());
+}

@@ -273,3 +273,25 @@ proptest! {
         }
     }
 }
+
+/// Found by the property above: a 405 listed only the methods of the most specific
+/// pattern, not `PUT`, whose parameter matches the path too.
+#[test]
+fn method_not_allowed_lists_every_method_serving_the_path() {
+    let names: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b")];
+    let specs = vec![
+        vec![RouteSpec {
+            method: "PUT".into(),
+            path: "/orders/new/{p2}".into(),
+        }],
+        vec![RouteSpec {
+            method: "PATCH".into(),
+            path: "/orders/new/cars".into(),
+        }],
+    ];
+    let t = table(&names, &specs).expect("builds");
+    assert_eq!(
+        t.resolve("POST", "/orders/new/cars"),
+        Resolved::MethodNotAllowed(vec!["PATCH".into(), "PUT".into()])
+    );
+}

@@ -266,9 +266,9 @@ impl TargetPolicy {
         }
         // Written so that NaN fails too: a NaN or infinite rate would fill the budget on
         // every refill and so lift the bound on retries.
-        if !(r.budget_ratio >= 0.0 && r.budget_ratio <= 1.0)
-            || !(r.budget_min_per_sec >= 0.0 && r.budget_min_per_sec.is_finite())
-        {
+        let ratio_ok = (0.0..=1.0).contains(&r.budget_ratio);
+        let min_ok = r.budget_min_per_sec >= 0.0 && r.budget_min_per_sec.is_finite();
+        if !(ratio_ok && min_ok) {
             return fail(
                 "retry.budget_ratio must be in 0.0..=1.0 and budget_min_per_sec a finite number >= 0",
             );

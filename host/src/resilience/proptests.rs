@@ -209,3 +209,19 @@ proptest! {
         }
     }
 }
+
+/// Found by the property above: a NaN or infinite `budget_min_per_sec` was accepted and
+/// lifted the bound on retries.
+#[test]
+fn a_retry_budget_rate_that_is_not_finite_is_refused() {
+    for v in ["nan", "inf"] {
+        let file: BTreeMap<String, TargetFile> = toml::from_str(&format!(
+            "[payment]\nretry = {{ budget_min_per_sec = {v} }}\n"
+        ))
+        .expect("parses");
+        let e = ResilienceSettings::resolve(&file, Duration::from_secs(5))
+            .expect_err(v)
+            .to_string();
+        assert!(e.contains("budget_min_per_sec"), "{e}");
+    }
+}

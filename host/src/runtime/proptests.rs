@@ -141,3 +141,15 @@ proptest! {
         }
     }
 }
+
+/// A subscription too long for a broker's routing key made the binding panic: it is refused
+/// when the manifest is read.
+#[test]
+fn a_subscription_longer_than_a_routing_key_is_refused() {
+    let long = "x".repeat(256);
+    let e = check_subscriptions("ctx", &["OrderPlaced".into(), long.clone()])
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("ctx") && e.contains(&long), "{e}");
+    assert!(check_subscriptions("ctx", &["OrderPlaced".into()]).is_ok());
+}
