@@ -53,6 +53,8 @@ pub enum ConfigError {
     },
     #[error("invalid setting http.{key}: {reason}")]
     Http { key: &'static str, reason: String },
+    #[error("invalid setting {key}: {reason}")]
+    Setting { key: &'static str, reason: String },
     #[error(transparent)]
     Runtime(#[from] RuntimeConfigError),
     #[error(transparent)]
@@ -286,6 +288,14 @@ impl Settings {
         };
         let rate_limit = RateLimitSettings::resolve(&file.rate_limit)?;
         let http = HttpSettings::resolve(&file.http)?;
+        let upload_limit = file
+            .upload_limit_mb
+            .unwrap_or(64)
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| ConfigError::Setting {
+                key: "upload_limit_mb",
+                reason: "more bytes than this machine can address".into(),
+            })?;
         Ok(Settings {
             listen,
             data_dir,
@@ -294,7 +304,7 @@ impl Settings {
             http,
             rate_limit,
             admin_token: admin_token.filter(|t| !t.is_empty()),
-            upload_limit: file.upload_limit_mb.unwrap_or(64) * 1024 * 1024,
+            upload_limit,
             watch_dir: file.watch_dir.map(relative),
             config_file,
             amqp,
@@ -501,6 +511,154 @@ mod tests {
             })
             .expect_err(table);
             assert!(err.to_string().contains(needle), "{table}: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A fresh file for one case (each test runs its cases in turn, tests run at once).
+    fn config_file(text: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!("ctxhost-config-prop-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        let p = d.join(format!("{}.toml", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    fn resolve(text: &str) -> Result<Settings, ConfigError> {
+        let p = config_file(text);
+        let r = Settings::resolve(Overrides {
+            config: Some(p.clone()),
+            ..Default::default()
+        });
+        let _ = std::fs::remove_file(p);
+        r
+    }
+
+    /// Numeric keys, by table (`""`: the top level).
+    const NUMBERS: [(&str, &str); 26] = [
+        ("", "body_limit"),
+        ("", "upload_limit_mb"),
+        ("", "storage_unhealthy_after_s"),
+        ("", "deadline_ms"),
+        ("", "memory_limit_mb"),
+        ("", "instance_reuse"),
+        ("", "max_instances"),
+        ("", "compile_timeout_ms"),
+        ("http", "header_timeout_ms"),
+        ("http", "body_idle_timeout_ms"),
+        ("http", "body_timeout_ms"),
+        ("http", "max_connections"),
+        ("http", "drain_timeout_ms"),
+        ("limits", "scan_entries"),
+        ("limits", "write_bytes"),
+        ("limits", "correlation_id_bytes"),
+        ("rate_limit", "client_rate"),
+        ("rate_limit", "client_burst"),
+        ("rate_limit", "max_clients"),
+        ("plugins.order", "memory_limit_mb"),
+        ("plugins.order", "deadline_ms"),
+        ("plugins.order", "instance_reuse"),
+        ("amqp", "prefetch"),
+        ("resilience.default", "timeout_ms"),
+        ("resilience.order", "deadline_ms"),
+        ("resilience.order", "retry.budget_min_per_sec"),
+    ];
+
+    /// A number as a file may spell it, the edges included.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0..5i64).prop_map(|n| n.to_string()),
+            Just("-1".to_string()),
+            Just(i64::MAX.to_string()),
+            Just((1i64 << 44).to_string()),
+            Just(u32::MAX.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            prop::sample::select(vec!["0.5", "-0.0", "inf", "nan", "1e300"]).prop_map(String::from),
+        ]
+    }
+
+    /// A file with one plugin and one numeric key set to `value`.
+    fn file_with(table: &str, key: &str, value: &str) -> String {
+        let plugin = "[plugins.order]\npath = \"o.wasm\"\n";
+        let extra = if table == "amqp" {
+            "url = \"amqp://127.0.0.1\"\n"
+        } else {
+            ""
+        };
+        match table {
+            "" => format!("{key} = {value}\n{plugin}"),
+            "plugins.order" => format!("{plugin}{key} = {value}\n"),
+            t => format!("{plugin}[{t}]\n{extra}{key} = {value}\n"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Any text as the configuration file is resolved or refused, never a panic.
+        #[test]
+        fn any_file_resolves_or_is_refused(
+            text in prop_oneof![
+                "\\PC{0,80}",
+                prop::collection::vec(
+                    (prop::sample::select(NUMBERS.to_vec()), number()),
+                    0..4,
+                ).prop_map(|kv| kv.iter().map(|((t, k), v)| file_with(t, k, v)).collect()),
+            ],
+        ) {
+            let _ = resolve(&text);
+        }
+
+        /// A numeric setting out of its range is refused with its key named, never
+        /// accepted as another value: sizes in MiB are exact in bytes.
+        #[test]
+        fn numbers_out_of_range_are_refused_by_key(
+            (table, key) in prop::sample::select(NUMBERS.to_vec()),
+            value in number(),
+        ) {
+            let leaf = key.rsplit('.').next().unwrap_or(key);
+            match resolve(&file_with(table, key, &value)) {
+                Err(e) => prop_assert!(e.to_string().contains(leaf), "{table}.{key} = {value}: {e}"),
+                Ok(s) => {
+                    let n: Option<usize> = value.parse().ok();
+                    let mib = |v: usize| n.map(|n| n.checked_mul(1024 * 1024) == Some(v));
+                    match (table, key) {
+                        ("", "upload_limit_mb") => prop_assert_eq!(mib(s.upload_limit), Some(true)),
+                        ("", "memory_limit_mb") => {
+                            prop_assert_eq!(mib(s.runtime.default_limits.memory_limit), Some(true))
+                        }
+                        ("plugins.order", "memory_limit_mb") => {
+                            prop_assert_eq!(mib(s.runtime.plugins[0].limits.memory_limit), Some(true))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Found by the property above: a size in MiB past the machine's word overflowed (a
+    /// panic; in a release build, a wrapped limit such as 0 bytes).
+    #[test]
+    fn sizes_in_mib_past_the_machine_are_refused_by_key() {
+        for (table, key) in [
+            ("", "upload_limit_mb"),
+            ("", "memory_limit_mb"),
+            ("plugins.order", "memory_limit_mb"),
+        ] {
+            let e = resolve(&file_with(table, key, "17592186044416"))
+                .expect_err(key)
+                .to_string();
+            assert!(e.contains(key), "{e}");
         }
     }
 }

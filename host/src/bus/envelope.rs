@@ -60,7 +60,7 @@ impl Envelope {
         out
     }
 
-    /// Decode a record written by [`Envelope::encode`].
+    /// Decode a record written by [`Envelope::encode`]; anything else is refused.
     pub fn decode(mut bytes: &[u8]) -> Result<Self, DecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(DecodeError("empty"))?;
         if version != FORMAT_V1 {
@@ -79,6 +79,10 @@ impl Envelope {
         let traceid = s()?;
         let datacontenttype = s()?;
         let data = take(&mut bytes)?.to_vec();
+        // A record is exactly what `encode` wrote: more bytes mean a damaged record.
+        if !bytes.is_empty() {
+            return Err(DecodeError("bytes after the record"));
+        }
         Ok(Envelope {
             id,
             source,

@@ -11,6 +11,8 @@ mod cursor;
 pub(crate) mod delivery;
 mod embedded;
 pub(crate) mod envelope;
+#[cfg(test)]
+mod proptests;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -9,7 +9,9 @@ use crate::sync::lock;
 /// Largest event payload, in bytes.
 pub(super) const MAX_EVENT_DATA: usize = 256 * 1024;
 
-fn valid_type(t: &str) -> bool {
+/// Whether `t` can be an event type: 1 to 128 letters, digits, `.`, `-` or `_` (it is a
+/// routing key over RabbitMQ, which holds at most 255 bytes).
+pub(crate) fn valid_type(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && t.chars()

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker};
 
+pub(crate) use events::valid_type as valid_event_type;
+
 use crate::bindings::Platform;
 use crate::state::{Sequences, SharedUnit, Table, UnitLimits};
 

@@ -9,6 +9,9 @@ pub(crate) mod problem;
 mod rate_limit;
 mod routes;
 
+#[cfg(test)]
+mod proptests;
+
 use std::sync::Arc;
 
 use axum::Router;

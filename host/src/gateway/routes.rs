@@ -1,6 +1,6 @@
 //! The route table: which context serves a method and path, built from the manifests.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::runtime::RouteSpec;
@@ -47,8 +47,9 @@ pub enum RouteError {
 #[derive(Default)]
 pub struct RouteTable {
     by_method: HashMap<String, matchit::Router<Arc<str>>>,
-    paths: matchit::Router<usize>,
-    allowed: Vec<BTreeSet<String>>,
+    /// Every pattern, whatever its method: patterns of different methods must not
+    /// conflict either, so a path reads the same for every method.
+    paths: matchit::Router<()>,
     owners: HashMap<(String, String), Arc<str>>,
 }
 
@@ -59,7 +60,7 @@ impl RouteTable {
         contexts: impl IntoIterator<Item = (&'a Arc<str>, &'a [RouteSpec])>,
     ) -> Result<Self, RouteError> {
         let mut t = RouteTable::default();
-        let mut path_ids: HashMap<String, usize> = HashMap::new();
+        let mut paths = HashSet::new();
         for (name, routes) in contexts {
             for r in routes {
                 let pattern = |source| RouteError::Pattern {
@@ -93,32 +94,32 @@ impl RouteTable {
                     .or_default()
                     .insert(r.path.clone(), name.clone())
                     .map_err(pattern)?;
-                let id = match path_ids.get(&r.path) {
-                    Some(id) => *id,
-                    None => {
-                        let id = t.allowed.len();
-                        t.allowed.push(BTreeSet::new());
-                        t.paths.insert(r.path.clone(), id).map_err(pattern)?;
-                        path_ids.insert(r.path.clone(), id);
-                        id
-                    }
-                };
-                t.allowed[id].insert(r.method.clone());
+                if paths.insert(r.path.clone()) {
+                    t.paths.insert(r.path.clone(), ()).map_err(pattern)?;
+                }
             }
         }
         Ok(t)
     }
 
-    /// The context serving `method path`.
+    /// The context serving `method path`; else every method that serves the path (each
+    /// may match it with another pattern), or none.
     pub fn resolve(&self, method: &str, path: &str) -> Resolved {
         if let Some(r) = self.by_method.get(method)
             && let Ok(m) = r.at(path)
         {
             return Resolved::Context(m.value.clone());
         }
-        match self.paths.at(path) {
-            Ok(m) => Resolved::MethodNotAllowed(self.allowed[*m.value].iter().cloned().collect()),
-            Err(_) => Resolved::NotFound,
+        let allowed: BTreeSet<&String> = self
+            .by_method
+            .iter()
+            .filter(|(_, r)| r.at(path).is_ok())
+            .map(|(m, _)| m)
+            .collect();
+        if allowed.is_empty() {
+            Resolved::NotFound
+        } else {
+            Resolved::MethodNotAllowed(allowed.into_iter().cloned().collect())
         }
     }
 }

@@ -12,6 +12,9 @@ mod policy;
 mod rate_limit;
 mod retry;
 
+#[cfg(test)]
+mod proptests;
+
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

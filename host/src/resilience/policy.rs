@@ -264,8 +264,14 @@ impl TargetPolicy {
         if r.max_backoff < r.base_backoff {
             return fail("retry.max_backoff_ms must not be below retry.base_backoff_ms");
         }
-        if !(r.budget_ratio >= 0.0 && r.budget_ratio <= 1.0) || r.budget_min_per_sec < 0.0 {
-            return fail("retry.budget_ratio must be in 0.0..=1.0 and budget_min_per_sec >= 0");
+        // Written so that NaN fails too: a NaN or infinite rate would fill the budget on
+        // every refill and so lift the bound on retries.
+        let ratio_ok = (0.0..=1.0).contains(&r.budget_ratio);
+        let min_ok = r.budget_min_per_sec >= 0.0 && r.budget_min_per_sec.is_finite();
+        if !(ratio_ok && min_ok) {
+            return fail(
+                "retry.budget_ratio must be in 0.0..=1.0 and budget_min_per_sec a finite number >= 0",
+            );
         }
         Ok(())
     }
@@ -349,12 +355,13 @@ pub struct Rate {
 }
 
 impl Rate {
-    fn new(per_sec: Option<f64>, burst: Option<u32>) -> Result<Option<Rate>, String> {
+    /// The rate set by key `key` (named in the refusal) and its burst.
+    fn new(key: &str, per_sec: Option<f64>, burst: Option<u32>) -> Result<Option<Rate>, String> {
         match per_sec {
             None => Ok(None),
             Some(0.0) => Ok(None),
             Some(r) if !(r > 0.0 && r.is_finite()) => {
-                Err(format!("rate {r} must be a positive number"))
+                Err(format!("{key} {r} must be a positive number"))
             }
             Some(r) => Ok(Some(Rate {
                 per_sec: r,
@@ -400,7 +407,7 @@ impl Default for RateLimitSettings {
 impl RateLimitSettings {
     /// Resolve the `[rate_limit]` table; `Err` names the offending table.
     pub fn resolve(f: &RateLimitFile) -> Result<Self, PolicyError> {
-        let client = Rate::new(f.client_rate, f.client_burst)
+        let client = Rate::new("client_rate", f.client_rate, f.client_burst)
             .map_err(|e| PolicyError::new("rate_limit", e))?;
         let mut routes = Vec::new();
         for (key, r) in &f.routes {
@@ -413,8 +420,8 @@ impl RateLimitSettings {
             routes.push(RouteLimit {
                 method,
                 path,
-                route: Rate::new(r.rate, r.burst).map_err(err)?,
-                client: Rate::new(r.client_rate, r.client_burst).map_err(err)?,
+                route: Rate::new("rate", r.rate, r.burst).map_err(err)?,
+                client: Rate::new("client_rate", r.client_rate, r.client_burst).map_err(err)?,
             });
         }
         let client_header = match f.client_header.as_deref().map(str::trim) {

@@ -206,6 +206,8 @@ pub enum RuntimeConfigError {
     UnknownContext(String),
     #[error("invalid setting plugins: {0}")]
     NoPlugin(String),
+    #[error("invalid setting {0}: more bytes than this machine can address")]
+    MemoryLimit(String),
     #[error("invalid setting limits.{key}: {why}")]
     Limit {
         key: &'static str,
@@ -230,6 +232,12 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// A `memory_limit_mb` setting (named `key`), in bytes.
+fn mebibytes(mb: usize, key: impl FnOnce() -> String) -> Result<usize, RuntimeConfigError> {
+    mb.checked_mul(1024 * 1024)
+        .ok_or_else(|| RuntimeConfigError::MemoryLimit(key()))
 }
 
 /// An `instance_reuse` setting: how many invocations one instance may serve (at least 1).
@@ -275,7 +283,9 @@ impl RuntimeSettings {
             .unwrap_or_else(|| data_dir.join("cache"));
         let default_limits = ContextLimits {
             deadline,
-            memory_limit: file.memory_limit_mb.unwrap_or(128) * 1024 * 1024,
+            memory_limit: mebibytes(file.memory_limit_mb.unwrap_or(128), || {
+                "memory_limit_mb".into()
+            })?,
             instance_reuse: reuse(file.instance_reuse, 1)?,
         };
         let mut plugins = Vec::new();
@@ -291,10 +301,10 @@ impl RuntimeSettings {
                     .deadline_ms
                     .map(Duration::from_millis)
                     .unwrap_or(default_limits.deadline),
-                memory_limit: entry
-                    .memory_limit_mb
-                    .map(|m| m * 1024 * 1024)
-                    .unwrap_or(default_limits.memory_limit),
+                memory_limit: match entry.memory_limit_mb {
+                    Some(mb) => mebibytes(mb, || format!("plugins.{name}.memory_limit_mb"))?,
+                    None => default_limits.memory_limit,
+                },
                 instance_reuse: reuse(entry.instance_reuse, default_limits.instance_reuse)?,
             };
             plugins.push(PluginSource {

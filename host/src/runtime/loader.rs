@@ -18,6 +18,8 @@ use super::health::{Health, HealthPolicy};
 use super::invoke::{Cause, InvokeError, cause};
 use super::linking::{check_compatible, define_forwarder, interfaces};
 use crate::bindings::PlatformIndices;
+use crate::bindings::exports::ctxhost::platform::context::Route;
+use crate::capabilities::valid_event_type;
 use crate::state::{StateError, UnitOfWork, db_tables};
 
 /// A context as configured: where its component is, its settings and limits.
@@ -92,6 +94,10 @@ pub enum LoadError {
         path: String,
         reason: &'static str,
     },
+    #[error(
+        "{context}: manifest subscription {event_type:?}: not an event type (1 to 128 letters, digits, '.', '-' or '_')"
+    )]
+    Subscription { context: String, event_type: String },
     #[error("{context}: readiness check failed: {message}")]
     NotReady { context: String, message: String },
     #[error("{context}: cannot prepare its state: {source}")]
@@ -114,6 +120,7 @@ impl LoadError {
             | LoadError::Link { context, .. }
             | LoadError::Describe { context, .. }
             | LoadError::Manifest { context, .. }
+            | LoadError::Subscription { context, .. }
             | LoadError::NotReady { context, .. }
             | LoadError::State { context, .. } => context,
         }
@@ -408,30 +415,53 @@ impl Runtime {
                 });
             }
         }
-        let mut routes = Vec::new();
-        for r in manifest.routes {
-            let method = r.method.to_ascii_uppercase();
-            let refused = |reason| LoadError::Manifest {
-                context: name.clone(),
-                method: r.method.clone(),
-                path: r.path.clone(),
-                reason,
-            };
-            if !METHODS.contains(&method.as_str()) {
-                return Err(refused("unsupported method"));
-            }
-            if !r.path.starts_with('/') {
-                return Err(refused("path must start with '/'"));
-            }
-            routes.push(RouteSpec {
-                method,
-                path: r.path,
-            });
-        }
+        loaded.routes = manifest_routes(&name, manifest.routes)?;
+        check_subscriptions(&name, &manifest.subscriptions)?;
         loaded.version = manifest.version;
-        loaded.routes = routes;
         loaded.subscriptions = manifest.subscriptions;
         Ok(loaded)
+    }
+}
+
+/// The routes a manifest declares, checked: a method the gateway knows (any case, made
+/// upper case) and a path from `/`. Whether the patterns form a table with the other
+/// contexts' is the route table's to say.
+pub(super) fn manifest_routes(
+    context: &str,
+    routes: Vec<Route>,
+) -> Result<Vec<RouteSpec>, LoadError> {
+    let mut checked = Vec::with_capacity(routes.len());
+    for r in routes {
+        let method = r.method.to_ascii_uppercase();
+        let refused = |reason| LoadError::Manifest {
+            context: context.to_string(),
+            method: r.method.clone(),
+            path: r.path.clone(),
+            reason,
+        };
+        if !METHODS.contains(&method.as_str()) {
+            return Err(refused("unsupported method"));
+        }
+        if !r.path.starts_with('/') {
+            return Err(refused("path must start with '/'"));
+        }
+        checked.push(RouteSpec {
+            method,
+            path: r.path,
+        });
+    }
+    Ok(checked)
+}
+
+/// The event types a manifest subscribes to must be ones a context can publish: anything
+/// else is never delivered, and over RabbitMQ would not fit in a binding's routing key.
+pub(super) fn check_subscriptions(context: &str, event_types: &[String]) -> Result<(), LoadError> {
+    match event_types.iter().find(|t| !valid_event_type(t)) {
+        Some(t) => Err(LoadError::Subscription {
+            context: context.to_string(),
+            event_type: t.clone(),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -20,6 +20,8 @@ mod subscriber;
 mod warm;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 pub(crate) use config::{

@@ -11,6 +11,8 @@ mod config;
 mod consumer;
 mod link;
 mod message;
+#[cfg(test)]
+mod proptests;
 mod relay;
 mod topology;
 
