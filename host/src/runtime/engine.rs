@@ -104,9 +104,10 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
 }
 
 /// The engine configuration of the host: pooling allocator sized for `max_instances`
-/// instances of at most `memory_limit` bytes of linear memory each and the default
-/// [`InstanceShape`], copy-on-write memory images, epoch interruption, no component-model
-/// concurrency (3-4x cheaper calls). Public so benchmarks measure the same engine.
+/// instances of at most `memory_limit` bytes of linear memory each and the default instance
+/// shape (see `[limits]`), copy-on-write memory images, epoch interruption, no
+/// component-model concurrency (3-4x cheaper calls). Public so benchmarks measure the same
+/// engine.
 pub fn engine_config(max_instances: u32, memory_limit: usize) -> Config {
     engine_config_for(max_instances, memory_limit, InstanceShape::default())
 }
