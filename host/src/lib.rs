@@ -23,8 +23,8 @@
 //! - `resilience`: breakers, bulkheads, retries, rate-limit buckets: policies and state.
 //! - `state`: the redb database, units of work and the group committer.
 //! - `config`: the file, variables and flags, composed from each subsystem's section.
-//! - leaves: `api` (wire types), `bindings` (generated from `wit/`), `sync` (the one lock
-//!   helper), `time`.
+//! - leaves: `api` (wire types), `bindings` (generated from `wit/`), `jitter` (exponential
+//!   waits with jitter), `sync` (the one lock helper), `time`.
 
 mod admin;
 pub mod api;
@@ -33,6 +33,7 @@ mod bus;
 mod capabilities;
 mod config;
 mod gateway;
+mod jitter;
 mod resilience;
 mod runtime;
 mod server;

@@ -64,10 +64,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["bindings", "bus", "state", "sync", "time"],
     ),
     ("bus", &["state", "sync", "time"]),
-    ("resilience", &["sync", "time"]),
-    ("state", &["sync", "time"]),
+    ("resilience", &["jitter", "sync", "time"]),
+    ("state", &["jitter", "sync", "time"]),
     ("api", &[]),
     ("bindings", &[]),
+    ("jitter", &[]),
     ("sync", &[]),
     ("time", &[]),
 ];

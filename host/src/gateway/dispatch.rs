@@ -117,26 +117,11 @@ impl GatewayError {
             }
             GatewayError::Commit(e) | GatewayError::Begin(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, trace_id = %trace, "storage unavailable");
-                let why = e
-                    .fault()
-                    .map_or("the host cannot store changes", |f| f.reason());
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{why}; nothing was stored, try again shortly"),
-                )
-                .title("Storage unavailable")
-                .retry_after(STORAGE_RETRY_AFTER)
-                .into_response()
+                storage_unavailable(e.fault().map(|f| f.reason()))
             }
             GatewayError::Commit(e) => {
                 tracing::error!(error = %e, trace_id = %trace, "cannot store a request's changes");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the host cannot store changes right now; nothing was stored, try again shortly",
-                )
-                .title("Storage unavailable")
-                .retry_after(STORAGE_RETRY_AFTER)
-                .into_response()
+                storage_unavailable(None)
             }
             GatewayError::TooLarge(limit) => Problem::too_large("the request body", limit),
             GatewayError::BodyTimeout(_) => Problem::body_timeout(detail),
@@ -160,6 +145,18 @@ impl GatewayError {
 
 /// Seconds a client is told to wait when storage fails.
 const STORAGE_RETRY_AFTER: u64 = 5;
+
+/// 503 for changes that could not be stored, with the fault's safe reason when known.
+fn storage_unavailable(reason: Option<&str>) -> Response {
+    let why = reason.unwrap_or("the host cannot store changes right now");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{why}; nothing was stored, try again shortly"),
+    )
+    .title("Storage unavailable")
+    .retry_after(STORAGE_RETRY_AFTER)
+    .into_response()
+}
 
 /// What the log line of a request tells besides its status.
 #[derive(Default)]

@@ -293,7 +293,7 @@ impl Call<'_> {
             return None;
         }
         inc(&t.counters.retries);
-        let wait = retry::backoff(&t.policy.retry, self.n, retry::jitter());
+        let wait = retry::backoff(&t.policy.retry, self.n, crate::jitter::unit());
         tracing::debug!(target_context = %t.name, attempt = self.n, failure = ?f, wait_ms = wait.as_millis() as u64, "retrying an idempotent call");
         Some(wait)
     }

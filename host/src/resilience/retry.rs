@@ -18,7 +18,6 @@
 //! before it, so a retry never adds to the effects of an earlier attempt.
 
 use crate::sync::lock;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,19 +36,9 @@ pub(crate) fn is_idempotent(func: &str) -> bool {
 }
 
 /// The wait before retry number `retry` (1 for the first retry): exponential from the base,
-/// capped, with "equal jitter" (half fixed, half uniform in `[0, 1)` given by `unit`) so
-/// concurrent callers spread out but never retry at once.
+/// capped, with equal jitter given by `unit` (see [`crate::jitter::exponential`]).
 pub(super) fn backoff(p: &RetryPolicy, retry: u32, unit: f64) -> Duration {
-    let exp = p.base_backoff.as_secs_f64() * 2f64.powi(retry.saturating_sub(1).min(30) as i32);
-    let cap = exp.min(p.max_backoff.as_secs_f64());
-    Duration::from_secs_f64(cap / 2.0 + cap / 2.0 * unit.clamp(0.0, 1.0))
-}
-
-/// A uniform number in `[0, 1)`, good enough for jitter.
-pub(super) fn jitter() -> f64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    crate::jitter::exponential(p.base_backoff, p.max_backoff, retry, unit)
 }
 
 /// Tokens for retries: each call deposits `ratio`, time adds `min_per_sec`, a retry takes
@@ -151,7 +140,7 @@ mod tests {
         assert_eq!(backoff(&p, 2, 1.0), Duration::from_millis(20));
         assert_eq!(backoff(&p, 3, 0.5), Duration::from_millis(30));
         assert_eq!(backoff(&p, 9, 1.0), Duration::from_millis(50));
-        let j: Vec<f64> = (0..100).map(|_| jitter()).collect();
+        let j: Vec<f64> = (0..100).map(|_| crate::jitter::unit()).collect();
         assert!(j.iter().all(|x| (0.0..1.0).contains(x)));
         assert!(j.iter().any(|x| *x != j[0]));
     }

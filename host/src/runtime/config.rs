@@ -91,19 +91,28 @@ pub struct LimitsFile {
     guest_stderr_bytes: Option<usize>,
 }
 
+/// A `[limits]` value: `default` when absent, refused by `key` when 0.
+fn at_least_one<T: PartialEq + From<u8>>(
+    value: Option<T>,
+    default: T,
+    key: &'static str,
+) -> Result<T, RuntimeConfigError> {
+    match value {
+        Some(v) if v == T::from(0) => Err(RuntimeConfigError::Limit {
+            key,
+            why: "must be at least 1",
+        }),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
 impl LimitsFile {
     /// The limits, defaults filled in; a key set to 0 (or a correlation id limit over
     /// 4096 bytes) is refused with its name.
     pub fn resolve(&self) -> Result<GuestLimits, RuntimeConfigError> {
         let d = GuestLimits::default();
-        let pick = |value: Option<usize>, default: usize, key: &'static str| match value {
-            Some(0) => Err(RuntimeConfigError::Limit {
-                key,
-                why: "must be at least 1",
-            }),
-            Some(n) => Ok(n),
-            None => Ok(default),
-        };
+        let pick = at_least_one::<usize>;
         let correlation_id_bytes = pick(
             self.correlation_id_bytes,
             d.correlation_id_bytes,
@@ -139,30 +148,16 @@ impl LimitsFile {
     /// The shape of one component instance, defaults filled in; 0 is refused with its name.
     pub fn instance_shape(&self) -> Result<InstanceShape, RuntimeConfigError> {
         let d = InstanceShape::default();
-        fn pick<T: PartialEq + From<u8>>(
-            value: Option<T>,
-            default: T,
-            key: &'static str,
-        ) -> Result<T, RuntimeConfigError> {
-            match value {
-                Some(v) if v == T::from(0) => Err(RuntimeConfigError::Limit {
-                    key,
-                    why: "must be at least 1",
-                }),
-                Some(v) => Ok(v),
-                None => Ok(default),
-            }
-        }
         Ok(InstanceShape {
-            core_instances: pick(
+            core_instances: at_least_one(
                 self.instance_core_instances,
                 d.core_instances,
                 "instance_core_instances",
             )?,
-            memories: pick(self.instance_memories, d.memories, "instance_memories")?,
-            tables: pick(self.instance_tables, d.tables, "instance_tables")?,
-            table_elements: pick(self.table_elements, d.table_elements, "table_elements")?,
-            stderr_bytes: pick(
+            memories: at_least_one(self.instance_memories, d.memories, "instance_memories")?,
+            tables: at_least_one(self.instance_tables, d.tables, "instance_tables")?,
+            table_elements: at_least_one(self.table_elements, d.table_elements, "table_elements")?,
+            stderr_bytes: at_least_one(
                 self.guest_stderr_bytes,
                 d.stderr_bytes,
                 "guest_stderr_bytes",

@@ -3,8 +3,9 @@
 //! key spread out instead of colliding again at once. Used by every path that re-runs on a
 //! conflict (the gateway's requests, event deliveries, the host's own bookkeeping).
 
-use std::hash::{BuildHasher, Hasher};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::jitter;
 
 /// First wait.
 const BASE: Duration = Duration::from_millis(1);
@@ -14,16 +15,7 @@ const CAP: Duration = Duration::from_millis(50);
 /// The wait before re-run number `rerun` (1 for the first): half fixed, half random, so two
 /// writers never come back at the same instant (at most about 1.3 s over 31 re-runs).
 pub(crate) fn contention_backoff(rerun: u32) -> Duration {
-    let exp = BASE.as_secs_f64() * 2f64.powi(rerun.saturating_sub(1).min(30) as i32);
-    let cap = exp.min(CAP.as_secs_f64());
-    Duration::from_secs_f64(cap / 2.0 + cap / 2.0 * unit())
-}
-
-/// A uniform number in `[0, 1)`, good enough for jitter.
-fn unit() -> f64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    jitter::exponential(BASE, CAP, rerun, jitter::unit())
 }
 
 #[cfg(test)]
