@@ -11,6 +11,7 @@ mod profile;
 mod read;
 mod resilience;
 mod swap;
+mod traces;
 mod write;
 
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ fn usage() -> ! {
          \n  resilience   orders under a slowed payment, with and without its circuit breaker\
          \n  profile      reads and durable writes: the run command's host (--run-bin, default\
          \n               target/debug/ctxhost) against the release host (--bin)\
+         \n  traces       reads and durable writes with traces off, sampled at 100 % and at 0 %\
          \n  all          every suite above, in that order"
     );
     std::process::exit(2)
@@ -91,9 +93,10 @@ async fn main() -> anyhow::Result<()> {
             "events",
             "resilience",
             "profile",
+            "traces",
         ],
         "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
-        | "profile" => std::slice::from_ref(&what),
+        | "profile" | "traces" => std::slice::from_ref(&what),
         _ => usage(),
     };
     for suite in suites {
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             "profile" => {
                 profile::run(&bin, &run_bin, &plugins, connections, seconds, rounds).await?
             }
+            "traces" => traces::run(&bin, &plugins, connections, seconds, rounds).await?,
             _ => usage(),
         }
     }

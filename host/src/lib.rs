@@ -6,6 +6,7 @@
 //! The library's entry points: [`Settings::resolve`] reads the configuration, [`build`]
 //! starts a [`Host`], [`Host::router`] is its HTTP surface, [`serve`] serves it, and [`run`]
 //! does all of that as `ctxhost serve` does. [`api`] holds the admin API's wire types.
+//! [`install_tracing`] installs the log and, when configured, trace export.
 //!
 //! # Layout
 //!
@@ -24,7 +25,8 @@
 //! - `state`: the redb database, units of work and the group committer.
 //! - `config`: the file, variables and flags, composed from each subsystem's section.
 //! - leaves: `api` (wire types), `bindings` (generated from `wit/`), `jitter` (exponential
-//!   waits with jitter), `sync` (the one lock helper), `time`.
+//!   waits with jitter), `sync` (the one lock helper), `telemetry` (traces and the log
+//!   format), `time`.
 
 mod admin;
 pub mod api;
@@ -40,8 +42,13 @@ mod server;
 mod state;
 mod swap;
 mod sync;
+mod telemetry;
 mod time;
 
 pub use config::{ConfigError, HttpSettings, Overrides, Settings};
 pub use runtime::engine_config;
 pub use server::{Host, StartError, build, run, serve};
+pub use telemetry::trace::{
+    Exporter, LogFormat, ParentlessRule, Protocol, Sampling, TraceConfigError, TraceInitError,
+    TraceSettings, Tracing, install as install_tracing,
+};

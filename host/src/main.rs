@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ctxhost::api::{DeployReport, PluginInfo, ProblemDetails};
-use ctxhost::{Overrides, Settings};
+use ctxhost::{Overrides, Settings, TraceSettings};
 
 /// A WebAssembly component host for business bounded contexts.
 ///
 /// Configuration comes from a TOML file (--config, default ctxhost.toml when present),
 /// overridden by CTXHOST_* environment variables, overridden by flags. CTXHOST_LOG sets the
-/// log filter (for example `info` or `ctxhost=debug`); logs go to stderr.
+/// log filter (for example `info` or `ctxhost=debug`); logs go to stderr, one JSON object per
+/// line with CTXHOST_LOG_FORMAT=json. Traces go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+/// (or the [telemetry] table) names a receiver.
 #[derive(Debug, Parser)]
 #[command(name = "ctxhost", version)]
 struct Cli {
@@ -94,47 +96,54 @@ enum PluginCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CTXHOST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log file or collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
-        match cli.command {
-            Command::Serve {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            contexts,
+            admin_token_file,
+            amqp_url,
+        } => {
+            let settings = Settings::resolve(Overrides {
                 config,
                 listen,
                 data_dir,
                 contexts,
+                admin_token: env_token(),
                 admin_token_file,
                 amqp_url,
-            } => {
-                let settings = Settings::resolve(Overrides {
-                    config,
-                    listen,
-                    data_dir,
-                    contexts,
-                    admin_token: env_token(),
-                    admin_token_file,
-                    amqp_url,
-                })?;
-                Ok(ctxhost::run(settings, shutdown_signal()).await?)
-            }
-            Command::Plugin { command } => match command {
-                PluginCommand::List { target } => list_plugins(&target).await,
-                PluginCommand::Deploy { name, file, target } => deploy(&target, &name, &file).await,
-                PluginCommand::Rollback { name, target } => rollback(&target, &name).await,
-            },
+            })?;
+            // Inside the runtime: the gRPC exporter needs it. Dropped after serving, while
+            // the runtime still runs, to flush the last spans.
+            let tracing = {
+                let _rt = rt.enter();
+                ctxhost::install_tracing(&settings.tracing)?
+            };
+            let served = rt.block_on(ctxhost::run(settings, shutdown_signal()));
+            drop(tracing);
+            served.map_err(anyhow::Error::from)
         }
-    })
+        Command::Plugin { command } => {
+            let _tracing = ctxhost::install_tracing(&TraceSettings {
+                exporter: None,
+                ..TraceSettings::from_env()?
+            })?;
+            rt.block_on(async move {
+                match command {
+                    PluginCommand::List { target } => list_plugins(&target).await,
+                    PluginCommand::Deploy { name, file, target } => {
+                        deploy(&target, &name, &file).await
+                    }
+                    PluginCommand::Rollback { name, target } => rollback(&target, &name).await,
+                }
+            })
+        }
+    }
 }
 
 async fn shutdown_signal() {

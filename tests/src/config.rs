@@ -25,6 +25,8 @@ pub struct HostOptions {
     contexts: Option<Vec<String>>,
     amqp_namespace: Option<String>,
     amqp_prefetch: Option<u16>,
+    /// Environment variables of the host process.
+    env: Vec<(String, String)>,
     /// What the methods below add, merged into the generated settings at start: top-level
     /// keys and tables, `plugins.<plugin>` keys and `plugins.<plugin>.config` entries.
     extra: Table,
@@ -102,6 +104,17 @@ impl HostOptions {
     pub fn amqp_prefetch(mut self, prefetch: u16) -> Self {
         self.amqp_prefetch = Some(prefetch);
         self
+    }
+
+    /// Sets the variable `key` to `value` in the host process's environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The variables [`HostOptions::env`] set.
+    pub(crate) fn env_vars(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// Use this data directory instead of a fresh one.

@@ -33,6 +33,7 @@ pub struct Host {
     config_path: PathBuf,
     log_path: PathBuf,
     binary: PathBuf,
+    env: Vec<(String, String)>,
     starts: u32,
 }
 
@@ -54,6 +55,7 @@ impl Host {
             config_path,
             log_path,
             binary,
+            env: opts.env_vars().to_vec(),
             starts: 0,
         };
         host.spawn();
@@ -133,6 +135,11 @@ impl Host {
         self.start_again();
     }
 
+    /// The host's whole log (its stderr, across restarts).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// The last `lines` lines of the host's log (its stderr, across restarts).
     pub fn log_tail(&self, lines: usize) -> String {
         let text = fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -171,8 +178,18 @@ impl Host {
             "CTXHOST_CONTEXTS",
             "CTXHOST_AMQP_URL",
             "CTXHOST_ADMIN_TOKEN",
+            "CTXHOST_LOG_FORMAT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_SERVICE_NAME",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
         ] {
             cmd.env_remove(var);
+        }
+        for (key, value) in &self.env {
+            cmd.env(key, value);
         }
         let mut child = cmd
             .spawn()

@@ -14,6 +14,7 @@
 //! - `load`: a bounded background load of arbitrary requests ([`Load`]).
 //! - `wasm`: a new version of a component with the same behaviour ([`with_marker`]).
 //! - [`broker`]: RabbitMQ for the tests of the AMQP transport ([`HostOptions::amqp`]).
+//! - [`otlp`]: a real OTLP trace receiver (HTTP/protobuf or gRPC) for the trace tests.
 //!
 //! The binary and the plugins come from `CTXHOST_BIN` and `CTXHOST_PLUGIN_DIR` (set by
 //! `cargo xtask test`) or from the workspace's `target/` directory (`cargo xtask build`).
@@ -23,6 +24,7 @@ mod config;
 mod host;
 mod http;
 mod load;
+pub mod otlp;
 mod poll;
 mod rental;
 mod wasm;

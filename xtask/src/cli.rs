@@ -90,6 +90,10 @@ pub(crate) enum Suite {
     /// /cars/{id} (fresh instance per request) and durable POST /orders at 64 clients,
     /// interleaved; ratios run/release (goal >= 0.90)
     Profile,
+    /// The release host with traces off, sampled at 100 % and at 0 % (OTLP/HTTP to a sink in
+    /// the benchmark process): GET /cars/{id} and durable POST /orders at 64 clients,
+    /// interleaved; ratios to off (goals >= 0.85 and >= 0.97)
+    Traces,
     /// Every suite, in that order
     All,
 }
@@ -107,6 +111,7 @@ impl Suite {
             Suite::Events => "events",
             Suite::Resilience => "resilience",
             Suite::Profile => "profile",
+            Suite::Traces => "traces",
             Suite::All => "all",
         }
     }
@@ -311,7 +316,7 @@ Suites:
 {suites}
 
 BENCH_ARGS (after `--`): --connections N (default 64), --seconds S (default 5),
---rounds R (interleaved runs of each side of read, peer and profile, default 3).
+--rounds R (interleaved runs of each side of read, peer, profile and traces, default 3).
 Example: cargo xtask bench profile -- --seconds 4 --rounds 5
 Record results with the machine and the command in docs/BENCHMARKS.md.",
         suites = suite_list(),

@@ -15,6 +15,8 @@ use crate::state::{
     CommitOutcome, StateError, Table, UnitOfWork, contention_backoff, inbox_table, share, unshare,
 };
 use crate::sync::lock;
+use crate::telemetry::trace;
+use tracing::Instrument as _;
 
 /// How often and how patiently a failing handler is retried.
 #[derive(Debug, Clone)]
@@ -101,7 +103,25 @@ async fn apply(
                 unit.put(&inbox, &event.id, seq_bytes(*seq));
                 savepoint
             };
-            let failure = match ctx.handle(shared.clone(), event).await {
+            let span = trace::consumer(
+                &trace::EventAttributes {
+                    id: &event.id,
+                    event_type: &event.event_type,
+                    correlation_id: &event.correlationid,
+                    context,
+                },
+                &event.traceparent,
+                &event.traceid,
+            );
+            let handled = ctx
+                .handle(shared.clone(), event)
+                .instrument(span.clone())
+                .await;
+            trace::record_delivery(
+                &span,
+                handled.as_ref().err().map(|e| e.to_string()).as_deref(),
+            );
+            let failure = match handled {
                 Ok(()) => {
                     if let Some((table, key)) = cursor {
                         lock(&shared).put(table, key, seq_bytes(*seq));

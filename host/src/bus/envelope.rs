@@ -1,11 +1,16 @@
 //! The event envelope: CloudEvents 1.0 attributes plus the payload, and its compact binary
 //! encoding in the event log (length-prefixed fields behind a version byte).
+//!
+//! Format 1 has no `traceparent`; format 2 adds it after `traceid`. An event with a
+//! `traceparent` is written in format 2, one without in format 1, so records of either
+//! format read back byte for byte, and events stored before format 2 still decode.
 
 use serde::Serialize;
 
 /// CloudEvents `specversion` of every event.
 pub(crate) const SPEC_VERSION: &str = "1.0";
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 
 /// One event, as stored in the log and delivered to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,6 +26,9 @@ pub struct Envelope {
     pub correlationid: String,
     /// W3C trace id (32 hex digits) of the request that caused the event.
     pub traceid: String,
+    /// W3C `traceparent` of the span that published it (the CloudEvents distributed
+    /// tracing extension); empty in events stored before the host wrote it.
+    pub traceparent: String,
     pub datacontenttype: String,
     #[serde(skip)]
     pub data: Vec<u8>,
@@ -41,18 +49,22 @@ impl Envelope {
 
     /// Encode for the event log.
     pub fn encode(&self) -> Vec<u8> {
-        let strings = [
+        let with_parent = !self.traceparent.is_empty();
+        let mut strings = vec![
             &self.id,
             &self.source,
             &self.event_type,
             &self.time,
             &self.correlationid,
             &self.traceid,
-            &self.datacontenttype,
         ];
+        if with_parent {
+            strings.push(&self.traceparent);
+        }
+        strings.push(&self.datacontenttype);
         let len = 1 + strings.iter().map(|s| 4 + s.len()).sum::<usize>() + 4 + self.data.len();
         let mut out = Vec::with_capacity(len);
-        out.push(FORMAT_V1);
+        out.push(if with_parent { FORMAT_V2 } else { FORMAT_V1 });
         for s in strings {
             put(&mut out, s.as_bytes());
         }
@@ -63,7 +75,7 @@ impl Envelope {
     /// Decode a record written by [`Envelope::encode`]; anything else is refused.
     pub fn decode(mut bytes: &[u8]) -> Result<Self, DecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(DecodeError("empty"))?;
-        if version != FORMAT_V1 {
+        if version != FORMAT_V1 && version != FORMAT_V2 {
             return Err(DecodeError("unknown format version"));
         }
         bytes = rest;
@@ -77,6 +89,16 @@ impl Envelope {
         let time = s()?;
         let correlationid = s()?;
         let traceid = s()?;
+        let traceparent = if version == FORMAT_V2 {
+            let t = s()?;
+            // Format 2 is written only for an event with one.
+            if t.is_empty() {
+                return Err(DecodeError("empty traceparent in format 2"));
+            }
+            t
+        } else {
+            String::new()
+        };
         let datacontenttype = s()?;
         let data = take(&mut bytes)?.to_vec();
         // A record is exactly what `encode` wrote: more bytes mean a damaged record.
@@ -90,6 +112,7 @@ impl Envelope {
             time,
             correlationid,
             traceid,
+            traceparent,
             datacontenttype,
             data,
         })
@@ -129,6 +152,7 @@ pub(crate) mod tests {
             time: "2026-01-01T00:00:00Z".into(),
             correlationid: "42".into(),
             traceid: "0af7651916cd43dd8448eb211c80319c".into(),
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
             datacontenttype: "application/json".into(),
             data: br#"{"orderId":42}"#.to_vec(),
         }
@@ -139,6 +163,32 @@ pub(crate) mod tests {
         let e = sample();
         assert_eq!(Envelope::decode(&e.encode()).expect("decodes"), e);
         assert_eq!(e.publisher(), "order");
+    }
+
+    #[test]
+    fn events_stored_without_a_traceparent_still_decode() {
+        // A record of format 1, as hosts wrote before the traceparent.
+        let mut old = vec![1u8];
+        for field in [
+            "e-1",
+            "/contexts/order",
+            "OrderPlaced",
+            "2026-01-01T00:00:00Z",
+            "42",
+            "0af7651916cd43dd8448eb211c80319c",
+            "application/json",
+            "{}",
+        ] {
+            put(&mut old, field.as_bytes());
+        }
+        let e = Envelope::decode(&old).expect("format 1 decodes");
+        assert_eq!(e.traceparent, "");
+        assert_eq!(e.traceid, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(e.data, b"{}");
+        assert_eq!(e.encode(), old, "written back in format 1");
+        let with = sample();
+        assert_eq!(with.encode()[0], 2);
+        assert_eq!(Envelope::decode(&with.encode()).expect("format 2"), with);
     }
 
     #[test]

@@ -8,11 +8,15 @@ use super::envelope::Envelope;
 pub(super) fn envelope() -> impl Strategy<Value = Envelope> {
     (
         ("\\PC{0,40}", "\\PC{0,40}", "\\PC{0,40}", "\\PC{0,40}"),
-        ("\\PC{0,40}", "\\PC{0,40}", "\\PC{0,40}"),
+        ("\\PC{0,40}", "\\PC{0,40}", "\\PC{0,60}", "\\PC{0,40}"),
         prop::collection::vec(any::<u8>(), 0..256),
     )
         .prop_map(
-            |((id, source, event_type, time), (correlationid, traceid, datacontenttype), data)| {
+            |(
+                (id, source, event_type, time),
+                (correlationid, traceid, traceparent, datacontenttype),
+                data,
+            )| {
                 Envelope {
                     id,
                     source,
@@ -20,6 +24,7 @@ pub(super) fn envelope() -> impl Strategy<Value = Envelope> {
                     time,
                     correlationid,
                     traceid,
+                    traceparent,
                     datacontenttype,
                     data,
                 }
@@ -43,6 +48,8 @@ proptest! {
             // Mostly well-formed: a version byte and small lengths.
             prop::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..64)
                 .prop_map(|mut v| { if let Some(b) = v.first_mut() { *b = 1; } v }),
+            prop::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..80)
+                .prop_map(|mut v| { if let Some(b) = v.first_mut() { *b = 2; } v }),
         ],
     ) {
         if let Ok(e) = Envelope::decode(&bytes) {

@@ -5,6 +5,7 @@ use super::CapabilityCtx;
 use crate::bindings::events::Host;
 use crate::bus::Envelope;
 use crate::sync::lock;
+use crate::telemetry::trace::{self, TraceParent};
 
 /// Largest event payload, in bytes.
 pub(super) const MAX_EVENT_DATA: usize = 256 * 1024;
@@ -52,13 +53,27 @@ impl Host for CapabilityCtx {
         if let Err(why) = check_correlation_id(&correlation_id, self.limits.correlation_id_bytes) {
             return Ok(Err(why));
         }
+        let id = uuid::Uuid::new_v4().to_string();
+        // The producer span ends here; its context travels with the event, so each
+        // delivery's consumer span becomes its child.
+        let producer = trace::producer(&trace::EventAttributes {
+            id: &id,
+            event_type: &event_type,
+            correlation_id: &correlation_id,
+            context: &self.context,
+        });
+        let traceparent = trace::traceparent(&producer)
+            .unwrap_or_else(|| TraceParent::unrecorded(&self.trace_id))
+            .to_string();
+        drop(producer);
         let envelope = Envelope {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             source: format!("/contexts/{}", self.context),
             event_type,
             time: crate::time::now_rfc3339(),
             correlationid: correlation_id,
             traceid: self.trace_id.to_string(),
+            traceparent,
             datacontenttype: "application/json".into(),
             data,
         };

@@ -20,6 +20,8 @@ use super::problem::Problem;
 use super::routes::Resolved;
 use crate::runtime::InvokeError;
 use crate::state::{CommitOutcome, StateError, UnitOfWork, contention_backoff, share, unshare};
+use crate::telemetry::trace::{self, TraceParent};
+use tracing::Instrument as _;
 
 /// Times a request runs in all when its commit keeps finding that what it read had
 /// changed (each re-run after a growing, jittered wait: `contention_backoff`).
@@ -27,19 +29,15 @@ const MAX_ATTEMPTS: u32 = 32;
 
 /// Header carrying the request's trace id back to the client.
 pub(super) const TRACE_HEADER: &str = "x-trace-id";
+/// W3C trace context header, read from the request and written into the answer.
+const TRACEPARENT: &str = "traceparent";
 
-/// The trace id of a W3C `traceparent` header, or a new one.
-fn trace_id(req: &Request<Body>) -> Arc<str> {
-    let from_header = req
-        .headers()
-        .get("traceparent")
+/// The caller's W3C `traceparent`, when it sent a valid one.
+fn incoming_traceparent(req: &Request<Body>) -> Option<TraceParent> {
+    req.headers()
+        .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split('-').nth(1))
-        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
-    match from_header {
-        Some(t) => Arc::from(t.to_ascii_lowercase()),
-        None => new_trace_id(),
-    }
+        .and_then(TraceParent::parse)
 }
 
 /// A new 128-bit trace id without a system call: a random half drawn once per process and a
@@ -170,21 +168,44 @@ struct Served {
 /// The gateway's fallback: every request that is not the host's own.
 pub(crate) async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
     let started = Instant::now();
-    let trace = trace_id(&req);
+    let incoming = incoming_traceparent(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let resolved = gw.routes.get().resolve(method.as_str(), &path);
+    let route = match &resolved {
+        Resolved::Context(name, route) => Some((&**route, &**name)),
+        _ => None,
+    };
+    let span = trace::server(&method, &path, route, incoming.as_ref());
+    // The server span's context when spans are made; else the caller's trace, or a new
+    // one, under a span id of this host.
+    let here = trace::traceparent(&span).unwrap_or_else(|| match incoming {
+        Some(p) => TraceParent::unrecorded(&p.trace_hex()),
+        None => TraceParent::unrecorded(&new_trace_id()),
+    });
+    let trace: Arc<str> = Arc::from(here.trace_hex());
     let mut served = Served::default();
-    let mut response = serve(&gw, req, trace.clone(), &mut served)
+    let mut response = serve(&gw, req, resolved, trace.clone(), &span, &mut served)
+        .instrument(span.clone())
         .await
-        .unwrap_or_else(|e| e.respond(&trace));
+        .unwrap_or_else(|e| {
+            let _in_span = span.enter();
+            e.respond(&trace)
+        });
     if let Ok(v) = HeaderValue::from_str(&trace) {
         response.headers_mut().insert(TRACE_HEADER, v);
     }
+    if let Ok(v) = HeaderValue::from_str(&here.to_string()) {
+        response.headers_mut().insert(TRACEPARENT, v);
+    }
+    let status = response.status().as_u16();
+    trace::record_response(&span, status, served.attempts);
+    let _in_span = span.enter();
     tracing::info!(
         method = %method,
         path = %path,
         context = served.context.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
+        status,
         micros = started.elapsed().as_micros() as u64,
         attempts = served.attempts,
         trace_id = %trace,
@@ -196,15 +217,13 @@ pub(crate) async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>)
 async fn serve(
     gw: &Gateway,
     req: Request<Body>,
+    resolved: Resolved,
     trace: Arc<str>,
+    span: &tracing::Span,
     served: &mut Served,
 ) -> Result<Response, GatewayError> {
-    let name = match gw
-        .routes
-        .get()
-        .resolve(req.method().as_str(), req.uri().path())
-    {
-        Resolved::Context(name) => name,
+    let name = match resolved {
+        Resolved::Context(name, _) => name,
         Resolved::MethodNotAllowed(allowed) => {
             return Err(GatewayError::MethodNotAllowed {
                 method: req.method().clone(),
@@ -225,6 +244,7 @@ async fn serve(
         .registry()
         .get(&name)
         .ok_or_else(|| GatewayError::NotLoaded(name.clone()))?;
+    trace::record_version(span, || ctx.short_id());
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -274,13 +294,24 @@ async fn serve(
             return Ok(into_response(reply, &ctx));
         }
         let unit = unshare(unit).ok_or_else(|| GatewayError::UnitInUse(name.clone()))?;
-        match gw
+        // A unit that only read needs no commit, and gets no commit span.
+        let commit_span = if unit.is_read_only() {
+            tracing::Span::none()
+        } else {
+            trace::commit()
+        };
+        let (outcome, group) = gw
             .runtime
             .committer()
-            .commit(unit)
+            .commit_measured(unit)
+            .instrument(commit_span.clone())
             .await
-            .map_err(GatewayError::Commit)?
-        {
+            .map_err(|e| {
+                trace::record_error(&commit_span, &e.to_string());
+                GatewayError::Commit(e)
+            })?;
+        trace::record_commit(&commit_span, outcome.label(), group.size, group.fsync);
+        match outcome {
             CommitOutcome::Committed { .. } => return Ok(into_response(reply, &ctx)),
             // Others write the same keys: wait a little, jittered, before running again.
             CommitOutcome::Conflict => tokio::time::sleep(contention_backoff(attempt)).await,

@@ -243,7 +243,7 @@ proptest! {
                     .filter(|&i| rs[i].method == method && rs[i].matches(path))
                     .collect();
                 match t.resolve(method, path) {
-                    Resolved::Context(c) => {
+                    Resolved::Context(c, _) => {
                         let i: usize = c[1..].parse().expect("c<i>");
                         prop_assert!(
                             matching.contains(&i),

@@ -11,7 +11,8 @@ const RESERVED: [&str; 4] = ["/admin", "/healthz", "/readyz", "/metrics"];
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolved {
-    Context(Arc<str>),
+    /// The context serving it, and the route pattern that matched (`/orders/{id}`).
+    Context(Arc<str>, Arc<str>),
     /// The path exists for other methods only.
     MethodNotAllowed(Vec<String>),
     NotFound,
@@ -43,10 +44,14 @@ pub enum RouteError {
     },
 }
 
+/// The context serving a route, and the route's pattern.
+type RouteTarget = (Arc<str>, Arc<str>);
+
 /// Method and path pattern to context.
 #[derive(Default)]
 pub struct RouteTable {
-    by_method: HashMap<String, matchit::Router<Arc<str>>>,
+    /// Per method: path pattern to the serving context and the pattern itself.
+    by_method: HashMap<String, matchit::Router<RouteTarget>>,
     /// Every pattern, whatever its method: patterns of different methods must not
     /// conflict either, so a path reads the same for every method.
     paths: matchit::Router<()>,
@@ -92,7 +97,7 @@ impl RouteTable {
                 t.by_method
                     .entry(r.method.clone())
                     .or_default()
-                    .insert(r.path.clone(), name.clone())
+                    .insert(r.path.clone(), (name.clone(), Arc::from(r.path.as_str())))
                     .map_err(pattern)?;
                 if paths.insert(r.path.clone()) {
                     t.paths.insert(r.path.clone(), ()).map_err(pattern)?;
@@ -108,7 +113,7 @@ impl RouteTable {
         if let Some(r) = self.by_method.get(method)
             && let Ok(m) = r.at(path)
         {
-            return Resolved::Context(m.value.clone());
+            return Resolved::Context(m.value.0.clone(), m.value.1.clone());
         }
         let allowed: BTreeSet<&String> = self
             .by_method
@@ -171,10 +176,13 @@ mod tests {
             (&order, order_routes.as_slice()),
         ])
         .expect("builds");
-        assert_eq!(t.resolve("GET", "/cars/7"), Resolved::Context(car.clone()));
+        assert_eq!(
+            t.resolve("GET", "/cars/7"),
+            Resolved::Context(car.clone(), Arc::from("/cars/{id}"))
+        );
         assert_eq!(
             t.resolve("POST", "/orders/7/cancel"),
-            Resolved::Context(order)
+            Resolved::Context(order, Arc::from("/orders/{id}/cancel"))
         );
         assert_eq!(
             t.resolve("DELETE", "/cars"),

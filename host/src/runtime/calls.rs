@@ -22,6 +22,8 @@ use super::store_data::Invocation;
 use crate::resilience::{Attempt, Failure};
 use crate::state::SharedUnit;
 use crate::sync::lock;
+use crate::telemetry::trace;
+use tracing::Instrument as _;
 
 /// Kinds of host failure, as cases of `ctxhost:platform/types.call-error`.
 pub(crate) const CALL_ERROR_CASES: [&str; 4] = ["unavailable", "trapped", "timeout", "rejected"];
@@ -144,7 +146,9 @@ pub(crate) async fn forward_call(
         depth,
     };
     let started = tokio::time::Instant::now();
-    let failed = call.run(params, results).await;
+    let span = trace::call(&caller, iface, func, &provider.name);
+    let failed = call.run(params, results).instrument(span.clone()).await;
+    trace::record_call(&span, failed);
     // The caller's deadline counts its own code, not the time the callee took.
     resume_deadline(&mut store, started);
     tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), failed, micros = started.elapsed().as_micros() as u64, "call");

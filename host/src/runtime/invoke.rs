@@ -20,6 +20,8 @@ use super::warm::Warm;
 use crate::bindings::{Manifest, types::Event};
 use crate::bus::Envelope;
 use crate::state::{SharedUnit, UnitOfWork, share};
+use crate::telemetry::trace;
+use tracing::Instrument as _;
 use wasmtime_wasi_http::WasiHttpView;
 
 /// Largest response body a component may produce.
@@ -241,20 +243,25 @@ impl Runtime {
         ctx.limits.deadline * 2 + Duration::from_secs(1)
     }
 
-    /// Run one invocation of `ctx`: counted in flight while it runs, its outcome recorded
-    /// in the version's health.
+    /// Run one invocation of `ctx` (`kind`: `http`, `event` or `call`) in its span: counted
+    /// in flight while it runs, its outcome recorded in the version's health.
     async fn tracked<T>(
         &self,
         ctx: &LoadedContext,
+        kind: &'static str,
         work: impl Future<Output = Result<T, InvokeError>>,
     ) -> Result<T, InvokeError> {
         let _in_flight = ctx.enter();
-        let result = work.await;
+        let span = trace::invocation(&ctx.name, || ctx.short_id(), kind);
+        let result = work.instrument(span.clone()).await;
         match &result {
             Ok(_) => self.record(ctx, false),
             Err(e) if e.is_guest_fault() => self.record(ctx, true),
             // The host could not run it: says nothing about the version.
             Err(_) => {}
+        }
+        if let Err(e) = &result {
+            trace::record_error(&span, &e.to_string());
         }
         result
     }
@@ -286,7 +293,7 @@ impl Runtime {
         request: http::Request<Full<Bytes>>,
     ) -> Result<HttpReply, InvokeError> {
         let work = self.invoke_http_inner(ctx.clone(), unit, trace_id, request);
-        self.tracked(&ctx, work).await
+        self.tracked(&ctx, "http", work).await
     }
 
     async fn invoke_http_inner(
@@ -422,7 +429,7 @@ impl Runtime {
         event: &Envelope,
     ) -> Result<Result<(), String>, InvokeError> {
         let work = self.invoke_handler_inner(ctx.clone(), unit, event);
-        self.tracked(&ctx, work).await
+        self.tracked(&ctx, "event", work).await
     }
 
     async fn invoke_handler_inner(
@@ -525,7 +532,7 @@ impl Runtime {
         results: &mut [Val],
     ) -> Result<(), InvokeError> {
         let work = self.call_export_inner(ctx.clone(), site, index, params, results);
-        self.tracked(&ctx, work).await
+        self.tracked(&ctx, "call", work).await
     }
 
     async fn call_export_inner(

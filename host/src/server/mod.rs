@@ -115,8 +115,14 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     let routes = Arc::new(SharedRoutes::new(routes));
     let bus = BusCtx::new(db, committer, Arc::new(runtime.clone()));
     let transport: Arc<dyn EventTransport> = match &settings.amqp {
-        Some(amqp) => Arc::new(AmqpBus::new(bus, amqp.clone(), RetryPolicy::default())?),
-        None => Arc::new(EmbeddedBus::new(bus, RetryPolicy::default())),
+        Some(amqp) => {
+            crate::telemetry::trace::set_messaging_system("rabbitmq");
+            Arc::new(AmqpBus::new(bus, amqp.clone(), RetryPolicy::default())?)
+        }
+        None => {
+            crate::telemetry::trace::set_messaging_system("ctxhost");
+            Arc::new(EmbeddedBus::new(bus, RetryPolicy::default()))
+        }
     };
     let (stop, stop_rx) = watch::channel(false);
     let contexts: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();

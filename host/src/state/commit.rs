@@ -46,9 +46,31 @@ pub enum CommitOutcome {
     Conflict,
 }
 
+impl CommitOutcome {
+    /// `committed` or `conflict`, for traces.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CommitOutcome::Committed { .. } => "committed",
+            CommitOutcome::Conflict => "conflict",
+        }
+    }
+}
+
+/// The group a unit of work was committed in: units commit together in one transaction
+/// with one fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupStats {
+    /// Units in the group (0 for a read-only unit, which needs no commit).
+    pub size: usize,
+    /// How long the group's durable commit took (the fsync, mostly).
+    pub fsync: Duration,
+}
+
+type Reply = Result<(CommitOutcome, GroupStats), StateError>;
+
 struct Request {
     unit: UnitOfWork,
-    reply: oneshot::Sender<Result<CommitOutcome, StateError>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// Handle to the committer thread.
@@ -81,8 +103,20 @@ impl Committer {
 
     /// Commit `unit` durably (or report a conflict). Read-only units return at once.
     pub async fn commit(&self, unit: UnitOfWork) -> Result<CommitOutcome, StateError> {
+        self.commit_measured(unit).await.map(|(outcome, _)| outcome)
+    }
+
+    /// [`Committer::commit`], also telling the size of the group the unit was committed in
+    /// and how long its durable commit took.
+    pub async fn commit_measured(
+        &self,
+        unit: UnitOfWork,
+    ) -> Result<(CommitOutcome, GroupStats), StateError> {
         if unit.is_read_only() {
-            return Ok(CommitOutcome::Committed { events: None });
+            return Ok((
+                CommitOutcome::Committed { events: None },
+                GroupStats::default(),
+            ));
         }
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -130,13 +164,17 @@ fn run(db: &Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut nex
         }
         let before = next_seq;
         match commit_group(db, &group, &mut next_seq) {
-            Ok(outcomes) => {
+            Ok((outcomes, fsync)) => {
                 wait = REOPEN_FIRST;
                 if next_seq != before {
                     seq_tx.send_replace(next_seq);
                 }
+                let stats = GroupStats {
+                    size: group.len(),
+                    fsync,
+                };
                 for (req, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = req.reply.send(Ok(outcome));
+                    let _ = req.reply.send(Ok((outcome, stats)));
                 }
             }
             Err(e) => {
@@ -234,11 +272,13 @@ fn probe(db: &Db) -> Result<(), StateError> {
     txn.commit().map_err(StateError::storage)
 }
 
+/// Validate, apply and durably commit `group`; the outcome of each unit, and how long the
+/// durable commit took.
 fn commit_group(
     db: &Db,
     group: &[Request],
     next_seq: &mut u64,
-) -> Result<Vec<CommitOutcome>, StateError> {
+) -> Result<(Vec<CommitOutcome>, Duration), StateError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(StateError::storage)?;
@@ -292,8 +332,9 @@ fn commit_group(
             outcomes.push(CommitOutcome::Committed { events: range });
         }
     }
+    let began = Instant::now();
     txn.commit().map_err(StateError::storage)?;
-    Ok(outcomes)
+    Ok((outcomes, began.elapsed()))
 }
 
 fn open<'a, 't>(

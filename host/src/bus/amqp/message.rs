@@ -17,6 +17,8 @@ const TYPE: &str = "cloudEvents:type";
 const TIME: &str = "cloudEvents:time";
 const CORRELATION: &str = "cloudEvents:correlationid";
 const TRACE: &str = "cloudEvents:traceid";
+/// The CloudEvents distributed-tracing extension: the W3C context of the publishing span.
+const TRACEPARENT: &str = "cloudEvents:traceparent";
 
 /// Persistent delivery mode: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -39,6 +41,9 @@ pub(super) fn properties(seq: u64, event: &Envelope) -> BasicProperties {
     text(TIME, &event.time);
     text(CORRELATION, &event.correlationid);
     text(TRACE, &event.traceid);
+    if !event.traceparent.is_empty() {
+        text(TRACEPARENT, &event.traceparent);
+    }
     headers.insert(SEQ_HEADER.into(), AMQPValue::LongLongInt(seq as i64));
     BasicProperties::default()
         .with_message_id(short(&event.id))
@@ -79,6 +84,11 @@ pub(super) fn decode(
         time: text(TIME)?,
         correlationid: text(CORRELATION)?,
         traceid: text(TRACE)?,
+        // Optional: a message from a publisher that did not trace has none.
+        traceparent: match headers.inner().get(TRACEPARENT) {
+            None => String::new(),
+            Some(_) => text(TRACEPARENT)?,
+        },
         datacontenttype: properties
             .content_type()
             .as_ref()

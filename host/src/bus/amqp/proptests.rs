@@ -22,12 +22,17 @@ fn host_event() -> impl Strategy<Value = Envelope> {
             "\\PC{0,40}",
             "\\PC{0,300}",
             "[0-9a-f]{32}|\\PC{0,10}",
+            "(00-[0-9a-f]{32}-[0-9a-f]{16}-0[01])?",
             "\\PC{0,60}",
         ),
         prop::collection::vec(any::<u8>(), 0..128),
     )
         .prop_map(
-            |((id, source, event_type), (time, correlationid, traceid, datacontenttype), data)| {
+            |(
+                (id, source, event_type),
+                (time, correlationid, traceid, traceparent, datacontenttype),
+                data,
+            )| {
                 Envelope {
                     id,
                     source,
@@ -35,6 +40,7 @@ fn host_event() -> impl Strategy<Value = Envelope> {
                     time,
                     correlationid,
                     traceid,
+                    traceparent,
                     datacontenttype,
                     data,
                 }
@@ -67,6 +73,7 @@ fn headers() -> impl Strategy<Value = Option<FieldTable>> {
         "cloudEvents:time",
         "cloudEvents:correlationid",
         "cloudEvents:traceid",
+        "cloudEvents:traceparent",
         SEQ_HEADER,
         "x-other",
     ]);
