@@ -243,8 +243,9 @@ proptest! {
                     .filter(|&i| rs[i].method == method && rs[i].matches(path))
                     .collect();
                 match t.resolve(method, path) {
-                    Resolved::Context(c) => {
+                    Resolved::Context(c, pattern) => {
                         let i: usize = c[1..].parse().expect("c<i>");
+                        prop_assert_eq!(&*pattern, rs[i].pattern().as_str());
                         prop_assert!(
                             matching.contains(&i),
                             "{method} {path} went to {} ({})", rs[i].pattern(), rs[i].method
