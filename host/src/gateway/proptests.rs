@@ -245,7 +245,8 @@ proptest! {
                 match t.resolve(method, path) {
                     Resolved::Context(c, pattern) => {
                         let i: usize = c[1..].parse().expect("c<i>");
-                        prop_assert_eq!(&*pattern, rs[i].pattern().as_str());
+                        let want = rs[i].pattern();
+                        prop_assert_eq!(&*pattern, want.as_str());
                         prop_assert!(
                             matching.contains(&i),
                             "{method} {path} went to {} ({})", rs[i].pattern(), rs[i].method
