@@ -12,6 +12,7 @@ mod read;
 mod resilience;
 mod swap;
 mod traces;
+mod variants;
 mod write;
 
 use std::path::PathBuf;
@@ -93,10 +94,11 @@ async fn main() -> anyhow::Result<()> {
             "events",
             "resilience",
             "profile",
+            "metrics",
             "traces",
         ],
         "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
-        | "profile" | "traces" => std::slice::from_ref(&what),
+        | "profile" | "metrics" | "traces" => std::slice::from_ref(&what),
         _ => usage(),
     };
     for suite in suites {
@@ -112,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
             "profile" => {
                 profile::run(&bin, &run_bin, &plugins, connections, seconds, rounds).await?
             }
+            "metrics" => variants::metrics(&bin, &plugins, connections, seconds, rounds).await?,
             "traces" => traces::run(&bin, &plugins, connections, seconds, rounds).await?,
             _ => usage(),
         }

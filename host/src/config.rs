@@ -4,8 +4,9 @@
 //! Each subsystem owns its section and its checks: the runtime its limits and
 //! `[plugins.*]` ([`crate::runtime::RuntimeSettings`]), the bus `[amqp]`
 //! ([`crate::bus::AmqpSettings`]), resilience `[resilience.*]` and `[rate_limit]`
-//! ([`crate::resilience`]), traces and the log format `[telemetry]`
-//! ([`crate::telemetry::trace::TraceSettings`]); [`Settings::resolve`] only reads the file and composes them.
+//! ([`crate::resilience`]), telemetry `[telemetry]` ([`crate::telemetry`]: metrics, and
+//! traces and the log format in [`crate::telemetry::trace::TraceSettings`]);
+//! [`Settings::resolve`] only reads the file and composes them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +20,8 @@ use crate::resilience::{
     PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings,
 };
 use crate::runtime::{LimitsFile, PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings};
-use crate::telemetry::trace::{TelemetryFile, TraceConfigError, TraceSettings};
+use crate::telemetry::trace::{TraceConfigError, TraceSettings};
+use crate::telemetry::{MetricsSettings, TelemetryConfigError, TelemetryFile};
 
 /// Default address of the API.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -63,8 +65,10 @@ pub enum ConfigError {
     Amqp(#[from] AmqpConfigError),
     #[error("invalid setting {0}")]
     Policy(#[from] PolicyError),
+    #[error("invalid setting {0}")]
+    Telemetry(#[from] TelemetryConfigError),
     #[error(transparent)]
-    Telemetry(#[from] TraceConfigError),
+    Trace(#[from] TraceConfigError),
 }
 
 /// The file's shape: the server's own keys, then each subsystem's.
@@ -98,7 +102,8 @@ struct FileConfig {
     amqp: Option<AmqpFile>,
     #[serde(default)]
     http: HttpFile,
-    telemetry: Option<TelemetryFile>,
+    #[serde(default)]
+    telemetry: TelemetryFile,
 }
 
 /// The `[http]` table: how long and how many connections a client may hold.
@@ -215,6 +220,8 @@ pub struct Settings {
     pub amqp: Option<AmqpSettings>,
     /// How long reopening the database may fail before `/healthz` does (`None`: never).
     pub storage_unhealthy_after: Option<std::time::Duration>,
+    /// The metrics part of `[telemetry]`.
+    pub metrics: MetricsSettings,
     /// Trace export and the log format (`[telemetry]`, `OTEL_*` variables).
     pub tracing: TraceSettings,
 }
@@ -295,7 +302,8 @@ impl Settings {
         };
         let rate_limit = RateLimitSettings::resolve(&file.rate_limit)?;
         let http = HttpSettings::resolve(&file.http)?;
-        let tracing = TraceSettings::resolve(file.telemetry)?;
+        let metrics = MetricsSettings::resolve(&file.telemetry)?;
+        let tracing = TraceSettings::resolve(&file.telemetry)?;
         let upload_limit = file
             .upload_limit_mb
             .unwrap_or(64)
@@ -321,6 +329,7 @@ impl Settings {
                 Some(s) => Some(std::time::Duration::from_secs(s)),
                 None => Some(std::time::Duration::from_secs(300)),
             },
+            metrics,
             tracing,
         })
     }

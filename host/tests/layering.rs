@@ -90,7 +90,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("bindings", &[]),
     ("jitter", &[]),
     ("sync", &[]),
-    ("telemetry", &["time"]),
+    ("telemetry", &["sync", "time"]),
     ("time", &[]),
 ];
 

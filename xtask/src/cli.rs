@@ -90,6 +90,9 @@ pub(crate) enum Suite {
     /// /cars/{id} (fresh instance per request) and durable POST /orders at 64 clients,
     /// interleaved; ratios run/release (goal >= 0.90)
     Profile,
+    /// The release host with metrics on (the default) against off, reads and durable
+    /// writes interleaved; paired ratios (cost target under 3 %)
+    Metrics,
     /// The release host with traces off, sampled at 100 % and at 0 % (OTLP/HTTP to a sink in
     /// the benchmark process): GET /cars/{id} and durable POST /orders at 64 clients,
     /// interleaved; ratios to off (goals >= 0.85 and >= 0.97)
@@ -111,6 +114,7 @@ impl Suite {
             Suite::Events => "events",
             Suite::Resilience => "resilience",
             Suite::Profile => "profile",
+            Suite::Metrics => "metrics",
             Suite::Traces => "traces",
             Suite::All => "all",
         }

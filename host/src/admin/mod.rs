@@ -4,6 +4,7 @@
 //! [`crate::api`].
 
 mod auth;
+mod metrics;
 mod plugins;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Admin {
     pub contexts: Vec<String>,
     /// Largest plugin upload, in bytes.
     pub upload_limit: usize,
+    /// Whether and where `/metrics` is served.
+    pub metrics: crate::telemetry::MetricsSettings,
 }
 
 /// The probes, open, and the admin API behind the token.
@@ -53,10 +56,19 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
             admin.clone(),
             auth::require_token,
         ));
-    Router::new()
+    let mut open = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(protected)
+        .route("/readyz", get(readyz));
+    if admin.metrics.listen.is_none() {
+        open = open.route("/metrics", get(metrics::serve));
+    }
+    open.merge(protected).with_state(admin)
+}
+
+/// `GET /metrics` alone, for a listener of its own (`[telemetry] metrics_listen`).
+pub(crate) fn metrics_router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::serve))
         .with_state(admin)
 }
 

@@ -6,12 +6,13 @@ use std::sync::{Arc, RwLock};
 use crate::runtime::RouteSpec;
 
 /// Path prefixes the host keeps for itself.
-const RESERVED: [&str; 4] = ["/admin", "/healthz", "/readyz", "/metrics"];
+const RESERVED: [&str; 5] = ["/admin", "/healthz", "/readyz", "/metrics", "/console"];
 
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolved {
-    /// The context serving it, and the route pattern that matched (`/orders/{id}`).
+    /// The context serving it, and the pattern that matched (`/cars/{id}`): the label of
+    /// the request's metrics and trace span, never the raw path.
     Context(Arc<str>, Arc<str>),
     /// The path exists for other methods only.
     MethodNotAllowed(Vec<String>),

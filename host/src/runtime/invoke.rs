@@ -21,6 +21,7 @@ use crate::bindings::{Manifest, types::Event};
 use crate::bus::Envelope;
 use crate::state::{SharedUnit, UnitOfWork, share};
 use crate::telemetry::trace;
+use crate::telemetry::{Kind, Outcome, metrics};
 use tracing::Instrument as _;
 use wasmtime_wasi_http::WasiHttpView;
 
@@ -243,16 +244,20 @@ impl Runtime {
         ctx.limits.deadline * 2 + Duration::from_secs(1)
     }
 
-    /// Run one invocation of `ctx` (`kind`: `http`, `event` or `call`) in its span: counted
-    /// in flight while it runs, its outcome recorded in the version's health.
+    /// Run one invocation of `ctx` in its span: counted in flight while it runs, its
+    /// outcome recorded in the version's health.
+    /// `answered_error` tells whether an answer is an error the guest gave (an HTTP 5xx, a
+    /// handler's `err`), for the invocation metrics.
     async fn tracked<T>(
         &self,
         ctx: &LoadedContext,
-        kind: &'static str,
+        kind: Kind,
         work: impl Future<Output = Result<T, InvokeError>>,
+        answered_error: impl FnOnce(&T) -> bool,
     ) -> Result<T, InvokeError> {
         let _in_flight = ctx.enter();
-        let span = trace::invocation(&ctx.name, || ctx.short_id(), kind);
+        let started = std::time::Instant::now();
+        let span = trace::invocation(&ctx.name, || ctx.short_id(), kind_name(kind));
         let result = work.instrument(span.clone()).await;
         match &result {
             Ok(_) => self.record(ctx, false),
@@ -263,6 +268,12 @@ impl Runtime {
         if let Err(e) = &result {
             trace::record_error(&span, &e.to_string());
         }
+        let outcome = match &result {
+            Ok(t) if answered_error(t) => Outcome::error,
+            Ok(_) => Outcome::ok,
+            Err(e) => outcome_of(e),
+        };
+        metrics().invocation(&ctx.name, &ctx.version, kind, outcome, started.elapsed());
         result
     }
 
@@ -293,7 +304,8 @@ impl Runtime {
         request: http::Request<Full<Bytes>>,
     ) -> Result<HttpReply, InvokeError> {
         let work = self.invoke_http_inner(ctx.clone(), unit, trace_id, request);
-        self.tracked(&ctx, "http", work).await
+        self.tracked(&ctx, Kind::http, work, |r| r.status.is_server_error())
+            .await
     }
 
     async fn invoke_http_inner(
@@ -395,11 +407,13 @@ impl Runtime {
             return Ok(warm);
         }
         let mut store = self.new_store(ctx.clone(), unit, trace_id, depth);
+        let started = std::time::Instant::now();
         let instance = ctx
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.instantiation_failed(ctx, e))?;
+        metrics().instantiated(&ctx.name, started.elapsed());
         ctx.warm.created_one();
         Ok(Warm {
             store,
@@ -429,7 +443,7 @@ impl Runtime {
         event: &Envelope,
     ) -> Result<Result<(), String>, InvokeError> {
         let work = self.invoke_handler_inner(ctx.clone(), unit, event);
-        self.tracked(&ctx, "event", work).await
+        self.tracked(&ctx, Kind::event, work, Result::is_err).await
     }
 
     async fn invoke_handler_inner(
@@ -490,6 +504,7 @@ impl Runtime {
     ) -> Result<Result<(), String>, InvokeError> {
         let unit = share(unit);
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("ready"), 0);
+        let started = std::time::Instant::now();
         let fut = async {
             let platform = self.platform_instance(&ctx, &mut store).await?;
             platform
@@ -498,7 +513,20 @@ impl Runtime {
                 .await
                 .map_err(|e| self.classify(&ctx, e))
         };
-        within(&ctx, Self::wall_limit(&ctx), fut).await
+        let result = within(&ctx, Self::wall_limit(&ctx), fut).await;
+        let outcome = match &result {
+            Ok(Ok(())) => Outcome::ok,
+            Ok(Err(_)) => Outcome::error,
+            Err(e) => outcome_of(e),
+        };
+        metrics().invocation(
+            &ctx.name,
+            &ctx.version,
+            Kind::ready,
+            outcome,
+            started.elapsed(),
+        );
+        result
     }
 
     /// Ask `ctx` for its manifest.
@@ -532,7 +560,7 @@ impl Runtime {
         results: &mut [Val],
     ) -> Result<(), InvokeError> {
         let work = self.call_export_inner(ctx.clone(), site, index, params, results);
-        self.tracked(&ctx, "call", work).await
+        self.tracked(&ctx, Kind::call, work, |_| false).await
     }
 
     async fn call_export_inner(
@@ -560,6 +588,16 @@ impl Runtime {
             Ok(())
         };
         within(&ctx, wall, fut).await
+    }
+}
+
+/// The metrics' outcome of a failed invocation.
+fn outcome_of(e: &InvokeError) -> Outcome {
+    match e {
+        InvokeError::Trap { .. } => Outcome::trap,
+        InvokeError::Deadline { .. } | InvokeError::Stalled { .. } => Outcome::deadline,
+        InvokeError::Capacity { .. } => Outcome::refused,
+        InvokeError::Host { .. } => Outcome::error,
     }
 }
 
@@ -595,4 +633,14 @@ pub(super) struct CallSite {
     pub(super) deadline: Duration,
     /// Wall-clock limit of one attempt.
     pub(super) wall: Duration,
+}
+
+/// The name of an invocation kind in traces.
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::http => "http",
+        Kind::event => "event",
+        Kind::call => "call",
+        Kind::ready => "ready",
+    }
 }

@@ -1,32 +1,13 @@
-//! The `[telemetry]` table and the standard OpenTelemetry variables, composed into
-//! [`TraceSettings`]: variables win over the file; no endpoint means no exporter.
+//! The trace keys of the `[telemetry]` table and the standard OpenTelemetry variables,
+//! composed into [`TraceSettings`]: variables win over the file; no endpoint means no
+//! exporter.
 
-use serde::Deserialize;
+use crate::telemetry::TelemetryFile;
 
 /// Where traces go when only a base endpoint is given, for OTLP over HTTP.
 const HTTP_TRACES_PATH: &str = "/v1/traces";
 /// Service name when none is configured.
 const DEFAULT_SERVICE: &str = "ctxhost";
-
-/// The `[telemetry]` table of the configuration file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TelemetryFile {
-    /// Base URL of the OTLP receiver (`OTEL_EXPORTER_OTLP_ENDPOINT`).
-    endpoint: Option<String>,
-    /// URL of the traces receiver, used as is (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
-    traces_endpoint: Option<String>,
-    /// `http/protobuf` or `grpc` (`OTEL_EXPORTER_OTLP_PROTOCOL`).
-    protocol: Option<String>,
-    /// `service.name` of the host's spans (`OTEL_SERVICE_NAME`).
-    service_name: Option<String>,
-    /// Sampler name (`OTEL_TRACES_SAMPLER`).
-    sampler: Option<String>,
-    /// Sampler argument, the ratio of the `traceidratio` samplers (`OTEL_TRACES_SAMPLER_ARG`).
-    sampler_arg: Option<f64>,
-    /// `text` or `json` (`CTXHOST_LOG_FORMAT`).
-    log_format: Option<String>,
-}
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,18 +88,18 @@ pub struct TraceConfigError {
 
 impl TraceSettings {
     /// The settings from the process's variables over `file`.
-    pub(crate) fn resolve(file: Option<TelemetryFile>) -> Result<Self, TraceConfigError> {
-        Self::resolve_with(file.unwrap_or_default(), |name| std::env::var(name).ok())
+    pub(crate) fn resolve(file: &TelemetryFile) -> Result<Self, TraceConfigError> {
+        Self::resolve_with(file, |name| std::env::var(name).ok())
     }
 
     /// The settings of the variables alone (for commands without a configuration file).
     pub fn from_env() -> Result<Self, TraceConfigError> {
-        Self::resolve(None)
+        Self::resolve(&TelemetryFile::default())
     }
 
     /// The settings from the variables `var` looks up over `file`.
     fn resolve_with(
-        file: TelemetryFile,
+        file: &TelemetryFile,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, TraceConfigError> {
         let pick = |name: &str, from_file: Option<String>| {
@@ -128,7 +109,7 @@ impl TraceSettings {
                 .map(|v| (name.to_string(), v))
                 .or_else(|| from_file.map(|v| (file_key(name), v)))
         };
-        let protocol = match pick("OTEL_EXPORTER_OTLP_PROTOCOL", file.protocol) {
+        let protocol = match pick("OTEL_EXPORTER_OTLP_PROTOCOL", file.protocol.clone()) {
             None => Protocol::HttpProtobuf,
             Some((_, p)) if p == "http/protobuf" => Protocol::HttpProtobuf,
             Some((_, p)) if p == "grpc" => Protocol::Grpc,
@@ -141,8 +122,11 @@ impl TraceSettings {
                 });
             }
         };
-        let traces = pick("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", file.traces_endpoint);
-        let base = pick("OTEL_EXPORTER_OTLP_ENDPOINT", file.endpoint);
+        let traces = pick(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            file.traces_endpoint.clone(),
+        );
+        let base = pick("OTEL_EXPORTER_OTLP_ENDPOINT", file.endpoint.clone());
         let endpoint = match (traces, base) {
             (Some((key, url)), _) => Some((key, url)),
             (None, Some((key, url))) => {
@@ -171,7 +155,7 @@ impl TraceSettings {
                 })
             }
         };
-        let service_name = pick("OTEL_SERVICE_NAME", file.service_name)
+        let service_name = pick("OTEL_SERVICE_NAME", file.service_name.clone())
             .map(|(_, v)| v)
             .unwrap_or_else(|| DEFAULT_SERVICE.into());
         let arg = match var("OTEL_TRACES_SAMPLER_ARG").filter(|v| !v.trim().is_empty()) {
@@ -191,7 +175,7 @@ impl TraceSettings {
                 });
             }
         };
-        let sampling = match pick("OTEL_TRACES_SAMPLER", file.sampler) {
+        let sampling = match pick("OTEL_TRACES_SAMPLER", file.sampler.clone()) {
             None => Sampling::ParentBased(ParentlessRule::Always(true)),
             Some((key, name)) => match name.as_str() {
                 "always_on" => Sampling::Always(true),
@@ -211,7 +195,7 @@ impl TraceSettings {
                 }
             },
         };
-        let log_format = match pick("CTXHOST_LOG_FORMAT", file.log_format) {
+        let log_format = match pick("CTXHOST_LOG_FORMAT", file.log_format.clone()) {
             None => LogFormat::Text,
             Some((_, f)) if f == "text" => LogFormat::Text,
             Some((_, f)) if f == "json" => LogFormat::Json,
@@ -251,7 +235,7 @@ mod tests {
 
     fn resolve(file: &str, vars: &[(&str, &str)]) -> Result<TraceSettings, TraceConfigError> {
         let file: TelemetryFile = toml::from_str(file).expect("a [telemetry] table");
-        TraceSettings::resolve_with(file, |name| {
+        TraceSettings::resolve_with(&file, |name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())

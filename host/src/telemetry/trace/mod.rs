@@ -13,7 +13,6 @@ mod json;
 mod spans;
 mod w3c;
 
-pub(crate) use config::TelemetryFile;
 pub use config::{
     Exporter, LogFormat, ParentlessRule, Protocol, Sampling, TraceConfigError, TraceSettings,
 };
