@@ -20,7 +20,7 @@ pub(crate) mod trace;
 use std::time::Duration;
 
 pub(crate) use config::TelemetryFile;
-pub use config::{MetricsSettings, TelemetryConfigError};
+pub(crate) use config::{MetricsSettings, TelemetryConfigError};
 pub(crate) use deployments::Deployment;
 pub(crate) use flows::FlowSnapshot;
 pub(crate) use metrics::{Kind, Outcome, metrics};
