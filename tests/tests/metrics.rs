@@ -101,11 +101,12 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
     }
     // A path no route matches, with a number in it that must not become a label.
     host.get("/nowhere/918273645").await;
-    for o in &orders {
-        host.order(*o).await;
-    }
     let url = host.url("/metrics");
     eventually(SETTLE, || async {
+        for o in &orders {
+            let order = host.order(*o).await;
+            ensure_that!(order["status"] == "RENTED", "order not rented yet: {order}");
+        }
         let (_, _, text) = scrape(&url).await;
         let rented = sum(
             &text,
@@ -280,7 +281,7 @@ async fn metrics_can_need_the_token_move_to_their_own_listener_or_be_off() {
     assert_eq!(status, 401);
     let with_token = host.get("/metrics").await;
     assert_eq!(with_token.status, 200, "{}", with_token.body);
-    assert!(with_token.body.contains("ctxhost_http_requests_total"));
+    assert!(with_token.body.contains("process_resident_memory_bytes"));
     drop(host);
 
     // On a listener of its own: the API's listener no longer serves it.
