@@ -123,7 +123,7 @@ pub(crate) async fn run(
     let reads: Vec<Summary> = sides.iter().map(|s| Summary::of(&s.reads)).collect();
     let writes: Vec<Summary> = sides.iter().map(|s| Summary::of(&s.writes)).collect();
     println!(
-        "\n## Cost of traces ({rounds} interleaved rounds of {seconds} s per load, medians; release host {})\n",
+        "\n## Cost of traces ({rounds} interleaved rounds of {seconds} s per load, medians; host {})\n",
         bin.display()
     );
     println!(
