@@ -410,3 +410,65 @@ async fn json_logs_carry_the_trace_and_span_ids_of_host_and_plugin_lines() {
         "{plugin}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_trace_exports_nothing_and_a_sampled_caller_is_followed() {
+    let receiver = Receiver::start(Transport::Http);
+    let host = traced_host(
+        &receiver,
+        Transport::Http,
+        HostOptions::new().env("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+    );
+    let car = host.create_car("Unsampled", 5).await;
+    // A trace that starts here is not sampled: the answer says so, and no span of the
+    // order's saga reaches the receiver.
+    let resp = reqwest::Client::new()
+        .post(host.url("/orders"))
+        .json(&json!({"carId": car, "qty": 1, "customerId": "quiet"}))
+        .send()
+        .await
+        .expect("POST /orders");
+    assert_eq!(resp.status().as_u16(), 201);
+    let traceparent = resp
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .expect("traceparent")
+        .to_owned();
+    assert!(traceparent.ends_with("-00"), "not sampled: {traceparent}");
+    let quiet: Value = resp.json().await.expect("an order");
+    let quiet_id = id(&quiet, "id");
+    // A caller's sampled trace is followed through the whole saga.
+    let (traced, _) = place_traced_order(&host, car).await;
+    let traced_id = id(&traced, "id");
+    for order in [quiet_id, traced_id] {
+        eventually(SETTLE, || async {
+            let status = host.order(order).await["status"].clone();
+            ensure_that!(status == "RENTED", "order {order} is {status}");
+            Ok(())
+        })
+        .await;
+    }
+    eventually(EXPORT_WAIT, || async {
+        let spans = receiver.trace(TRACE_ID);
+        ensure_that!(
+            spans.iter().any(|s| s.kind == CONSUMER
+                && s.attr("messaging.destination.name").as_deref() == Some("CarRented")),
+            "the caller's trace is not complete yet: {} spans",
+            spans.len()
+        );
+        Ok(())
+    })
+    .await;
+    // Batches go out every 100 ms: a little more, and every span of both sagas is in.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let others: Vec<ReceivedSpan> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id != TRACE_ID)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "spans of unsampled traces were exported: {others:#?}"
+    );
+}

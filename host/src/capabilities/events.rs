@@ -7,7 +7,7 @@ use super::CapabilityCtx;
 use crate::bindings::events::Host;
 use crate::bus::Envelope;
 use crate::sync::lock;
-use crate::telemetry::trace::{self, TraceParent};
+use crate::telemetry::trace;
 
 /// Largest event payload, in bytes.
 pub(super) const MAX_EVENT_DATA: usize = 256 * 1024;
@@ -65,7 +65,7 @@ impl Host for CapabilityCtx {
             context: &self.context,
         });
         let traceparent = trace::traceparent(&producer)
-            .unwrap_or_else(|| TraceParent::unrecorded(&self.trace_id))
+            .unwrap_or_else(|| trace::unrecorded_parent(&self.trace_id))
             .to_string();
         drop(producer);
         let envelope = Envelope {

@@ -185,10 +185,10 @@ pub(crate) async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>)
         Resolved::Context(name, route) => Some((&**route, &**name)),
         _ => None,
     };
-    let span = trace::server(&method, &path, route, incoming.as_ref());
+    let (span, context) = trace::server_span(&method, &path, route, incoming.as_ref());
     // The server span's context when spans are made; else the caller's trace, or a new
     // one, under a span id of this host.
-    let here = trace::traceparent(&span).unwrap_or_else(|| match incoming {
+    let here = context.unwrap_or_else(|| match incoming {
         Some(p) => TraceParent::unrecorded(&p.trace_hex()),
         None => TraceParent::unrecorded(&new_trace_id()),
     });

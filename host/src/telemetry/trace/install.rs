@@ -92,8 +92,11 @@ pub fn install(settings: &TraceSettings) -> Result<Tracing, TraceInitError> {
         (None, false) => None,
     };
     // Only the host's own spans go to OpenTelemetry; events stay in the log.
+    // With a parent-based sampler nothing under an unsampled span can be sampled: such
+    // traces are pruned at their root.
+    let prune = provider.is_some() && matches!(settings.sampling, Sampling::ParentBased(_));
     let otel = tracer_provider.map(|p| {
-        turn_on();
+        turn_on(prune);
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("ctxhost"))
             .with_context_activation(false)

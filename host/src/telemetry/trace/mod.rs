@@ -19,7 +19,7 @@ pub use config::{
 pub use install::{TraceInitError, Tracing, install};
 pub(crate) use spans::{
     EventAttributes, call, commit, consumer, invocation, producer, record_call, record_commit,
-    record_delivery, record_error, record_response, record_version, server, set_messaging_system,
-    traceparent,
+    record_delivery, record_error, record_response, record_version, server_span,
+    set_messaging_system, traceparent, unrecorded_parent,
 };
 pub(crate) use w3c::TraceParent;

@@ -19,6 +19,11 @@ pub(crate) const TARGET: &str = "ctxhost::trace";
 /// Whether spans are made: an exporter is configured, or JSON logs show the span ids.
 static SPANS: AtomicBool = AtomicBool::new(false);
 
+/// Whether the spans of a trace that is not sampled are left out altogether (exporting with
+/// a parent-based sampler, so no child of an unsampled span could be sampled): the root's
+/// decision then costs the one span that took it.
+static PRUNE: AtomicBool = AtomicBool::new(false);
+
 /// `messaging.system` of this process's events.
 static MESSAGING_SYSTEM: OnceLock<&'static str> = OnceLock::new();
 
@@ -27,9 +32,26 @@ pub(crate) fn spans_on() -> bool {
     SPANS.load(Ordering::Relaxed)
 }
 
-/// From now on, make spans.
-pub(super) fn turn_on() {
+/// From now on, make spans; with `prune`, none under a trace that is not sampled.
+pub(super) fn turn_on(prune: bool) {
+    PRUNE.store(prune, Ordering::Relaxed);
     SPANS.store(true, Ordering::Relaxed);
+}
+
+/// Whether to make a span that is the child of the current one: spans are on, and the
+/// current span exists unless unsampled traces are pruned.
+fn child_on() -> bool {
+    spans_on() && !(PRUNE.load(Ordering::Relaxed) && Span::current().is_none())
+}
+
+/// The context an event carries when its publisher made no producer span: not sampled when
+/// that is because its trace is not (pruned), else a span id of this host in its trace.
+pub(crate) fn unrecorded_parent(trace_id: &str) -> TraceParent {
+    let mut parent = TraceParent::unrecorded(trace_id);
+    if spans_on() && PRUNE.load(Ordering::Relaxed) {
+        parent.flags = 0;
+    }
+    parent
 }
 
 /// Name the transport of this process's events (`messaging.system`: `rabbitmq`, or
@@ -71,7 +93,7 @@ fn set_remote_parent(span: &Span, parent: &TraceParent) {
 
 /// The server span of an HTTP request, a child of the caller's `traceparent` if any.
 /// `route` is the route pattern that matched and the context serving it.
-pub(crate) fn server(
+fn server(
     method: &http::Method,
     path: &str,
     route: Option<(&str, &str)>,
@@ -118,6 +140,23 @@ pub(crate) fn server(
     span
 }
 
+/// [`server`], and the server span's context. When unsampled traces are pruned and this
+/// one is not sampled, the span is dropped (`Span::none()`), so nothing under it is made;
+/// the context is still returned, unsampled, for the answer and the events.
+pub(crate) fn server_span(
+    method: &http::Method,
+    path: &str,
+    route: Option<(&str, &str)>,
+    parent: Option<&TraceParent>,
+) -> (Span, Option<TraceParent>) {
+    let span = server(method, path, route, parent);
+    let context = traceparent(&span);
+    match context {
+        Some(c) if c.flags & 1 == 0 && PRUNE.load(Ordering::Relaxed) => (Span::none(), context),
+        _ => (span, context),
+    }
+}
+
 /// Record on a server span the version of the context that serves it (`version` is only
 /// called when the span is real).
 pub(crate) fn record_version(span: &Span, version: impl FnOnce() -> String) {
@@ -147,7 +186,7 @@ pub(crate) fn invocation(
     version: impl FnOnce() -> String,
     kind: &'static str,
 ) -> Span {
-    if !spans_on() {
+    if !child_on() {
         return Span::none();
     }
     let version = version();
@@ -174,7 +213,7 @@ pub(crate) fn record_error(span: &Span, message: &str) {
 
 /// The client span of a typed call from `caller` to `iface.func` provided by `callee`.
 pub(crate) fn call(caller: &str, iface: &str, func: &str, callee: &str) -> Span {
-    if !spans_on() {
+    if !child_on() {
         return Span::none();
     }
     tracing::info_span!(
@@ -206,7 +245,7 @@ pub(crate) fn record_call(span: &Span, failed: bool) {
 
 /// The span of a unit of work's commit, a child of the current span.
 pub(crate) fn commit() -> Span {
-    if !spans_on() {
+    if !child_on() {
         return Span::none();
     }
     tracing::info_span!(
@@ -248,7 +287,7 @@ pub(crate) struct EventAttributes<'a> {
 /// The producer span of an event published by the current invocation: ended at once, its
 /// context travels with the event.
 pub(crate) fn producer(event: &EventAttributes<'_>) -> Span {
-    if !spans_on() {
+    if !child_on() {
         return Span::none();
     }
     tracing::info_span!(
@@ -274,6 +313,11 @@ pub(crate) fn consumer(event: &EventAttributes<'_>, traceparent: &str, traceid: 
     if !spans_on() {
         return Span::none();
     }
+    let parent =
+        TraceParent::parse(traceparent).unwrap_or_else(|| TraceParent::unrecorded(traceid));
+    if parent.flags & 1 == 0 && PRUNE.load(Ordering::Relaxed) {
+        return Span::none();
+    }
     let span = tracing::info_span!(
         target: TARGET,
         "process",
@@ -291,8 +335,6 @@ pub(crate) fn consumer(event: &EventAttributes<'_>, traceparent: &str, traceid: 
         ctxhost.delivery = Empty,
         error.message = Empty,
     );
-    let parent =
-        TraceParent::parse(traceparent).unwrap_or_else(|| TraceParent::unrecorded(traceid));
     set_remote_parent(&span, &parent);
     span
 }
