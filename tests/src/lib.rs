@@ -14,11 +14,13 @@
 //! - `load`: a bounded background load of arbitrary requests ([`Load`]).
 //! - `wasm`: a new version of a component with the same behaviour ([`with_marker`]).
 //! - [`broker`]: RabbitMQ for the tests of the AMQP transport ([`HostOptions::amqp`]).
+//! - `browser`: a headless Chromium driven over WebDriver, for the console ([`Browser`]).
 //!
 //! The binary and the plugins come from `CTXHOST_BIN` and `CTXHOST_PLUGIN_DIR` (set by
 //! `cargo xtask test`) or from the workspace's `target/` directory (`cargo xtask build`).
 
 pub mod broker;
+mod browser;
 mod config;
 mod host;
 mod http;
@@ -27,6 +29,7 @@ mod poll;
 mod rental;
 mod wasm;
 
+pub use browser::Browser;
 pub use config::{ADMIN_TOKEN, HostOptions, PLUGINS};
 pub use host::{Host, TestDir, host_binary, plugin_dir, test_cache_dir, unique_name};
 pub use http::{Api, Resp, as_list, id, text};

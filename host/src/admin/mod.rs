@@ -1,10 +1,13 @@
 //! The host's own endpoints: liveness and readiness (open; readiness in detail only with the
-//! admin token), and the admin API behind a bearer token: plugins (list, deploy, rollback,
-//! versions), dead letters, redelivery, resilience state. Its answers are the wire types of
+//! admin token), the console page (open: static files that show nothing without the token),
+//! and the admin API behind a bearer token: plugins (list, deploy, rollback, versions), dead
+//! letters, redelivery, resilience state, topology. Its answers are the wire types of
 //! [`crate::api`].
 
 mod auth;
+mod console;
 mod plugins;
+mod topology;
 
 use std::sync::Arc;
 
@@ -39,7 +42,7 @@ pub struct Admin {
     pub upload_limit: usize,
 }
 
-/// The probes, open, and the admin API behind the token.
+/// The probes and the console, open, and the admin API behind the token.
 pub(crate) fn router(admin: Arc<Admin>) -> Router {
     let protected = Router::new()
         .route("/admin/plugins", get(plugins))
@@ -48,6 +51,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/plugins/{name}/versions", get(plugins::versions))
         .route("/admin/dead-letters", get(dead_letters))
         .route("/admin/resilience", get(resilience))
+        .route("/admin/topology", get(topology::topology))
         .route("/admin/subscriptions/{context}/redeliver", post(redeliver))
         .route_layer(axum::middleware::from_fn_with_state(
             admin.clone(),
@@ -56,6 +60,8 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/console", get(console::page))
+        .route("/console/{file}", get(console::asset))
         .merge(protected)
         .with_state(admin)
 }
