@@ -20,6 +20,16 @@ pub(crate) struct BenchHost {
 impl BenchHost {
     /// Start `bin` with the four rental plugins of `plugin_dir`.
     pub(crate) fn start(bin: &Path, plugin_dir: &Path, extra: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, plugin_dir, extra, &[])
+    }
+
+    /// [`BenchHost::start`], with environment variables set for the host.
+    pub(crate) fn start_with_env(
+        bin: &Path,
+        plugin_dir: &Path,
+        extra: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "ctxhost-bench-{}-{}",
             std::process::id(),
@@ -44,6 +54,7 @@ impl BenchHost {
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("CTXHOST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("CTXHOST_LISTEN")
             .env_remove("CTXHOST_DATA_DIR")
             .stdout(Stdio::piped())

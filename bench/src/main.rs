@@ -11,6 +11,7 @@ mod profile;
 mod read;
 mod resilience;
 mod swap;
+mod variants;
 mod write;
 
 use std::path::PathBuf;
@@ -91,9 +92,10 @@ async fn main() -> anyhow::Result<()> {
             "events",
             "resilience",
             "profile",
+            "metrics",
         ],
         "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
-        | "profile" => std::slice::from_ref(&what),
+        | "profile" | "metrics" => std::slice::from_ref(&what),
         _ => usage(),
     };
     for suite in suites {
@@ -109,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             "profile" => {
                 profile::run(&bin, &run_bin, &plugins, connections, seconds, rounds).await?
             }
+            "metrics" => variants::metrics(&bin, &plugins, connections, seconds, rounds).await?,
             _ => usage(),
         }
     }

@@ -4,7 +4,8 @@
 //! Each subsystem owns its section and its checks: the runtime its limits and
 //! `[plugins.*]` ([`crate::runtime::RuntimeSettings`]), the bus `[amqp]`
 //! ([`crate::bus::AmqpSettings`]), resilience `[resilience.*]` and `[rate_limit]`
-//! ([`crate::resilience`]); [`Settings::resolve`] only reads the file and composes them.
+//! ([`crate::resilience`]), telemetry `[telemetry]` ([`crate::telemetry`]);
+//! [`Settings::resolve`] only reads the file and composes them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::resilience::{
     PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings,
 };
 use crate::runtime::{LimitsFile, PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings};
+use crate::telemetry::{MetricsSettings, TelemetryConfigError, TelemetryFile};
 
 /// Default address of the API.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -61,6 +63,8 @@ pub enum ConfigError {
     Amqp(#[from] AmqpConfigError),
     #[error("invalid setting {0}")]
     Policy(#[from] PolicyError),
+    #[error("invalid setting {0}")]
+    Telemetry(#[from] TelemetryConfigError),
 }
 
 /// The file's shape: the server's own keys, then each subsystem's.
@@ -94,6 +98,8 @@ struct FileConfig {
     amqp: Option<AmqpFile>,
     #[serde(default)]
     http: HttpFile,
+    #[serde(default)]
+    telemetry: TelemetryFile,
 }
 
 /// The `[http]` table: how long and how many connections a client may hold.
@@ -210,6 +216,8 @@ pub struct Settings {
     pub amqp: Option<AmqpSettings>,
     /// How long reopening the database may fail before `/healthz` does (`None`: never).
     pub storage_unhealthy_after: Option<std::time::Duration>,
+    /// The metrics part of `[telemetry]`.
+    pub metrics: MetricsSettings,
 }
 
 impl Settings {
@@ -288,6 +296,7 @@ impl Settings {
         };
         let rate_limit = RateLimitSettings::resolve(&file.rate_limit)?;
         let http = HttpSettings::resolve(&file.http)?;
+        let metrics = MetricsSettings::resolve(&file.telemetry)?;
         let upload_limit = file
             .upload_limit_mb
             .unwrap_or(64)
@@ -313,6 +322,7 @@ impl Settings {
                 Some(s) => Some(std::time::Duration::from_secs(s)),
                 None => Some(std::time::Duration::from_secs(300)),
             },
+            metrics,
         })
     }
 }

@@ -40,6 +40,7 @@ mod server;
 mod state;
 mod swap;
 mod sync;
+mod telemetry;
 mod time;
 
 pub use config::{ConfigError, HttpSettings, Overrides, Settings};

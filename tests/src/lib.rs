@@ -13,6 +13,8 @@
 //!   view settle asynchronously.
 //! - `load`: a bounded background load of arbitrary requests ([`Load`]).
 //! - `wasm`: a new version of a component with the same behaviour ([`with_marker`]).
+//! - `tools`: external programs a test needs, installed from Debian's packages when
+//!   missing ([`ensure_program`]).
 //! - [`broker`]: RabbitMQ for the tests of the AMQP transport ([`HostOptions::amqp`]).
 //! - `browser`: a headless Chromium driven over WebDriver, for the console ([`Browser`]).
 //!
@@ -27,6 +29,7 @@ mod http;
 mod load;
 mod poll;
 mod rental;
+mod tools;
 mod wasm;
 
 pub use browser::Browser;
@@ -39,4 +42,5 @@ pub use rental::{
     Created, LoadOutcome, OrderLoad, SETTLE, assert_rental_consistent, assert_view_matches_orders,
     availability_is, check_placed_order, settled, view_row, view_row_for,
 };
+pub use tools::{ensure_program, find_program};
 pub use wasm::with_marker;

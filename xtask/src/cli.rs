@@ -90,6 +90,9 @@ pub(crate) enum Suite {
     /// /cars/{id} (fresh instance per request) and durable POST /orders at 64 clients,
     /// interleaved; ratios run/release (goal >= 0.90)
     Profile,
+    /// The release host with metrics on (the default) against off, reads and durable
+    /// writes interleaved; paired ratios (cost target under 3 %)
+    Metrics,
     /// Every suite, in that order
     All,
 }
@@ -107,6 +110,7 @@ impl Suite {
             Suite::Events => "events",
             Suite::Resilience => "resilience",
             Suite::Profile => "profile",
+            Suite::Metrics => "metrics",
             Suite::All => "all",
         }
     }

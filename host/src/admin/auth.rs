@@ -33,19 +33,22 @@ pub(super) async fn require_token(
 ) -> Response {
     match authorized(&app, req.headers()) {
         true => next.run(req).await,
-        false => {
-            let mut res = Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "the admin API needs `Authorization: Bearer <token>` (CTXHOST_ADMIN_TOKEN, or the file admin-token in the data directory)",
-            )
-            .into_response();
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            res
-        }
+        false => unauthorized(),
     }
+}
+
+/// The 401 answer to a request without the admin token.
+pub(super) fn unauthorized() -> Response {
+    let mut res = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "the admin API needs `Authorization: Bearer <token>` (CTXHOST_ADMIN_TOKEN, or the file admin-token in the data directory)",
+    )
+    .into_response();
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    res
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The host's own endpoints: liveness and readiness (open; readiness in detail only with the
+//! The host's own endpoints: liveness, readiness and metrics (open; readiness in detail only with the
 //! admin token), the console page (open: static files that show nothing without the token),
 //! and the admin API behind a bearer token: plugins (list, deploy, rollback, versions), dead
 //! letters, redelivery, resilience state, topology. Its answers are the wire types of
@@ -6,6 +6,7 @@
 
 mod auth;
 mod console;
+mod metrics;
 mod plugins;
 mod topology;
 
@@ -40,6 +41,8 @@ pub struct Admin {
     pub contexts: Vec<String>,
     /// Largest plugin upload, in bytes.
     pub upload_limit: usize,
+    /// Whether and where `/metrics` is served.
+    pub metrics: crate::telemetry::MetricsSettings,
 }
 
 /// The probes and the console, open, and the admin API behind the token.
@@ -57,12 +60,21 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
             admin.clone(),
             auth::require_token,
         ));
-    Router::new()
+    let mut open = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/console", get(console::page))
-        .route("/console/{file}", get(console::asset))
-        .merge(protected)
+        .route("/console/{file}", get(console::asset));
+    if admin.metrics.listen.is_none() {
+        open = open.route("/metrics", get(metrics::serve));
+    }
+    open.merge(protected).with_state(admin)
+}
+
+/// `GET /metrics` alone, for a listener of its own (`[telemetry] metrics_listen`).
+pub(crate) fn metrics_router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::serve))
         .with_state(admin)
 }
 

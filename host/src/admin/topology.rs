@@ -13,7 +13,6 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 
-use self::pending_telemetry as telemetry;
 use super::Admin;
 use crate::api::{
     BrokerInfo, CallEdge, DeploymentInfo, EventEdge, EventTypeFlow, FlowRate, Topology,
@@ -21,6 +20,7 @@ use crate::api::{
 };
 use crate::runtime::LoadedContext;
 use crate::state::DEAD_LETTERS;
+use crate::telemetry;
 
 /// `GET /admin/topology`.
 pub(super) async fn topology(State(app): State<Arc<Admin>>) -> Json<Topology> {
@@ -190,66 +190,10 @@ fn deployment(d: telemetry::Deployment) -> DeploymentInfo {
         at: d.at,
         context: d.context,
         version: d.version,
-        action: d.action,
-        trigger: d.trigger,
-        outcome: d.outcome,
+        action: d.action.to_string(),
+        trigger: d.trigger.to_string(),
+        outcome: d.outcome.to_string(),
         detail: d.detail,
-    }
-}
-
-/// TEMPORARY stand-in with the agreed interface of `crate::telemetry` (metrics core), until
-/// that module is merged: it measures nothing, so every rate reads zero. Removed at the merge.
-mod pending_telemetry {
-    use std::collections::BTreeMap;
-
-    #[derive(Clone, Debug, Default)]
-    pub(crate) struct Rate {
-        pub per_sec: f64,
-        pub error_ratio: f64,
-        pub p99_ms: Option<f64>,
-    }
-
-    #[derive(Clone, Debug, Default)]
-    pub(crate) struct CallFlow {
-        pub caller: String,
-        pub target: String,
-        pub rate: Rate,
-    }
-
-    #[derive(Clone, Debug, Default)]
-    pub(crate) struct EventFlow {
-        pub publisher: String,
-        pub subscriber: String,
-        pub event_type: String,
-        pub per_sec: f64,
-        pub lag: u64,
-    }
-
-    #[derive(Clone, Debug, Default)]
-    pub(crate) struct FlowSnapshot {
-        pub window_s: f64,
-        pub contexts: BTreeMap<String, Rate>,
-        pub calls: Vec<CallFlow>,
-        pub events: Vec<EventFlow>,
-    }
-
-    #[derive(Clone, Debug, Default)]
-    pub(crate) struct Deployment {
-        pub at: String,
-        pub context: String,
-        pub version: String,
-        pub action: String,
-        pub trigger: String,
-        pub outcome: String,
-        pub detail: Option<String>,
-    }
-
-    pub(crate) fn flows() -> FlowSnapshot {
-        FlowSnapshot::default()
-    }
-
-    pub(crate) fn recent_deployments() -> Vec<Deployment> {
-        Vec::new()
     }
 }
 
@@ -334,6 +278,7 @@ mod tests {
             subscriber: sub.into(),
             event_type: t.into(),
             per_sec,
+            error_ratio: 0.0,
             lag,
         };
         let events = [
@@ -365,6 +310,7 @@ mod tests {
             subscriber: "elsewhere".into(),
             event_type: "T".into(),
             per_sec: 1.0,
+            error_ratio: 0.0,
             lag: 0,
         }];
         let edges = event_edges(&declared(&ctxs), &events);

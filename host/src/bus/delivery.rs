@@ -15,6 +15,7 @@ use crate::state::{
     CommitOutcome, StateError, Table, UnitOfWork, contention_backoff, inbox_table, share, unshare,
 };
 use crate::sync::lock;
+use crate::telemetry::metrics;
 
 /// How often and how patiently a failing handler is retried.
 #[derive(Debug, Clone)]
@@ -86,6 +87,8 @@ async fn apply(
         };
         let shared = share(UnitOfWork::begin(bus.db())?);
         let mut done = Vec::with_capacity(run.len());
+        // How long each applied event's handler ran, for the metrics once committed.
+        let mut took = Vec::with_capacity(run.len());
         let mut stop = None;
         for (seq, event) in run {
             let savepoint = {
@@ -95,18 +98,21 @@ async fn apply(
                         unit.put(table, key, seq_bytes(*seq));
                     }
                     done.push(Delivered::Duplicate);
+                    took.push(None);
                     continue;
                 }
                 let savepoint = unit.savepoint();
                 unit.put(&inbox, &event.id, seq_bytes(*seq));
                 savepoint
             };
+            let started = std::time::Instant::now();
             let failure = match ctx.handle(shared.clone(), event).await {
                 Ok(()) => {
                     if let Some((table, key)) = cursor {
                         lock(&shared).put(table, key, seq_bytes(*seq));
                     }
                     done.push(Delivered::Applied);
+                    took.push(Some(started.elapsed()));
                     continue;
                 }
                 // A handler that failed while storage is unavailable (its reads could
@@ -126,8 +132,18 @@ async fn apply(
         let unit =
             unshare(shared).ok_or_else(|| StateError::invalid("unit of work still shared"))?;
         match bus.committer().commit(unit).await? {
-            CommitOutcome::Committed { .. } => return Ok((done, stop)),
-            CommitOutcome::Conflict => continue,
+            CommitOutcome::Committed { .. } => {
+                let m = metrics();
+                for (((_, event), outcome), took) in run.iter().zip(&done).zip(took) {
+                    let label = match outcome {
+                        Delivered::Duplicate => "duplicate",
+                        _ => "applied",
+                    };
+                    m.delivered(event.publisher(), context, &event.event_type, label, took);
+                }
+                return Ok((done, stop));
+            }
+            CommitOutcome::Conflict => metrics().conflict("event"),
         }
     }
 }
@@ -176,7 +192,10 @@ async fn retry(
     let mut attempts = 1u32;
     loop {
         tracing::warn!(context, event_id = %event.id, event_type = %event.event_type, seq, attempts, error = %failure, "event delivery failed");
-        if attempts >= policy.max_attempts {
+        let last = attempts >= policy.max_attempts;
+        let outcome = if last { "dead_lettered" } else { "retried" };
+        metrics().delivered(event.publisher(), context, &event.event_type, outcome, None);
+        if last {
             let record = serde_json::json!({
                 "context": context,
                 "seq": seq,

@@ -20,6 +20,7 @@ use super::envelope::Envelope;
 use super::{BusError, EventTransport, TransportStatus, subscribes};
 use crate::bus::BusCtx;
 use crate::state::StateError;
+use crate::telemetry::metrics;
 
 /// Events read from the log per batch.
 const BATCH: usize = 256;
@@ -198,7 +199,8 @@ async fn worker(
             persisted = r.from_seq;
             let _ = r.done.send(Ok(()));
         }
-        committed.borrow_and_update();
+        let head = *committed.borrow_and_update();
+        metrics().subscriber_lag(context, head.saturating_sub(cursor));
         let batch = bus.db().events_after(cursor, BATCH)?;
         if batch.is_empty() {
             if persisted != cursor {

@@ -1,6 +1,8 @@
 //! `ctxhost:platform/events`: publishing into the unit of work. The host fills in the
 //! CloudEvents attributes; the event leaves only with the unit's commit.
 
+use std::sync::Arc;
+
 use super::CapabilityCtx;
 use crate::bindings::events::Host;
 use crate::bus::Envelope;
@@ -67,6 +69,8 @@ impl Host for CapabilityCtx {
             .publish_bounded(
                 crate::state::OutgoingEvent {
                     encoded: envelope.encode(),
+                    publisher: self.context.clone(),
+                    event_type: Arc::from(envelope.event_type.as_str()),
                 },
                 &limits,
             )

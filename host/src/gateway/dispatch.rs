@@ -20,6 +20,7 @@ use super::problem::Problem;
 use super::routes::Resolved;
 use crate::runtime::InvokeError;
 use crate::state::{CommitOutcome, StateError, UnitOfWork, contention_backoff, share, unshare};
+use crate::telemetry::metrics;
 
 /// Times a request runs in all when its commit keeps finding that what it read had
 /// changed (each re-run after a growing, jittered wait: `contention_backoff`).
@@ -123,8 +124,14 @@ impl GatewayError {
                 tracing::error!(error = %e, trace_id = %trace, "cannot store a request's changes");
                 storage_unavailable(None)
             }
-            GatewayError::TooLarge(limit) => Problem::too_large("the request body", limit),
-            GatewayError::BodyTimeout(_) => Problem::body_timeout(detail),
+            GatewayError::TooLarge(limit) => {
+                metrics().body_refused("too_large");
+                Problem::too_large("the request body", limit)
+            }
+            GatewayError::BodyTimeout(_) => {
+                metrics().body_refused("timeout");
+                Problem::body_timeout(detail)
+            }
             GatewayError::Malformed(_)
             | GatewayError::BadHost
             | GatewayError::BodyUnreadable(_) => {
@@ -163,6 +170,8 @@ fn storage_unavailable(reason: Option<&str>) -> Response {
 struct Served {
     /// The context the route belongs to, once resolved.
     context: Option<Arc<str>>,
+    /// The route pattern that matched, once resolved.
+    route: Option<Arc<str>>,
     /// Runs of the invocation (more than one after commit conflicts).
     attempts: u32,
 }
@@ -180,12 +189,22 @@ pub(crate) async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>)
     if let Ok(v) = HeaderValue::from_str(&trace) {
         response.headers_mut().insert(TRACE_HEADER, v);
     }
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    metrics().http_request(
+        served.context.as_ref(),
+        served.route.as_ref(),
+        &method,
+        status,
+        took,
+    );
     tracing::info!(
         method = %method,
         path = %path,
+        route = served.route.as_deref().unwrap_or("-"),
         context = served.context.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
+        status,
+        micros = took.as_micros() as u64,
         attempts = served.attempts,
         trace_id = %trace,
         "request"
@@ -204,7 +223,10 @@ async fn serve(
         .get()
         .resolve(req.method().as_str(), req.uri().path())
     {
-        Resolved::Context(name) => name,
+        Resolved::Context(name, route) => {
+            served.route = Some(route);
+            name
+        }
         Resolved::MethodNotAllowed(allowed) => {
             return Err(GatewayError::MethodNotAllowed {
                 method: req.method().clone(),
@@ -283,7 +305,10 @@ async fn serve(
         {
             CommitOutcome::Committed { .. } => return Ok(into_response(reply, &ctx)),
             // Others write the same keys: wait a little, jittered, before running again.
-            CommitOutcome::Conflict => tokio::time::sleep(contention_backoff(attempt)).await,
+            CommitOutcome::Conflict => {
+                metrics().conflict("http");
+                tokio::time::sleep(contention_backoff(attempt)).await
+            }
         }
     }
     Err(GatewayError::Contention(name))

@@ -243,8 +243,10 @@ proptest! {
                     .filter(|&i| rs[i].method == method && rs[i].matches(path))
                     .collect();
                 match t.resolve(method, path) {
-                    Resolved::Context(c) => {
+                    Resolved::Context(c, pattern) => {
                         let i: usize = c[1..].parse().expect("c<i>");
+                        let want = rs[i].pattern();
+                        prop_assert_eq!(&*pattern, want.as_str());
                         prop_assert!(
                             matching.contains(&i),
                             "{method} {path} went to {} ({})", rs[i].pattern(), rs[i].method

@@ -55,6 +55,7 @@ pub(crate) async fn limit(
     ) else {
         return next.run(req).await;
     };
+    crate::telemetry::metrics().rate_limited(l.scope);
     let secs = l.retry_after.as_secs_f64().ceil().max(1.0) as u64;
     tracing::info!(method = %req.method(), path = %req.uri().path(), client = %client, scope = l.scope, limit = %l.limit, "rate limited");
     let detail = match l.scope {

@@ -6,12 +6,14 @@ use std::sync::{Arc, RwLock};
 use crate::runtime::RouteSpec;
 
 /// Path prefixes the host keeps for itself.
-const RESERVED: [&str; 4] = ["/admin", "/healthz", "/readyz", "/metrics"];
+const RESERVED: [&str; 5] = ["/admin", "/healthz", "/readyz", "/metrics", "/console"];
 
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolved {
-    Context(Arc<str>),
+    /// The context serving it, and the pattern that matched (`/cars/{id}`): the label of
+    /// the request's metrics and trace span, never the raw path.
+    Context(Arc<str>, Arc<str>),
     /// The path exists for other methods only.
     MethodNotAllowed(Vec<String>),
     NotFound,
@@ -46,7 +48,8 @@ pub enum RouteError {
 /// Method and path pattern to context.
 #[derive(Default)]
 pub struct RouteTable {
-    by_method: HashMap<String, matchit::Router<Arc<str>>>,
+    /// Per method, the pattern's owner and the pattern itself.
+    by_method: HashMap<String, matchit::Router<(Arc<str>, Arc<str>)>>,
     /// Every pattern, whatever its method: patterns of different methods must not
     /// conflict either, so a path reads the same for every method.
     paths: matchit::Router<()>,
@@ -92,7 +95,7 @@ impl RouteTable {
                 t.by_method
                     .entry(r.method.clone())
                     .or_default()
-                    .insert(r.path.clone(), name.clone())
+                    .insert(r.path.clone(), (name.clone(), Arc::from(r.path.as_str())))
                     .map_err(pattern)?;
                 if paths.insert(r.path.clone()) {
                     t.paths.insert(r.path.clone(), ()).map_err(pattern)?;
@@ -108,7 +111,7 @@ impl RouteTable {
         if let Some(r) = self.by_method.get(method)
             && let Ok(m) = r.at(path)
         {
-            return Resolved::Context(m.value.clone());
+            return Resolved::Context(m.value.0.clone(), m.value.1.clone());
         }
         let allowed: BTreeSet<&String> = self
             .by_method
@@ -171,10 +174,13 @@ mod tests {
             (&order, order_routes.as_slice()),
         ])
         .expect("builds");
-        assert_eq!(t.resolve("GET", "/cars/7"), Resolved::Context(car.clone()));
+        assert_eq!(
+            t.resolve("GET", "/cars/7"),
+            Resolved::Context(car.clone(), Arc::from("/cars/{id}"))
+        );
         assert_eq!(
             t.resolve("POST", "/orders/7/cancel"),
-            Resolved::Context(order)
+            Resolved::Context(order, Arc::from("/orders/{id}/cancel"))
         );
         assert_eq!(
             t.resolve("DELETE", "/cars"),

@@ -120,6 +120,7 @@ fn transition(g: &mut Inner, target: &str, to: State, reason: &str) {
     g.state = to;
     g.generation += 1;
     let to = public(&g.state);
+    crate::telemetry::metrics().breaker_transition(target, to.as_str());
     match to {
         BreakerState::Open => {
             g.counters.opened += 1;

@@ -89,6 +89,11 @@ impl Bulkhead {
         self.policy.max_concurrent - self.slots.available_permits() as u32
     }
 
+    /// Calls waiting for a slot now.
+    pub(crate) fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Acquire) as u64
+    }
+
     pub(crate) fn snapshot(&self) -> Value {
         let p = &self.policy;
         json!({

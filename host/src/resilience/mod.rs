@@ -119,6 +119,15 @@ impl Target {
         &self.policy
     }
 
+    /// The target's context name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn bulkhead(&self) -> &Bulkhead {
+        &self.bulkhead
+    }
+
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
     }
@@ -293,6 +302,7 @@ impl Call<'_> {
             return None;
         }
         inc(&t.counters.retries);
+        crate::telemetry::metrics().retry(&t.name);
         let wait = retry::backoff(&t.policy.retry, self.n, crate::jitter::unit());
         tracing::debug!(target_context = %t.name, attempt = self.n, failure = ?f, wait_ms = wait.as_millis() as u64, "retrying an idempotent call");
         Some(wait)
@@ -339,6 +349,16 @@ impl Resilience {
     }
 
     /// Every target called so far (and every configured one).
+    /// Every target with a policy or a call so far, by name.
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        for name in self.settings.targets.keys() {
+            self.target(name);
+        }
+        let mut targets: Vec<Arc<Target>> = lock(&self.targets).values().cloned().collect();
+        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        targets
+    }
+
     pub fn snapshot(&self) -> Value {
         for name in self.settings.targets.keys() {
             self.target(name);

@@ -22,6 +22,7 @@ use super::store_data::Invocation;
 use crate::resilience::{Attempt, Failure};
 use crate::state::SharedUnit;
 use crate::sync::lock;
+use crate::telemetry::{Outcome, metrics};
 
 /// Kinds of host failure, as cases of `ctxhost:platform/types.call-error`.
 pub(crate) const CALL_ERROR_CASES: [&str; 4] = ["unavailable", "trapped", "timeout", "rejected"];
@@ -144,10 +145,12 @@ pub(crate) async fn forward_call(
         depth,
     };
     let started = tokio::time::Instant::now();
-    let failed = call.run(params, results).await;
+    let outcome = call.run(params, results).await;
     // The caller's deadline counts its own code, not the time the callee took.
     resume_deadline(&mut store, started);
-    tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), failed, micros = started.elapsed().as_micros() as u64, "call");
+    let took = started.elapsed();
+    metrics().call(&caller, &provider.name, func, outcome, took);
+    tracing::debug!(caller = %caller, callee = %provider.name, call = %format!("{iface}.{func}"), outcome = ?outcome, micros = took.as_micros() as u64, "call");
     Ok(())
 }
 
@@ -182,8 +185,8 @@ struct Call<'a> {
 
 impl Call<'_> {
     /// Run the call under the target's policies; leaves the answer (or the host error) in
-    /// `results` and tells whether the caller got an `err`.
-    async fn run(&self, params: &[Val], results: &mut [Val]) -> bool {
+    /// `results` and tells how it ended for the caller (`ok` unless it got an `err`).
+    async fn run(&self, params: &[Val], results: &mut [Val]) -> Outcome {
         let target = self.runtime.resilience().target(&self.provider.name);
         let mut attempts = Attempts {
             call: self,
@@ -194,11 +197,15 @@ impl Call<'_> {
         };
         let outcome = target.run(self.func, &mut attempts).await;
         match outcome {
-            Ok(_) => is_err(results),
+            Ok(None) if is_err(results) => Outcome::error,
+            Ok(None) => Outcome::ok,
+            Ok(Some(Failure::Trapped)) => Outcome::trap,
+            Ok(Some(Failure::Timeout)) => Outcome::deadline,
+            Ok(Some(Failure::Unavailable)) => Outcome::error,
             Err(refused) => {
                 tracing::debug!(caller = %self.caller, callee = %self.provider.name, call = %format!("{}.{}", self.iface, self.func), trace_id = %self.trace, reason = %refused, "call refused");
                 results[0] = host_error("rejected", refused.to_string());
-                true
+                Outcome::refused
             }
         }
     }

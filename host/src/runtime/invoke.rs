@@ -20,6 +20,7 @@ use super::warm::Warm;
 use crate::bindings::{Manifest, types::Event};
 use crate::bus::Envelope;
 use crate::state::{SharedUnit, UnitOfWork, share};
+use crate::telemetry::{Kind, Outcome, metrics};
 use wasmtime_wasi_http::WasiHttpView;
 
 /// Largest response body a component may produce.
@@ -243,12 +244,17 @@ impl Runtime {
 
     /// Run one invocation of `ctx`: counted in flight while it runs, its outcome recorded
     /// in the version's health.
+    /// `answered_error` tells whether an answer is an error the guest gave (an HTTP 5xx, a
+    /// handler's `err`), for the invocation metrics.
     async fn tracked<T>(
         &self,
         ctx: &LoadedContext,
+        kind: Kind,
         work: impl Future<Output = Result<T, InvokeError>>,
+        answered_error: impl FnOnce(&T) -> bool,
     ) -> Result<T, InvokeError> {
         let _in_flight = ctx.enter();
+        let started = std::time::Instant::now();
         let result = work.await;
         match &result {
             Ok(_) => self.record(ctx, false),
@@ -256,6 +262,12 @@ impl Runtime {
             // The host could not run it: says nothing about the version.
             Err(_) => {}
         }
+        let outcome = match &result {
+            Ok(t) if answered_error(t) => Outcome::error,
+            Ok(_) => Outcome::ok,
+            Err(e) => outcome_of(e),
+        };
+        metrics().invocation(&ctx.name, &ctx.version, kind, outcome, started.elapsed());
         result
     }
 
@@ -286,7 +298,8 @@ impl Runtime {
         request: http::Request<Full<Bytes>>,
     ) -> Result<HttpReply, InvokeError> {
         let work = self.invoke_http_inner(ctx.clone(), unit, trace_id, request);
-        self.tracked(&ctx, work).await
+        self.tracked(&ctx, Kind::http, work, |r| r.status.is_server_error())
+            .await
     }
 
     async fn invoke_http_inner(
@@ -388,11 +401,13 @@ impl Runtime {
             return Ok(warm);
         }
         let mut store = self.new_store(ctx.clone(), unit, trace_id, depth);
+        let started = std::time::Instant::now();
         let instance = ctx
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.instantiation_failed(ctx, e))?;
+        metrics().instantiated(&ctx.name, started.elapsed());
         ctx.warm.created_one();
         Ok(Warm {
             store,
@@ -422,7 +437,7 @@ impl Runtime {
         event: &Envelope,
     ) -> Result<Result<(), String>, InvokeError> {
         let work = self.invoke_handler_inner(ctx.clone(), unit, event);
-        self.tracked(&ctx, work).await
+        self.tracked(&ctx, Kind::event, work, Result::is_err).await
     }
 
     async fn invoke_handler_inner(
@@ -483,6 +498,7 @@ impl Runtime {
     ) -> Result<Result<(), String>, InvokeError> {
         let unit = share(unit);
         let mut store = self.new_store(ctx.clone(), unit, Arc::from("ready"), 0);
+        let started = std::time::Instant::now();
         let fut = async {
             let platform = self.platform_instance(&ctx, &mut store).await?;
             platform
@@ -491,7 +507,20 @@ impl Runtime {
                 .await
                 .map_err(|e| self.classify(&ctx, e))
         };
-        within(&ctx, Self::wall_limit(&ctx), fut).await
+        let result = within(&ctx, Self::wall_limit(&ctx), fut).await;
+        let outcome = match &result {
+            Ok(Ok(())) => Outcome::ok,
+            Ok(Err(_)) => Outcome::error,
+            Err(e) => outcome_of(e),
+        };
+        metrics().invocation(
+            &ctx.name,
+            &ctx.version,
+            Kind::ready,
+            outcome,
+            started.elapsed(),
+        );
+        result
     }
 
     /// Ask `ctx` for its manifest.
@@ -525,7 +554,7 @@ impl Runtime {
         results: &mut [Val],
     ) -> Result<(), InvokeError> {
         let work = self.call_export_inner(ctx.clone(), site, index, params, results);
-        self.tracked(&ctx, work).await
+        self.tracked(&ctx, Kind::call, work, |_| false).await
     }
 
     async fn call_export_inner(
@@ -553,6 +582,16 @@ impl Runtime {
             Ok(())
         };
         within(&ctx, wall, fut).await
+    }
+}
+
+/// The metrics' outcome of a failed invocation.
+fn outcome_of(e: &InvokeError) -> Outcome {
+    match e {
+        InvokeError::Trap { .. } => Outcome::trap,
+        InvokeError::Deadline { .. } | InvokeError::Stalled { .. } => Outcome::deadline,
+        InvokeError::Capacity { .. } => Outcome::refused,
+        InvokeError::Host { .. } => Outcome::error,
     }
 }
 

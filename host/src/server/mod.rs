@@ -119,6 +119,10 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         None => Arc::new(EmbeddedBus::new(bus, RetryPolicy::default())),
     };
     let (stop, stop_rx) = watch::channel(false);
+    crate::telemetry::metrics().set_enabled(settings.metrics.enabled);
+    if settings.metrics.enabled {
+        crate::telemetry::start_sampler(stop_rx.clone());
+    }
     let contexts: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
     transport.start(contexts.clone(), stop_rx.clone());
     let swapper = Arc::new(Swapper::new(
@@ -149,6 +153,7 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         token: admin_token(settings)?,
         contexts,
         upload_limit: settings.upload_limit,
+        metrics: settings.metrics,
     });
     Ok(Host {
         runtime,
@@ -192,10 +197,23 @@ pub async fn run(
     })?;
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
     println!("ctxhost listening on http://{addr}");
+    let (closing, closed) = watch::channel(false);
+    if let Some(at) = settings.metrics.listen.filter(|_| settings.metrics.enabled) {
+        let metrics = TcpListener::bind(at)
+            .await
+            .map_err(|source| StartError::Listen { addr: at, source })?;
+        tracing::info!(addr = %at, "serving /metrics on its own listener");
+        let router = admin::metrics_router(host.admin.clone());
+        let mut closed = closed.clone();
+        tokio::spawn(serve(metrics, router, settings.http, async move {
+            let _ = closed.wait_for(|c| *c).await;
+        }));
+    }
     let router = host.router();
     serve(listener, router, settings.http, async move {
         shutdown.await;
         tracing::info!("shutting down");
+        let _ = closing.send(true);
     })
     .await;
     host.stop();

@@ -129,9 +129,11 @@ fn run(db: &Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut nex
             }
         }
         let before = next_seq;
+        let started = Instant::now();
         match commit_group(db, &group, &mut next_seq) {
             Ok(outcomes) => {
                 wait = REOPEN_FIRST;
+                record(&group, &outcomes, started.elapsed());
                 if next_seq != before {
                     seq_tx.send_replace(next_seq);
                 }
@@ -162,6 +164,23 @@ fn run(db: &Db, rx: mpsc::Receiver<Request>, seq_tx: watch::Sender<u64>, mut nex
                     Some(seq) => next_seq = seq,
                     None => return,
                 }
+            }
+        }
+    }
+}
+
+/// The metrics of a committed group: its size and time, conflicts, and the events it put in
+/// the log.
+fn record(group: &[Request], outcomes: &[CommitOutcome], took: Duration) {
+    let m = crate::telemetry::metrics();
+    if !m.enabled() {
+        return;
+    }
+    m.commit(group.len(), took);
+    for (req, outcome) in group.iter().zip(outcomes) {
+        if let CommitOutcome::Committed { events: Some(_) } = outcome {
+            for ev in &req.unit.events {
+                m.published(&ev.publisher, &ev.event_type);
             }
         }
     }

@@ -239,6 +239,25 @@ impl Db {
         Ok(out)
     }
 
+    /// How many keys of `table` start with `prefix` (without reading their values).
+    pub fn count_prefix(&self, table: &str, prefix: &str) -> Result<u64, StateError> {
+        let txn = self.snapshot()?;
+        let table = match txn.open_table(kv(table)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(StateError::storage(e)),
+        };
+        let mut n = 0;
+        for item in table.range(prefix..).map_err(StateError::storage)? {
+            let (k, _) = item.map_err(StateError::storage)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Events with sequence numbers in `(after, ..]`, at most `limit`, in order.
     pub fn events_after(
         &self,

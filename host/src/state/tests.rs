@@ -123,15 +123,11 @@ async fn rolling_back_to_a_savepoint_drops_later_writes_and_events_only() {
     let (db, _dir) = temp_db(std::slice::from_ref(&kv));
     let mut u = UnitOfWork::begin(&db).expect("begin");
     u.put(&kv, "caller", Some(b"1".to_vec()));
-    u.publish(OutgoingEvent {
-        encoded: b"caller-event".to_vec(),
-    });
+    u.publish(OutgoingEvent::new(b"caller-event".to_vec()));
     let sp = u.savepoint();
     u.put(&kv, "callee", Some(b"2".to_vec()));
     u.put(&kv, "caller", None);
-    u.publish(OutgoingEvent {
-        encoded: b"callee-event".to_vec(),
-    });
+    u.publish(OutgoingEvent::new(b"callee-event".to_vec()));
     u.rollback_to(sp);
     assert_eq!(u.get(&kv, "caller").expect("get"), Some(b"1".to_vec()));
     assert_eq!(u.get(&kv, "callee").expect("get"), None);
@@ -151,8 +147,8 @@ async fn events_get_consecutive_sequence_numbers_that_survive_a_reopen() {
         handles.push(tokio::spawn(async move {
             let mut u = UnitOfWork::begin(&db).expect("begin");
             u.put(&kv, &format!("k/{i:02}"), Some(vec![i]));
-            u.publish(OutgoingEvent { encoded: vec![i] });
-            u.publish(OutgoingEvent { encoded: vec![i] });
+            u.publish(OutgoingEvent::new(vec![i]));
+            u.publish(OutgoingEvent::new(vec![i]));
             c.commit(u).await.expect("commit")
         }));
     }
@@ -179,7 +175,7 @@ async fn events_get_consecutive_sequence_numbers_that_survive_a_reopen() {
     let db = Db::open(&dir, std::slice::from_ref(&kv)).expect("reopen");
     let c = Committer::start(db.clone()).expect("committer");
     let mut u = UnitOfWork::begin(&db).expect("begin");
-    u.publish(OutgoingEvent { encoded: vec![99] });
+    u.publish(OutgoingEvent::new(vec![99]));
     assert_eq!(
         c.commit(u).await.expect("commit"),
         CommitOutcome::Committed {
@@ -311,9 +307,7 @@ async fn a_unit_holds_only_so_many_writes_and_events_and_a_savepoint_gives_them_
     u.put_bounded(&kv, "c", Some(vec![0; 9]), &limits)
         .expect("room again after the rollback");
 
-    let event = |n: usize| OutgoingEvent {
-        encoded: vec![0; n],
-    };
+    let event = |n: usize| OutgoingEvent::new(vec![0; n]);
     u.publish_bounded(event(4), &limits).expect("first event");
     let sp = u.savepoint();
     u.publish_bounded(event(4), &limits).expect("second event");
@@ -348,9 +342,7 @@ async fn commit_when_recovered(db: &Db, c: &Committer, key: &str) -> Duration {
         match UnitOfWork::begin(db) {
             Ok(mut u) => {
                 u.put(&t("ctx/a"), key, Some(b"after".to_vec()));
-                u.publish(OutgoingEvent {
-                    encoded: b"after".to_vec(),
-                });
+                u.publish(OutgoingEvent::new(b"after".to_vec()));
                 match c.commit(u).await {
                     Ok(CommitOutcome::Committed { .. }) => return began.elapsed(),
                     Ok(CommitOutcome::Conflict) => {}
@@ -377,9 +369,7 @@ async fn a_full_disk_refuses_changes_as_unavailable_and_the_committer_recovers_o
         let key = format!("k/{:04}", stored.len());
         let mut u = UnitOfWork::begin(&db).expect("begin");
         u.put(&kv, &key, Some(vec![7u8; 16 * 1024]));
-        u.publish(OutgoingEvent {
-            encoded: key.clone().into_bytes(),
-        });
+        u.publish(OutgoingEvent::new(key.clone().into_bytes()));
         match c.commit(u).await {
             Ok(CommitOutcome::Committed { .. }) => stored.push(key),
             Ok(CommitOutcome::Conflict) => panic!("no unit conflicts here"),

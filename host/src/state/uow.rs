@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use redb::{ReadTransaction, ReadableTable, TableError};
 
@@ -21,10 +22,23 @@ use super::db::{Db, Table, kv};
 use super::error::StateError;
 
 /// An event published by the unit, waiting for its commit to get a sequence number.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct OutgoingEvent {
     /// The encoded event (see `bus::envelope`).
     pub encoded: Vec<u8>,
+    /// The publishing context and the event's type, for the metrics of committed events.
+    pub publisher: Arc<str>,
+    pub event_type: Arc<str>,
+}
+
+impl OutgoingEvent {
+    /// An event known only by its bytes (the metrics count it under an empty name).
+    pub fn new(encoded: Vec<u8>) -> Self {
+        OutgoingEvent {
+            encoded,
+            ..OutgoingEvent::default()
+        }
+    }
 }
 
 /// A range read by a scan: what the committer re-reads to validate it.

@@ -53,6 +53,28 @@ pub enum SwapError {
 /// The reason of a rollback made by self-healing, kept in the version's origin.
 const AUTOMATIC_ROLLBACK: &str = "automatic: invocations kept failing";
 
+/// Record a deployment or rollback of `name` that ended with `result`.
+fn record(
+    name: &str,
+    action: &'static str,
+    trigger: &'static str,
+    result: &Result<DeployReport, SwapError>,
+) {
+    let (version, outcome, detail) = match result {
+        Ok(r) => (r.version.clone(), "ok", None),
+        Err(e) => (String::new(), "refused", Some(e.to_string())),
+    };
+    crate::telemetry::record_deployment(crate::telemetry::Deployment {
+        at: crate::time::now_rfc3339(),
+        context: name.to_string(),
+        version,
+        action,
+        trigger,
+        outcome,
+        detail,
+    });
+}
+
 /// Serialises deployments and owns the route table they change.
 pub struct Swapper {
     runtime: Runtime,
@@ -85,7 +107,26 @@ impl Swapper {
     }
 
     /// Deploy `bytes` as the new version of `name` (a new context if none is loaded).
+    /// Recorded in the telemetry's deployments, whatever the outcome.
     pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        origin: &str,
+    ) -> Result<DeployReport, SwapError> {
+        let result = self.deploy_inner(name, bytes, origin).await;
+        let trigger = if origin.starts_with("watch") {
+            "watch"
+        } else {
+            "manual"
+        };
+        if !matches!(&result, Ok(r) if !r.changed) {
+            record(name, "deploy", trigger, &result);
+        }
+        result
+    }
+
+    async fn deploy_inner(
         &self,
         name: &str,
         bytes: Vec<u8>,
@@ -135,8 +176,20 @@ impl Swapper {
         Ok(report)
     }
 
-    /// Go back to the version that ran before the current one.
+    /// Go back to the version that ran before the current one. Recorded in the telemetry's
+    /// deployments, whatever the outcome.
     pub async fn rollback(&self, name: &str, reason: &str) -> Result<DeployReport, SwapError> {
+        let result = self.rollback_inner(name, reason).await;
+        let trigger = if reason == AUTOMATIC_ROLLBACK {
+            "automatic"
+        } else {
+            "manual"
+        };
+        record(name, "rollback", trigger, &result);
+        result
+    }
+
+    async fn rollback_inner(&self, name: &str, reason: &str) -> Result<DeployReport, SwapError> {
         let _one_at_a_time = self.lock.lock().await;
         let started = Instant::now();
         let Some(current) = self.runtime.registry().get(name) else {

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
@@ -22,6 +24,7 @@ use super::topology::Topology;
 use super::{AmqpError, message};
 use crate::bus::backoff::Backoff;
 use crate::bus::delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver_all, record_dead_letter};
+use crate::telemetry::metrics;
 
 /// How often the bindings are compared with the context's current subscriptions.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -101,6 +104,12 @@ pub(super) async fn run(conn: Arc<Connection>, spec: ConsumerSpec) -> Result<Sto
                 if !reconcile(&channel, &bus, &topology, &context, &mut bound).await? {
                     return Ok(Stopped::ContextGone(context));
                 }
+                // The lag: what waits in the queue (a passive declaration reads its depth).
+                let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+                let depth = channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await?;
+                metrics().subscriber_lag(&context, u64::from(depth.message_count()));
             }
         }
     }
