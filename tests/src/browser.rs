@@ -67,7 +67,7 @@ impl Browser {
                             "--no-sandbox",
                             "--disable-gpu",
                             "--disable-dev-shm-usage",
-                            "--window-size=1400,1000",
+                            "--window-size=1400,1150",
                             "--hide-scrollbars",
                         ],
                     },

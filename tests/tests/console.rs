@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ctxhost_tests::{
-    ADMIN_TOKEN, Api, Browser, Host, HostOptions, PLUGINS, ensure_that, eventually,
+    ADMIN_TOKEN, Api, Browser, Host, HostOptions, PLUGINS, ensure_that, eventually, plugin_dir,
+    with_marker,
 };
 use serde_json::{Value, json};
 
@@ -172,6 +173,7 @@ async fn shown(browser: &Browser) -> Value {
                graph: document.querySelector('#graph canvas') !== null,
                broker: document.getElementById('broker').getAttribute('data-broker'),
                deadLetters: document.getElementById('dead-letters').getAttribute('data-dead-letters'),
+               deployments: rows('[data-deployment]', r => r.getAttribute('data-deployment') + ' ' + r.className),
                url: window.location.href,
                status: document.getElementById('status').textContent,
              };",
@@ -255,6 +257,25 @@ async fn the_console_shows_the_topology_live_and_the_breaker_opening() {
         ensure_that!(
             page["updates"].as_u64().unwrap_or(0) >= before + 2,
             "no new update: {page}"
+        );
+        Ok(())
+    })
+    .await;
+
+    // A new version of car is deployed: the page lists the deployment.
+    let car_wasm = std::fs::read(plugin_dir().join("car.wasm")).expect("car.wasm");
+    host.send(
+        reqwest::Method::PUT,
+        "/admin/plugins/car",
+        Some((with_marker(&car_wasm, "console"), "application/wasm")),
+    )
+    .await
+    .expect(200);
+    eventually(Duration::from_secs(10), || async {
+        let page = shown(&browser).await;
+        ensure_that!(
+            page["deployments"] == json!(["car deploy"]),
+            "the deployment of car: {page}"
         );
         Ok(())
     })

@@ -261,7 +261,7 @@
     dl.setAttribute("data-dead-letters", count === null || count === undefined ? "" : String(count));
     dl.className = count > 0 ? "bad" : "ok";
 
-    $("window").textContent = t.windowS > 0 ? "the last " + t.windowS + " s" : "-";
+    $("window").textContent = t.windowS > 0 ? "the last " + t.windowS.toFixed(0) + " s" : "-";
     $("updated").textContent = new Date(t.at).toLocaleTimeString();
     $("updated").setAttribute("data-at", t.at);
 
