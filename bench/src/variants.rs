@@ -122,7 +122,12 @@ pub(crate) async fn run(
             let ratio = median(&ratios);
             Summary::of(runs(side)).row(side.variant.name, Some(ratio));
             if i > 0 {
-                verdicts.push((side.variant.name, label.clone(), ratio, side.variant.max_cost));
+                verdicts.push((
+                    side.variant.name,
+                    label.clone(),
+                    ratio,
+                    side.variant.max_cost,
+                ));
             }
         }
     }

@@ -21,8 +21,8 @@ use super::invoke::{CallSite, InvokeError, resume_deadline};
 use super::store_data::Invocation;
 use crate::resilience::{Attempt, Failure};
 use crate::state::SharedUnit;
-use crate::telemetry::{Outcome, metrics};
 use crate::sync::lock;
+use crate::telemetry::{Outcome, metrics};
 
 /// Kinds of host failure, as cases of `ctxhost:platform/types.call-error`.
 pub(crate) const CALL_ERROR_CASES: [&str; 4] = ["unavailable", "trapped", "timeout", "rejected"];

@@ -513,7 +513,13 @@ impl Runtime {
             Ok(Err(_)) => Outcome::error,
             Err(e) => outcome_of(e),
         };
-        metrics().invocation(&ctx.name, &ctx.version, Kind::ready, outcome, started.elapsed());
+        metrics().invocation(
+            &ctx.name,
+            &ctx.version,
+            Kind::ready,
+            outcome,
+            started.elapsed(),
+        );
         result
     }
 

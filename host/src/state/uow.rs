@@ -12,9 +12,9 @@
 //! operations, whose [`LimitError`] names the limit and its setting.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use redb::{ReadTransaction, ReadableTable, TableError};
 

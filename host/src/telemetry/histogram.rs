@@ -104,12 +104,7 @@ impl EncodeMetric for Timing {
             .chain(std::iter::once(f64::INFINITY))
             .zip(r.buckets)
             .collect();
-        encoder.encode_histogram::<NoLabelSet>(
-            r.sum_nanos as f64 / 1e9,
-            r.count(),
-            &buckets,
-            None,
-        )
+        encoder.encode_histogram::<NoLabelSet>(r.sum_nanos as f64 / 1e9, r.count(), &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {

@@ -461,14 +461,18 @@ impl Metrics {
     /// A request refused by a rate limit of `scope` (`route` or `client`).
     pub(crate) fn rate_limited(&self, scope: &'static str) {
         if self.enabled() {
-            self.rate_limited.get_or_create(&ScopeLabels { scope }).inc();
+            self.rate_limited
+                .get_or_create(&ScopeLabels { scope })
+                .inc();
         }
     }
 
     /// A request refused for its body (`too_large`, `timeout`).
     pub(crate) fn body_refused(&self, reason: &'static str) {
         if self.enabled() {
-            self.body_refused.get_or_create(&ReasonLabels { reason }).inc();
+            self.body_refused
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
         }
     }
 
@@ -716,8 +720,20 @@ mod tests {
             200,
             Duration::from_millis(2),
         );
-        m.http_request(None, None, &http::Method::GET, 404, Duration::from_micros(50));
-        m.invocation(&ctx, "1.0.0", Kind::http, Outcome::trap, Duration::from_millis(1));
+        m.http_request(
+            None,
+            None,
+            &http::Method::GET,
+            404,
+            Duration::from_micros(50),
+        );
+        m.invocation(
+            &ctx,
+            "1.0.0",
+            Kind::http,
+            Outcome::trap,
+            Duration::from_millis(1),
+        );
         let text = m.render(&[]).unwrap();
         assert!(text.contains(
             r#"ctxhost_http_requests_total{context="shop",route="/items/{id}",method="GET",status_class="2xx"} 1"#

@@ -23,8 +23,8 @@ use lapin::{Channel, Connection};
 use super::topology::Topology;
 use super::{AmqpError, message};
 use crate::bus::backoff::Backoff;
-use crate::telemetry::metrics;
 use crate::bus::delivery::{Delivered, MAX_BATCH, RetryPolicy, deliver_all, record_dead_letter};
+use crate::telemetry::metrics;
 
 /// How often the bindings are compared with the context's current subscriptions.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
