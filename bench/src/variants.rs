@@ -36,6 +36,14 @@ struct Side {
     writes: Vec<Report>,
 }
 
+fn reads_of(s: &Side) -> &Vec<Report> {
+    &s.reads
+}
+
+fn writes_of(s: &Side) -> &Vec<Report> {
+    &s.writes
+}
+
 /// Run `variants` (the first is the baseline) and print the tables under `title`.
 pub(crate) async fn run(
     title: &str,
@@ -81,36 +89,45 @@ pub(crate) async fn run(
 
     println!("\n## {title} ({rounds} interleaved rounds of {seconds} s per load, medians)\n");
     println!("- binary: {}", bin.display());
-    let paired = |runs: &dyn Fn(&Side) -> &Vec<Report>, side: &Side| -> f64 {
-        let base = runs(&sides[0]);
-        let ratios: Vec<f64> = runs(side)
-            .iter()
-            .zip(base)
-            .map(|(r, b)| r.throughput() / b.throughput())
-            .collect();
-        median(&ratios)
-    };
     let mut verdicts = Vec::new();
-    for (label, runs, unit) in [
+    let paths: [(String, fn(&Side) -> &Vec<Report>, &str); 2] = [
         (
-            format!("Read path: `GET /cars/{{id}}`, fresh instance per request, {connections} connections"),
-            (&|s: &Side| &s.reads) as &dyn Fn(&Side) -> &Vec<Report>,
+            format!(
+                "Read path: `GET /cars/{{id}}`, fresh instance per request, {connections} connections"
+            ),
+            reads_of,
             "req/s",
         ),
         (
-            format!("Write path: `POST /orders`, durable (fsync before 201), {WRITE_CLIENTS} clients"),
-            &|s: &Side| &s.writes,
+            format!(
+                "Write path: `POST /orders`, durable (fsync before 201), {WRITE_CLIENTS} clients"
+            ),
+            writes_of,
             "orders/s",
         ),
-    ] {
+    ];
+    for (label, runs, unit) in paths {
         println!("\n### {label}\n");
-        println!("| variant | {unit} | p50 ms | p99 ms | failed | ratio to baseline (paired median) |");
+        println!(
+            "| variant | {unit} | p50 ms | p99 ms | failed | ratio to baseline (paired median) |"
+        );
         println!("| --- | --- | --- | --- | --- | --- |");
+        let base = runs(&sides[0]);
         for (i, side) in sides.iter().enumerate() {
-            let ratio = paired(runs, side);
+            let ratios: Vec<f64> = runs(side)
+                .iter()
+                .zip(base)
+                .map(|(r, b)| r.throughput() / b.throughput())
+                .collect();
+            let ratio = median(&ratios);
             Summary::of(runs(side)).row(side.variant.name, Some(ratio));
             if i > 0 {
-                verdicts.push((side.variant.name, label.clone(), ratio, side.variant.max_cost));
+                verdicts.push((
+                    side.variant.name,
+                    label.clone(),
+                    ratio,
+                    side.variant.max_cost,
+                ));
             }
         }
     }

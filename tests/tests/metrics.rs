@@ -5,16 +5,18 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ctxhost_tests::{
-    Host, HostOptions, SETTLE, ensure_program, ensure_that, eventually, id,
-};
+use ctxhost_tests::{Host, HostOptions, SETTLE, ensure_program, ensure_that, eventually, id};
 use std::io::Write;
 
 /// The value of the sample `series` (name and labels exactly as exposed), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The sum of every sample of family `name` whose labels contain all of `labels`.
@@ -83,7 +85,8 @@ fn promtool(text: &str) -> (bool, String) {
         .write_all(text.as_bytes())
         .expect("feed promtool");
     let out = child.wait_with_output().expect("promtool ends");
-    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), said)
 }
 
@@ -98,11 +101,12 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
     }
     // A path no route matches, with a number in it that must not become a label.
     host.get("/nowhere/918273645").await;
-    for o in &orders {
-        host.order(*o).await;
-    }
     let url = host.url("/metrics");
     eventually(SETTLE, || async {
+        for o in &orders {
+            let order = host.order(*o).await;
+            ensure_that!(order["status"] == "RENTED", "order not rented yet: {order}");
+        }
         let (_, _, text) = scrape(&url).await;
         let rented = sum(
             &text,
@@ -117,11 +121,16 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
     let (status, content_type, text) = scrape(&url).await;
     assert_eq!(status, 200, "open by default: {text}");
     assert!(
-        content_type.as_deref().is_some_and(|c| c.starts_with("text/plain; version=0.0.4")),
+        content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")),
         "{content_type:?}"
     );
     let (ok, said) = promtool(&text);
-    assert!(ok, "promtool check metrics refused the exposition:\n{said}\n---\n{text}");
+    assert!(
+        ok,
+        "promtool check metrics refused the exposition:\n{said}\n---\n{text}"
+    );
 
     // Gateway: by route pattern, never by raw path.
     assert_eq!(
@@ -132,7 +141,13 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
         Some(3.0),
         "{text}"
     );
-    assert!(sum(&text, "ctxhost_http_requests_total", &[r#"route="/orders/{id}""#]) >= 3.0);
+    assert!(
+        sum(
+            &text,
+            "ctxhost_http_requests_total",
+            &[r#"route="/orders/{id}""#]
+        ) >= 3.0
+    );
     assert_eq!(
         sample(
             &text,
@@ -142,7 +157,11 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
     );
     assert!(!text.contains("918273645"), "a raw path became a label");
     assert!(
-        sum(&text, "ctxhost_http_request_duration_seconds_count", &[r#"context="car""#]) >= 1.0
+        sum(
+            &text,
+            "ctxhost_http_request_duration_seconds_count",
+            &[r#"context="car""#]
+        ) >= 1.0
     );
 
     // Invocations and the call from order to payment.
@@ -159,7 +178,11 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
         sum(
             &text,
             "ctxhost_calls_total",
-            &[r#"caller="order""#, r#"target="payment""#, r#"outcome="ok""#]
+            &[
+                r#"caller="order""#,
+                r#"target="payment""#,
+                r#"outcome="ok""#
+            ]
         ) >= 3.0,
         "{text}"
     );
@@ -171,12 +194,21 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
         ) >= 3.0
     );
     assert_eq!(
-        sample(&text, r#"ctxhost_breaker_state{target="payment",state="closed"}"#),
+        sample(
+            &text,
+            r#"ctxhost_breaker_state{target="payment",state="closed"}"#
+        ),
         Some(1.0),
         "{text}"
     );
     assert!(sum(&text, "ctxhost_instances_created_total", &[]) >= 4.0);
-    assert!(sum(&text, "ctxhost_instances_in_flight", &[r#"context="order""#]) >= 0.0);
+    assert!(
+        sum(
+            &text,
+            "ctxhost_instances_in_flight",
+            &[r#"context="order""#]
+        ) >= 0.0
+    );
     assert!(text.contains(r#"ctxhost_version_healthy{context="order""#));
 
     // Units of work and events.
@@ -184,10 +216,20 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
     assert!(sample(&text, "ctxhost_commit_group_size_count").is_some_and(|n| n >= 4.0));
     assert!(sample(&text, "ctxhost_commit_duration_seconds_count").is_some_and(|n| n >= 4.0));
     assert!(
-        sum(&text, "ctxhost_events_published_total", &[r#"context="order""#]) >= 3.0,
+        sum(
+            &text,
+            "ctxhost_events_published_total",
+            &[r#"context="order""#]
+        ) >= 3.0,
         "{text}"
     );
-    assert!(sum(&text, "ctxhost_events_published_total", &[r#"context="car""#]) >= 1.0);
+    assert!(
+        sum(
+            &text,
+            "ctxhost_events_published_total",
+            &[r#"context="car""#]
+        ) >= 1.0
+    );
     assert!(
         sum(
             &text,
@@ -214,12 +256,15 @@ async fn metrics_tell_the_story_with_bounded_labels_and_pass_promtool() {
         let base = name.strip_suffix("_total").unwrap_or(name);
         assert!(doc.contains(base), "{name} is not in docs/OBSERVABILITY.md");
     }
-    let dashboard =
-        std::fs::read_to_string(root.join("deploy/grafana/ctxhost-dashboard.json")).expect("dashboard");
+    let dashboard = std::fs::read_to_string(root.join("deploy/grafana/ctxhost-dashboard.json"))
+        .expect("dashboard");
     let names = families_in(&dashboard);
     assert!(names.len() > 20, "{names:?}");
     for name in names {
-        assert!(doc.contains(&name), "the dashboard queries {name}, which is not documented");
+        assert!(
+            doc.contains(&name),
+            "the dashboard queries {name}, which is not documented"
+        );
     }
 
     // The process.
@@ -236,7 +281,7 @@ async fn metrics_can_need_the_token_move_to_their_own_listener_or_be_off() {
     assert_eq!(status, 401);
     let with_token = host.get("/metrics").await;
     assert_eq!(with_token.status, 200, "{}", with_token.body);
-    assert!(with_token.body.contains("ctxhost_http_requests_total"));
+    assert!(with_token.body.contains("process_resident_memory_bytes"));
     drop(host);
 
     // On a listener of its own: the API's listener no longer serves it.
@@ -244,9 +289,9 @@ async fn metrics_can_need_the_token_move_to_their_own_listener_or_be_off() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         l.local_addr().expect("addr").port()
     };
-    let host = Host::start(
-        HostOptions::new().host_config(&format!("[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"")),
-    );
+    let host = Host::start(HostOptions::new().host_config(&format!(
+        "[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\""
+    )));
     let (status, _, text) = scrape(&format!("http://127.0.0.1:{port}/metrics")).await;
     assert_eq!(status, 200);
     assert!(text.contains("process_resident_memory_bytes"));
@@ -260,4 +305,50 @@ async fn metrics_can_need_the_token_move_to_their_own_listener_or_be_off() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (status, _, body) = scrape(&host.url("/metrics")).await;
     assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn over_rabbitmq_the_broker_outbox_and_queue_lag_are_exposed() {
+    let ns = ctxhost_tests::broker::Namespace::new();
+    let host = Host::start(HostOptions::new().amqp(ns.name()));
+    let car = host.create_car("Broker", 5).await;
+    let order = host.place_order(car, 1, "bob").await;
+    let order_id = id(&order, "id");
+    let url = host.url("/metrics");
+    // The consumers read their queue's depth every 2 s: wait for the lag of `view` to be
+    // reported, and for the saga to have gone through the broker.
+    eventually(SETTLE, || async {
+        let order = host.order(order_id).await;
+        ensure_that!(order["status"] == "RENTED", "order not rented yet: {order}");
+        let (_, _, text) = scrape(&url).await;
+        ensure_that!(
+            text.contains(r#"ctxhost_subscriber_lag_events{subscriber="view"}"#),
+            "no lag for view yet"
+        );
+        ensure_that!(
+            sample(&text, "ctxhost_outbox_pending_events") == Some(0.0),
+            "outbox not drained"
+        );
+        Ok(())
+    })
+    .await;
+    let (_, _, text) = scrape(&url).await;
+    let (ok, said) = promtool(&text);
+    assert!(ok, "promtool:\n{said}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"ctxhost_broker_state{transport="amqp",state="connected"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sum(
+            &text,
+            "ctxhost_events_delivered_total",
+            &[r#"subscriber="car""#, r#"outcome="applied""#]
+        ) >= 1.0,
+        "{text}"
+    );
 }
