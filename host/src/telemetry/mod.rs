@@ -17,7 +17,7 @@ pub(crate) mod process;
 use std::time::Duration;
 
 pub(crate) use config::TelemetryFile;
-pub use config::{MetricsSettings, TelemetryConfigError};
+pub(crate) use config::{MetricsSettings, TelemetryConfigError};
 pub(crate) use deployments::Deployment;
 pub(crate) use flows::{CallFlow, EventFlow, FlowSnapshot, Rate};
 pub(crate) use metrics::{Kind, Outcome, metrics};
