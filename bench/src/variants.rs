@@ -36,6 +36,9 @@ struct Side {
     writes: Vec<Report>,
 }
 
+/// The runs of one path of a side.
+type RunsOf = fn(&Side) -> &Vec<Report>;
+
 fn reads_of(s: &Side) -> &Vec<Report> {
     &s.reads
 }
@@ -90,7 +93,7 @@ pub(crate) async fn run(
     println!("\n## {title} ({rounds} interleaved rounds of {seconds} s per load, medians)\n");
     println!("- binary: {}", bin.display());
     let mut verdicts = Vec::new();
-    let paths: [(String, fn(&Side) -> &Vec<Report>, &str); 2] = [
+    let paths: [(String, RunsOf, &str); 2] = [
         (
             format!(
                 "Read path: `GET /cars/{{id}}`, fresh instance per request, {connections} connections"
@@ -122,7 +125,12 @@ pub(crate) async fn run(
             let ratio = median(&ratios);
             Summary::of(runs(side)).row(side.variant.name, Some(ratio));
             if i > 0 {
-                verdicts.push((side.variant.name, label.clone(), ratio, side.variant.max_cost));
+                verdicts.push((
+                    side.variant.name,
+                    label.clone(),
+                    ratio,
+                    side.variant.max_cost,
+                ));
             }
         }
     }

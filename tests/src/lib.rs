@@ -17,11 +17,13 @@
 //!   missing ([`ensure_program`]).
 //! - [`broker`]: RabbitMQ for the tests of the AMQP transport ([`HostOptions::amqp`]).
 //! - [`otlp`]: a real OTLP trace receiver (HTTP/protobuf or gRPC) for the trace tests.
+//! - `browser`: a headless Chromium driven over WebDriver, for the console ([`Browser`]).
 //!
 //! The binary and the plugins come from `CTXHOST_BIN` and `CTXHOST_PLUGIN_DIR` (set by
 //! `cargo xtask test`) or from the workspace's `target/` directory (`cargo xtask build`).
 
 pub mod broker;
+mod browser;
 mod config;
 mod host;
 mod http;
@@ -32,6 +34,7 @@ mod rental;
 mod tools;
 mod wasm;
 
+pub use browser::Browser;
 pub use config::{ADMIN_TOKEN, HostOptions, PLUGINS};
 pub use host::{Host, TestDir, host_binary, plugin_dir, test_cache_dir, unique_name};
 pub use http::{Api, Resp, as_list, id, text};

@@ -306,3 +306,49 @@ async fn metrics_can_need_the_token_move_to_their_own_listener_or_be_off() {
     let (status, _, body) = scrape(&host.url("/metrics")).await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test]
+async fn over_rabbitmq_the_broker_outbox_and_queue_lag_are_exposed() {
+    let ns = ctxhost_tests::broker::Namespace::new();
+    let host = Host::start(HostOptions::new().amqp(ns.name()));
+    let car = host.create_car("Broker", 5).await;
+    let order = host.place_order(car, 1, "bob").await;
+    let order_id = id(&order, "id");
+    let url = host.url("/metrics");
+    // The consumers read their queue's depth every 2 s: wait for the lag of `view` to be
+    // reported, and for the saga to have gone through the broker.
+    eventually(SETTLE, || async {
+        let order = host.order(order_id).await;
+        ensure_that!(order["status"] == "RENTED", "order not rented yet: {order}");
+        let (_, _, text) = scrape(&url).await;
+        ensure_that!(
+            text.contains(r#"ctxhost_subscriber_lag_events{subscriber="view"}"#),
+            "no lag for view yet"
+        );
+        ensure_that!(
+            sample(&text, "ctxhost_outbox_pending_events") == Some(0.0),
+            "outbox not drained"
+        );
+        Ok(())
+    })
+    .await;
+    let (_, _, text) = scrape(&url).await;
+    let (ok, said) = promtool(&text);
+    assert!(ok, "promtool:\n{said}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"ctxhost_broker_state{transport="amqp",state="connected"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sum(
+            &text,
+            "ctxhost_events_delivered_total",
+            &[r#"subscriber="car""#, r#"outcome="applied""#]
+        ) >= 1.0,
+        "{text}"
+    );
+}

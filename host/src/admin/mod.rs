@@ -1,11 +1,14 @@
-//! The host's own endpoints: liveness and readiness (open; readiness in detail only with the
-//! admin token), and the admin API behind a bearer token: plugins (list, deploy, rollback,
-//! versions), dead letters, redelivery, resilience state. Its answers are the wire types of
+//! The host's own endpoints: liveness, readiness and metrics (open; readiness in detail only with the
+//! admin token), the console page (open: static files that show nothing without the token),
+//! and the admin API behind a bearer token: plugins (list, deploy, rollback, versions), dead
+//! letters, redelivery, resilience state, topology. Its answers are the wire types of
 //! [`crate::api`].
 
 mod auth;
+mod console;
 mod metrics;
 mod plugins;
+mod topology;
 
 use std::sync::Arc;
 
@@ -42,7 +45,7 @@ pub struct Admin {
     pub metrics: crate::telemetry::MetricsSettings,
 }
 
-/// The probes, open, and the admin API behind the token.
+/// The probes and the console, open, and the admin API behind the token.
 pub(crate) fn router(admin: Arc<Admin>) -> Router {
     let protected = Router::new()
         .route("/admin/plugins", get(plugins))
@@ -51,6 +54,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/plugins/{name}/versions", get(plugins::versions))
         .route("/admin/dead-letters", get(dead_letters))
         .route("/admin/resilience", get(resilience))
+        .route("/admin/topology", get(topology::topology))
         .route("/admin/subscriptions/{context}/redeliver", post(redeliver))
         .route_layer(axum::middleware::from_fn_with_state(
             admin.clone(),
@@ -58,7 +62,9 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         ));
     let mut open = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/console", get(console::page))
+        .route("/console/{file}", get(console::asset));
     if admin.metrics.listen.is_none() {
         open = open.route("/metrics", get(metrics::serve));
     }

@@ -45,14 +45,14 @@ pub enum RouteError {
     },
 }
 
-/// The context serving a route, and the route's pattern.
-type RouteTarget = (Arc<str>, Arc<str>);
+/// What a matched pattern leads to: its owner and the pattern itself.
+type Target = (Arc<str>, Arc<str>);
 
 /// Method and path pattern to context.
 #[derive(Default)]
 pub struct RouteTable {
-    /// Per method: path pattern to the serving context and the pattern itself.
-    by_method: HashMap<String, matchit::Router<RouteTarget>>,
+    /// Per method, the routes' targets.
+    by_method: HashMap<String, matchit::Router<Target>>,
     /// Every pattern, whatever its method: patterns of different methods must not
     /// conflict either, so a path reads the same for every method.
     paths: matchit::Router<()>,

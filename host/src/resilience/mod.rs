@@ -332,6 +332,22 @@ impl Resilience {
             .clone()
     }
 
+    /// The state of the circuit breaker of calls into `name` at `now`, without creating the
+    /// target's state: `disabled` when its policy turns the breaker off, `closed` before the
+    /// first call, else `closed`, `open` or `half-open`.
+    pub fn breaker_state(&self, name: &str, now: Instant) -> &'static str {
+        let target = lock(&self.targets).get(name).cloned();
+        let enabled = match &target {
+            Some(t) => t.policy.breaker.enabled,
+            None => self.settings.policy(name).breaker.enabled,
+        };
+        match target {
+            _ if !enabled => "disabled",
+            Some(t) => t.breaker.state(now).as_str(),
+            None => breaker::BreakerState::Closed.as_str(),
+        }
+    }
+
     /// Every target called so far (and every configured one).
     /// Every target with a policy or a call so far, by name.
     pub fn targets(&self) -> Vec<Arc<Target>> {
@@ -478,6 +494,27 @@ mod tests {
         assert!(refused.message.contains("open"), "{refused}");
         assert!(started.elapsed() < Duration::from_millis(50));
         assert_eq!(t.breaker().state(Instant::now()), BreakerState::Open);
+    }
+
+    #[tokio::test]
+    async fn the_breaker_state_is_read_without_creating_a_target() {
+        let mut quick = TargetPolicy::defaults(Duration::from_secs(5));
+        quick.breaker.consecutive_failures = 1;
+        let mut off = TargetPolicy::defaults(Duration::from_secs(5));
+        off.breaker.enabled = false;
+        let r = Resilience::new(ResilienceSettings {
+            default: quick,
+            targets: [("quiet".to_string(), off)].into_iter().collect(),
+        });
+        let now = Instant::now();
+        assert_eq!(r.breaker_state("payment", now), "closed");
+        assert_eq!(r.breaker_state("quiet", now), "disabled");
+        assert!(lock(&r.targets).is_empty(), "nothing created by reading");
+        let t = r.target("payment");
+        let _ = t
+            .run("authorize", &mut |_| async { Some(Failure::Trapped) })
+            .await;
+        assert_eq!(r.breaker_state("payment", Instant::now()), "open");
     }
 
     #[tokio::test]

@@ -13,7 +13,10 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase, TableDefinition, TableError, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTableMetadata, TableDefinition, TableError,
+    WriteTransaction,
+};
 
 use super::error::StateError;
 use super::health::{RecoveryPolicy, StorageHealth, StorageStatus};
@@ -200,6 +203,17 @@ impl Db {
         };
         let value = table.get(key).map_err(StateError::storage)?;
         Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// How many entries a string-keyed table holds (0 before its first entry).
+    pub fn count(&self, table: &str) -> Result<u64, StateError> {
+        let txn = self.snapshot()?;
+        let table = match txn.open_table(kv(table)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(StateError::storage(e)),
+        };
+        table.len().map_err(StateError::storage)
     }
 
     /// Every entry of a string-keyed table whose key starts with `prefix`.

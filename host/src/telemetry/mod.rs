@@ -22,7 +22,7 @@ use std::time::Duration;
 pub(crate) use config::TelemetryFile;
 pub(crate) use config::{MetricsSettings, TelemetryConfigError};
 pub(crate) use deployments::Deployment;
-pub(crate) use flows::FlowSnapshot;
+pub(crate) use flows::{CallFlow, EventFlow, FlowSnapshot, Rate};
 pub(crate) use metrics::{Kind, Outcome, metrics};
 
 /// The rates of the last seconds, per context, call edge and event flow.

@@ -86,8 +86,8 @@ fn read() -> Option<Process> {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct it is given.
-    let max_fds = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0)
-        .then_some(lim.rlim_cur as u64);
+    let max_fds =
+        (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur);
     let start_time_seconds = boot_time().map(|boot| boot + start_ticks as f64 / ticks);
     Some(Process {
         rss_bytes: rss_pages * page,
