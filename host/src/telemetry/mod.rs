@@ -1,9 +1,9 @@
 //! Telemetry: what the host tells operators about itself, with no code in the components.
 //! A leaf every layer records into.
 //!
-//! - [`metrics`]: the Prometheus families (`ctxhost_*`), rendered by `GET /metrics`.
+//! - [`mod@metrics`]: the Prometheus families (`ctxhost_*`), rendered by `GET /metrics`.
 //! - `flows`: rates, error ratios and p99 over the last seconds, per context, call edge and
-//!   event flow, for the console's topology ([`flows`]).
+//!   event flow, for the console's topology ([`flows()`]).
 //! - `deployments`: the recent deployments and rollbacks ([`recent_deployments`]).
 //! - `process`: the `process_*` families.
 //! - [`trace`]: distributed traces (OpenTelemetry over OTLP, W3C trace context) and the
