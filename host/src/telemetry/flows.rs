@@ -109,7 +109,7 @@ impl Ledger {
             Some(c) => c,
             None => {
                 let mut cells = self.cells.write().unwrap_or_else(|p| p.into_inner());
-                if cells.len() >= super::metrics::MAX_SERIES && !cells.contains_key(&key) {
+                if cells.len() >= super::MAX_SERIES && !cells.contains_key(&key) {
                     return;
                 }
                 cells.entry(key).or_default().clone()

@@ -24,9 +24,7 @@ use prometheus_client::registry::Registry;
 use super::flows::{FlowKey, Ledger};
 use super::histogram::Timing;
 
-/// Most label sets a family whose values a component chooses may hold; later values are
-/// counted under `other`.
-pub(crate) const MAX_SERIES: usize = 2000;
+use super::MAX_SERIES;
 
 /// A label value shared without copying (context names, route patterns).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

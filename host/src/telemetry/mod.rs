@@ -9,6 +9,10 @@
 //! - [`trace`]: distributed traces (OpenTelemetry over OTLP, W3C trace context) and the
 //!   log format.
 
+/// Most label sets a family whose values a component chooses may hold (and flows the
+/// console tracks); later values are counted under `other`.
+pub(crate) const MAX_SERIES: usize = 2000;
+
 mod config;
 mod deployments;
 mod flows;
