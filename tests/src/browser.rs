@@ -6,7 +6,6 @@
 //! on a free localhost port and opens a headless session; dropping it ends both. Other
 //! binaries can be named with `CTXHOST_TEST_CHROMIUM` and `CTXHOST_TEST_CHROMEDRIVER`.
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,8 +19,6 @@ use serde_json::{Value, json};
 const DRIVER_START: Duration = Duration::from_secs(30);
 /// How long one WebDriver command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long installing the browser may take.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// A headless Chromium session; the browser and its driver end when it is dropped.
 pub struct Browser {
@@ -229,76 +226,11 @@ fn ensure_installed() -> (PathBuf, PathBuf) {
     if let Some(found) = binaries() {
         return found;
     }
-    // SAFETY: geteuid(2) has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root,
+    crate::tools::apt_install(
+        &["chromium", "chromium-driver"],
         "the console test needs Debian's `chromium` and `chromium-driver` packages \
          (`apt-get install chromium chromium-driver` as root), or CTXHOST_TEST_CHROMIUM and \
-         CTXHOST_TEST_CHROMEDRIVER naming a browser and its driver"
+         CTXHOST_TEST_CHROMEDRIVER naming a browser and its driver",
     );
-    eprintln!("installing chromium and chromium-driver with apt-get ...");
-    apt_get(&["update"]);
-    apt_get(&[
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "chromium",
-        "chromium-driver",
-    ]);
     binaries().expect("chromium and chromedriver after apt-get install")
-}
-
-/// Runs `apt-get <args>` without a terminal; panics with its output when it fails.
-fn apt_get(args: &[&str]) {
-    let mut child = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run apt-get: {e}"));
-    let mut pipes: Vec<Box<dyn Read + Send>> = Vec::new();
-    if let Some(s) = child.stdout.take() {
-        pipes.push(Box::new(s));
-    }
-    if let Some(s) = child.stderr.take() {
-        pipes.push(Box::new(s));
-    }
-    let readers: Vec<_> = pipes
-        .into_iter()
-        .map(|mut pipe| {
-            std::thread::spawn(move || {
-                let mut out = String::new();
-                let _ = pipe.read_to_string(&mut out);
-                out
-            })
-        })
-        .collect();
-    let end = Instant::now() + INSTALL_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(200)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "apt-get {} did not finish within {INSTALL_TIMEOUT:?}",
-                    args.join(" ")
-                );
-            }
-        }
-    };
-    let output: Vec<String> = readers
-        .into_iter()
-        .map(|r| r.join().unwrap_or_default())
-        .collect();
-    assert!(
-        status.success(),
-        "apt-get {} failed ({status}):\n{}",
-        args.join(" "),
-        output.join("\n")
-    );
 }
