@@ -24,7 +24,8 @@
 //! - `resilience`: breakers, bulkheads, retries, rate-limit buckets: policies and state.
 //! - `state`: the redb database, units of work and the group committer.
 //! - `config`: the file, variables and flags, composed from each subsystem's section.
-//! - leaves: `api` (wire types), `bindings` (generated from `wit/`), `jitter` (exponential
+//! - leaves: `api` (wire types), `bindings` (generated from `wit/`), `identity` (principals,
+//!   access rules, token verification), `jitter` (exponential
 //!   waits with jitter), `sync` (the one lock helper), `telemetry` (traces and the log
 //!   format), `time`.
 
@@ -35,6 +36,7 @@ mod bus;
 mod capabilities;
 mod config;
 mod gateway;
+mod identity;
 mod jitter;
 mod resilience;
 mod runtime;

@@ -12,6 +12,9 @@ wit_bindgen::generate!({
             import ctxhost:platform/events@0.1.0;
             import ctxhost:platform/config@0.1.0;
             import ctxhost:platform/log@0.1.0;
+            import ctxhost:platform/identity@0.1.0;
+            import ctxhost:platform/secrets@0.1.0;
+            import wasi:config/store@0.2.0-draft;
             import wasi:http/types@0.2.12;
         }
     "#,

@@ -7,6 +7,7 @@
 //! * [`body`]: JSON body parsing whose errors are 400 problems naming the field.
 //! * [`page`]: paged list endpoints (`?limit=&after=`, a `Link` to the next page).
 //! * [`store`], [`events`], [`config`], [`log`]: JSON-friendly wrappers over the host imports.
+//! * [`identity`]: the caller's principal, and the access rules a context declares.
 //!
 //! The smallest complete context is the workspace's `bench-hello` component, shown here from
 //! its own files so this example is always the code CI builds: a `cdylib` crate with the
@@ -28,6 +29,7 @@ pub mod config;
 mod error;
 pub mod events;
 pub mod http;
+pub mod identity;
 pub mod log;
 pub mod page;
 pub mod router;
@@ -58,6 +60,9 @@ macro_rules! generate {
                 "ctxhost:platform/events@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::events,
                 "ctxhost:platform/config@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::config,
                 "ctxhost:platform/log@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::log,
+                "ctxhost:platform/identity@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::identity,
+                "ctxhost:platform/secrets@0.1.0": ::ctxhost_sdk::bindings::ctxhost::platform::secrets,
+                "wasi:config/store@0.2.0-draft": ::ctxhost_sdk::bindings::wasi::config::store,
                 "wasi:http/types@0.2.12": ::ctxhost_sdk::bindings::wasi::http::types,
                 "wasi:io/error@0.2.12": ::ctxhost_sdk::bindings::wasi::io::error,
                 "wasi:io/poll@0.2.12": ::ctxhost_sdk::bindings::wasi::io::poll,

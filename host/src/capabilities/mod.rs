@@ -1,5 +1,6 @@
 //! Capabilities the host gives every context through WIT imports (`ctxhost:platform`
-//! store, events, config, log, types). Each file implements one interface on
+//! store, events, config, log, identity, secrets, types, and the standard
+//! `wasi:config/store`). Each file implements one interface on
 //! [`CapabilityCtx`], the capability state an invocation's store holds; guest-visible
 //! failures are WIT values, host failures trap.
 //!
@@ -9,7 +10,9 @@
 
 mod config;
 mod events;
+mod identity;
 mod log;
+mod secrets;
 mod store;
 
 use std::collections::BTreeMap;
@@ -18,8 +21,10 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 pub(crate) use events::valid_type as valid_event_type;
+pub use secrets::{SecretGrants, SecretSource};
 
 use crate::bindings::Platform;
+use crate::identity::Principal;
 use crate::state::{Sequences, SharedUnit, Table, UnitLimits};
 
 /// What a guest may make the host hold through its imports: the limits of one unit of work
@@ -65,6 +70,10 @@ pub(crate) struct CapabilityCtx {
     pub(crate) unit: Option<SharedUnit>,
     /// The trace of the running invocation.
     pub(crate) trace_id: Arc<str>,
+    /// Who the running invocation acts for (`None`: anonymous).
+    pub(crate) principal: Option<Arc<Principal>>,
+    /// The secrets granted to the context.
+    pub(crate) secrets: Arc<SecretGrants>,
     /// What the guest may make the host hold.
     pub(crate) limits: GuestLimits,
 }

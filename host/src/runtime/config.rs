@@ -35,6 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -43,7 +44,8 @@ use super::context::ContextLimits;
 use super::engine::EngineSettings;
 use super::limits::InstanceShape;
 use super::loader::PluginSource;
-use crate::capabilities::GuestLimits;
+use crate::capabilities::{GuestLimits, SecretGrants, SecretSource};
+use crate::identity::AccessOverrides;
 use crate::resilience::ResilienceSettings;
 use crate::state::UnitLimits;
 
@@ -184,6 +186,20 @@ pub struct PluginEntry {
     instance_reuse: Option<u32>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+    /// `name = { env = "VAR" }` or `name = { file = "path" }`.
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretEntry>,
+    /// `"METHOD /path" = "public" | "authenticated" | "roles:a,b"`.
+    #[serde(default)]
+    access: BTreeMap<String, String>,
+}
+
+/// One entry of `[plugins.<name>.secrets]`: where the secret's value comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretEntry {
+    env: Option<String>,
+    file: Option<PathBuf>,
 }
 
 /// Why the runtime's settings cannot be used.
@@ -208,6 +224,14 @@ pub enum RuntimeConfigError {
         key: &'static str,
         why: &'static str,
     },
+    #[error("invalid setting plugins.{context}.secrets.{secret}: {why}")]
+    Secret {
+        context: String,
+        secret: String,
+        why: &'static str,
+    },
+    #[error("invalid setting plugins.{context}.access: {why}")]
+    Access { context: String, why: String },
 }
 
 /// What the runtime is started with.
@@ -302,7 +326,31 @@ impl RuntimeSettings {
                 },
                 instance_reuse: reuse(entry.instance_reuse, default_limits.instance_reuse)?,
             };
+            let mut grants = BTreeMap::new();
+            for (secret, source) in entry.secrets {
+                let refused = |why| RuntimeConfigError::Secret {
+                    context: name.clone(),
+                    secret: secret.clone(),
+                    why,
+                };
+                let source = match (source.env, source.file) {
+                    (Some(var), None) if !var.is_empty() => SecretSource::Env(var),
+                    (None, Some(file)) => SecretSource::File(relative(file)),
+                    (Some(_), Some(_)) => return Err(refused("give `env` or `file`, not both")),
+                    _ => return Err(refused("give `env = \"VARIABLE\"` or `file = \"path\"`")),
+                };
+                grants.insert(secret, source);
+            }
+            let access = AccessOverrides::parse(
+                entry.access.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map_err(|why| RuntimeConfigError::Access {
+                context: name.clone(),
+                why,
+            })?;
             plugins.push(PluginSource {
+                secrets: Arc::new(SecretGrants::new(grants)),
+                access: Arc::new(access),
                 name,
                 path: relative(entry.path),
                 limits,

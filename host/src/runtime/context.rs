@@ -13,6 +13,8 @@ use super::health::Health;
 use super::store_data::Invocation;
 use super::warm::WarmPool;
 use crate::bindings::PlatformIndices;
+use crate::capabilities::SecretGrants;
+use crate::identity::{Access, AccessOverrides};
 use crate::state::Table;
 
 /// One HTTP route a context declared.
@@ -20,6 +22,16 @@ use crate::state::Table;
 pub struct RouteSpec {
     pub method: String,
     pub path: String,
+}
+
+/// The access rule of one route, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteAccess {
+    pub method: String,
+    pub path: String,
+    pub rule: Access,
+    /// `component`, `operator` or `default` (the route declares nothing).
+    pub origin: &'static str,
 }
 
 /// Everything needed to run invocations of one context version.
@@ -40,6 +52,13 @@ pub struct LoadedContext {
     pub exports: Vec<String>,
     /// Read-only configuration handed to the guest.
     pub config: Arc<BTreeMap<String, String>>,
+    /// The secrets granted to it.
+    pub secrets: Arc<SecretGrants>,
+    /// Who may call each route: one entry per route of `routes`, the operator's override
+    /// applied, in the same order.
+    pub access: Vec<RouteAccess>,
+    /// The operator's rules this version was loaded with (kept for the next version).
+    pub access_overrides: Arc<AccessOverrides>,
     /// The context's own table.
     pub table: Table,
     /// Where this version came from (`config <path>`, `upload`, `watch <path>`, `rollback`, ...).

@@ -19,7 +19,8 @@ use super::invoke::{Cause, InvokeError, cause};
 use super::linking::{check_compatible, define_forwarder, interfaces};
 use crate::bindings::PlatformIndices;
 use crate::bindings::exports::ctxhost::platform::context::Route;
-use crate::capabilities::valid_event_type;
+use crate::capabilities::{SecretGrants, valid_event_type};
+use crate::identity::AccessOverrides;
 use crate::state::{StateError, UnitOfWork, db_tables};
 
 /// A context as configured: where its component is, its settings and limits.
@@ -29,6 +30,10 @@ pub struct PluginSource {
     pub path: PathBuf,
     pub config: BTreeMap<String, String>,
     pub limits: ContextLimits,
+    /// The secrets granted to the context.
+    pub secrets: Arc<SecretGrants>,
+    /// The operator's access rules, which win over the component's.
+    pub access: Arc<AccessOverrides>,
 }
 
 /// The bytes of one version of a context, with what the host needs to run it.
@@ -40,6 +45,10 @@ pub struct Artifact {
     pub origin: String,
     pub config: Arc<BTreeMap<String, String>>,
     pub limits: ContextLimits,
+    /// The secrets granted to the context.
+    pub secrets: Arc<SecretGrants>,
+    /// The operator's access rules, which win over the component's.
+    pub access: Arc<AccessOverrides>,
 }
 
 impl Artifact {
@@ -368,6 +377,9 @@ impl Runtime {
             imports,
             exports,
             config: c.artifact.config.clone(),
+            secrets: c.artifact.secrets.clone(),
+            access: Vec::new(),
+            access_overrides: c.artifact.access.clone(),
             table: crate::state::context_table(&name),
             origin: c.artifact.origin.clone(),
             limits: c.artifact.limits,

@@ -234,6 +234,8 @@ fn artifact(name: &str, file: &str) -> Artifact {
         bytes: Arc::new(bytes),
         origin: format!("test {file}"),
         config: Arc::default(),
+        secrets: Arc::default(),
+        access: Arc::default(),
         limits: ContextLimits {
             deadline: Duration::from_secs(5),
             memory_limit: 64 << 20,

@@ -242,6 +242,10 @@ impl Swapper {
                 .map(|c| c.config.clone())
                 .unwrap_or_else(|| Arc::new(BTreeMap::new())),
             limits: current.map(|c| c.limits).unwrap_or(self.default_limits),
+            secrets: current.map(|c| c.secrets.clone()).unwrap_or_default(),
+            access: current
+                .map(|c| c.access_overrides.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -419,6 +423,8 @@ async fn startup_artifacts(
             origin: format!("config {}", p.path.display()),
             config: Arc::new(p.config.clone()),
             limits: p.limits,
+            secrets: p.secrets.clone(),
+            access: p.access.clone(),
         };
         let digest = configured.digest();
         let mut v = versions.load(&p.name)?;
