@@ -13,6 +13,8 @@ pub(crate) struct Req {
     pub method: reqwest::Method,
     pub path: String,
     pub body: Option<Vec<u8>>,
+    /// A bearer token sent with the request.
+    pub bearer: Option<std::sync::Arc<str>>,
 }
 
 impl Req {
@@ -21,7 +23,14 @@ impl Req {
             method: reqwest::Method::GET,
             path: path.into(),
             body: None,
+            bearer: None,
         }
+    }
+
+    /// This request with `Authorization: Bearer <token>` when `token` is given.
+    pub(crate) fn bearing(mut self, token: Option<&std::sync::Arc<str>>) -> Self {
+        self.bearer = token.cloned();
+        self
     }
 }
 
@@ -107,6 +116,9 @@ where
                 let mut b = client.request(req.method.clone(), format!("{base}{}", req.path));
                 if let Some(body) = req.body {
                     b = b.header("content-type", "application/json").body(body);
+                }
+                if let Some(token) = &req.bearer {
+                    b = b.bearer_auth(token);
                 }
                 let (code, outcome) = match b.send().await {
                     Ok(r) => {

@@ -1,6 +1,7 @@
 //! `ctxhost-bench`: benchmarks of the host, side by side in one run, printing medians and
 //! ratios (these machines are noisy: never trust a lone absolute figure).
 
+mod auth;
 mod events;
 mod host;
 mod instantiate;
@@ -96,9 +97,10 @@ async fn main() -> anyhow::Result<()> {
             "profile",
             "metrics",
             "traces",
+            "auth",
         ],
         "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
-        | "profile" | "metrics" | "traces" => std::slice::from_ref(&what),
+        | "profile" | "metrics" | "traces" | "auth" => std::slice::from_ref(&what),
         _ => usage(),
     };
     for suite in suites {
@@ -116,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
             }
             "metrics" => variants::metrics(&bin, &plugins, connections, seconds, rounds).await?,
             "traces" => traces::run(&bin, &plugins, connections, seconds, rounds).await?,
+            "auth" => auth::run_suite(&bin, &plugins, connections, seconds, rounds).await?,
             _ => usage(),
         }
     }

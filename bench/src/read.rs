@@ -152,13 +152,24 @@ pub(crate) async fn read_load(
     connections: usize,
     seconds: u64,
 ) -> anyhow::Result<Report> {
+    read_load_as(base, id, connections, seconds, None).await
+}
+
+/// [`read_load`] with a bearer token on every request.
+pub(crate) async fn read_load_as(
+    base: &str,
+    id: u64,
+    connections: usize,
+    seconds: u64,
+    bearer: Option<std::sync::Arc<str>>,
+) -> anyhow::Result<Report> {
     let path = format!("/cars/{id}");
     load::run(
         base,
         connections,
         Duration::from_secs(1),
         Duration::from_secs(seconds),
-        move |_, _| Req::get(path.clone()),
+        move |_, _| Req::get(path.clone()).bearing(bearer.as_ref()),
     )
     .await
 }

@@ -70,6 +70,7 @@ pub(crate) async fn run(
         config,
         env: Vec::new(),
         max_cost,
+        bearer: None,
     };
     let list = vec![
         variant("traces off", String::new(), None),

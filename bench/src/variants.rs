@@ -13,8 +13,8 @@ use crate::events::{STOCK, caught_up};
 use crate::host::BenchHost;
 use crate::load::Report;
 use crate::median;
-use crate::read::{Summary, read_load, register_car};
-use crate::write::order_load;
+use crate::read::{Summary, read_load_as, register_car};
+use crate::write::order_load_as;
 
 /// Clients of the write load (the write suite's target row).
 const WRITE_CLIENTS: usize = 64;
@@ -26,6 +26,8 @@ pub(crate) struct Variant {
     pub config: String,
     pub env: Vec<(String, String)>,
     pub max_cost: Option<f64>,
+    /// A bearer token every measured request carries.
+    pub bearer: Option<std::sync::Arc<str>>,
 }
 
 struct Side {
@@ -79,12 +81,16 @@ pub(crate) async fn run(
         let order: Vec<usize> = (0..n).map(|i| (i + round) % n).collect();
         for &i in &order {
             let side = &mut sides[i];
-            let report = read_load(&side.host.base, side.car, connections, seconds).await?;
+            let bearer = side.variant.bearer.clone();
+            let report =
+                read_load_as(&side.host.base, side.car, connections, seconds, bearer).await?;
             side.reads.push(report);
         }
         for &i in &order {
             let side = &mut sides[i];
-            let report = order_load(&side.host.base, side.car, WRITE_CLIENTS, seconds).await?;
+            let bearer = side.variant.bearer.clone();
+            let report =
+                order_load_as(&side.host.base, side.car, WRITE_CLIENTS, seconds, bearer).await?;
             side.writes.push(report);
             caught_up(&client, &side.host.base, side.car).await?;
         }
@@ -171,12 +177,14 @@ pub(crate) async fn metrics(
             config: "[telemetry]\nmetrics = false".into(),
             env: Vec::new(),
             max_cost: None,
+            bearer: None,
         },
         Variant {
             name: "metrics on (default)",
             config: String::new(),
             env: Vec::new(),
             max_cost: Some(0.03),
+            bearer: None,
         },
     ];
     run(

@@ -23,6 +23,7 @@ pub(crate) fn order_request(car: u64, client: usize) -> Req {
                 .to_string()
                 .into_bytes(),
         ),
+        bearer: None,
     }
 }
 
@@ -33,12 +34,23 @@ pub(crate) async fn order_load(
     clients: usize,
     seconds: u64,
 ) -> anyhow::Result<Report> {
+    order_load_as(base, car, clients, seconds, None).await
+}
+
+/// [`order_load`] with a bearer token on every request.
+pub(crate) async fn order_load_as(
+    base: &str,
+    car: u64,
+    clients: usize,
+    seconds: u64,
+    bearer: Option<std::sync::Arc<str>>,
+) -> anyhow::Result<Report> {
     load::run(
         base,
         clients,
         Duration::from_secs(1),
         Duration::from_secs(seconds),
-        move |c, _| order_request(car, c),
+        move |c, _| order_request(car, c).bearing(bearer.as_ref()),
     )
     .await
 }

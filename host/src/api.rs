@@ -34,11 +34,24 @@ pub struct PluginInfo {
     pub instances: InstancesInfo,
 }
 
+/// The access rule of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteAccessInfo {
+    /// `public`, `authenticated` or `roles:<role>,<role>`.
+    pub rule: String,
+    /// `component` (its `access` export), `operator` (`[plugins.<name>.access]`) or
+    /// `default` (the route declares nothing: `authenticated`).
+    pub origin: String,
+}
+
 /// One route a context serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub method: String,
     pub path: String,
+    /// Who may call it; enforced only when authentication is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<RouteAccessInfo>,
 }
 
 /// Recent outcomes of a version's invocations.

@@ -30,5 +30,5 @@ pub(crate) mod access {
         require_store_data_send: true,
     });
 
-    pub(crate) use self::exports::ctxhost::platform::access::{Rule, RouteRule};
+    pub(crate) use self::exports::ctxhost::platform::access::{RouteRule, Rule};
 }

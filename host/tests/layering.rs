@@ -69,7 +69,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "time",
         ],
     ),
-    ("config", &["bus", "identity", "resilience", "runtime", "telemetry"]),
+    (
+        "config",
+        &["bus", "identity", "resilience", "runtime", "telemetry"],
+    ),
     (
         "runtime",
         &[
@@ -86,7 +89,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "capabilities",
-        &["bindings", "bus", "identity", "state", "sync", "telemetry", "time"],
+        &[
+            "bindings",
+            "bus",
+            "identity",
+            "state",
+            "sync",
+            "telemetry",
+            "time",
+        ],
     ),
     ("bus", &["state", "sync", "telemetry", "time"]),
     ("resilience", &["jitter", "sync", "telemetry", "time"]),

@@ -141,6 +141,16 @@ impl Response {
             .with_header("allow", &allow.join(", "))
     }
 
+    /// 401 Unauthorized, with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(detail: &str) -> Self {
+        Response::problem_status(401, detail).with_header("www-authenticate", "Bearer")
+    }
+
+    /// 403 Forbidden: the caller is known but may not do this.
+    pub fn forbidden(detail: &str) -> Self {
+        Response::problem_status(403, detail)
+    }
+
     /// 409 Conflict.
     pub fn conflict(detail: &str) -> Self {
         Response::problem_status(409, detail)

@@ -23,11 +23,15 @@ pub fn has_role(principal: &Principal, role: &str) -> bool {
 /// the host let through anonymously, for example when authentication is off, that needs a
 /// caller anyway).
 pub fn require() -> Result<Principal, Response> {
-    caller().ok_or_else(|| {
-        Response::problem(
-            401,
-            "Unauthorized",
-            "this resource needs an authenticated caller",
-        )
-    })
+    caller().ok_or_else(|| Response::unauthorized("this resource needs an authenticated caller"))
+}
+
+/// Whether the caller may act on a resource owned by `owner`: anonymous callers when the
+/// host let them through (authentication off, or the operator opened the route), the owner
+/// itself, or a holder of `admin_role`.
+pub fn may_act_for(caller: Option<&Principal>, owner: &str, admin_role: &str) -> bool {
+    match caller {
+        None => true,
+        Some(p) => p.subject == owner || has_role(p, admin_role),
+    }
 }

@@ -194,6 +194,65 @@ pub fn scan_json<T: DeserializeOwned>(table: &str, page: &PageRequest) -> Result
     })
 }
 
+/// Rows one filtered page reads at most ([`scan_json_where`]).
+pub const FILTER_BUDGET: u32 = 1_000;
+
+/// The page `page` of the rows under `<table>/<id>` keys that `keep` accepts: rows are read
+/// in id order from `after`, at most [`FILTER_BUDGET`] of them, until `limit` are kept. A
+/// page may therefore hold fewer than `limit` items while a next page follows (its link
+/// continues after the last row read), and a caller who owns few rows of a large table pages
+/// through it in bounded steps. For lists a caller reads often, an index table (as the
+/// `view` context keeps) is cheaper.
+pub fn scan_json_where<T: DeserializeOwned>(
+    table: &str,
+    page: &PageRequest,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Page<T>, Error> {
+    let limit = page.limit.clamp(1, MAX_LIMIT);
+    let mut items = Vec::new();
+    let mut last = page.after;
+    let mut read = 0u32;
+    loop {
+        let step = PageRequest {
+            limit: limit.min(FILTER_BUDGET - read),
+            after: last,
+        };
+        let rows = scan_json::<serde_json::Value>(table, &step)?;
+        let mut stopped_early = false;
+        let batch = rows.items.len();
+        for (n, value) in rows.items.into_iter().enumerate() {
+            read += 1;
+            last = value
+                .get("id")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| Error::new(format!("a row of {table} has no numeric `id`")))?;
+            let item: T = serde_json::from_value(value)?;
+            if keep(&item) {
+                items.push(item);
+            }
+            if items.len() == limit as usize {
+                stopped_early = n + 1 < batch;
+                break;
+            }
+        }
+        let exhausted = rows.next_after.is_none() && !stopped_early;
+        if exhausted {
+            return Ok(Page {
+                items,
+                next_after: None,
+                limit,
+            });
+        }
+        if items.len() == limit as usize || read >= FILTER_BUDGET {
+            return Ok(Page {
+                items,
+                next_after: Some(last),
+                limit,
+            });
+        }
+    }
+}
+
 /// A whole list handler: the page `req` asks for of the rows under `<table>/<id>` keys, as
 /// [`Page::respond`] answers it (400 for a bad `limit` or `after`).
 pub fn list_json<T: DeserializeOwned + Serialize>(req: &Request, table: &str) -> ApiResult {

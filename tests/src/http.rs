@@ -29,6 +29,8 @@ pub struct Resp {
     pub context_version: Option<String>,
     /// The `Link` header, if any (the next page of a list).
     pub link: Option<String>,
+    /// The `WWW-Authenticate` header, if any (a 401's challenge).
+    pub www_authenticate: Option<String>,
 }
 
 impl Resp {
@@ -128,12 +130,32 @@ pub struct Api {
 impl Api {
     /// A client for the host at `addr`, sending the admin token with every request.
     pub(crate) fn new(addr: SocketAddr) -> Self {
-        let auth = format!("Bearer {ADMIN_TOKEN}");
+        Self::with_authorization(addr, Some(&format!("Bearer {ADMIN_TOKEN}")))
+    }
+
+    /// A client for the same host sending `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer(&self, token: &str) -> Api {
+        Self::with_authorization(self.addr, Some(&format!("Bearer {token}")))
+    }
+
+    /// A client for the same host sending this exact `Authorization` header.
+    pub fn with_authorization_header(&self, value: &str) -> Api {
+        Self::with_authorization(self.addr, Some(value))
+    }
+
+    /// A client for the same host sending no `Authorization` header.
+    pub fn anonymous(&self) -> Api {
+        Self::with_authorization(self.addr, None)
+    }
+
+    fn with_authorization(addr: SocketAddr, authorization: Option<&str>) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            reqwest::header::HeaderValue::from_str(&auth).expect("a valid header value"),
-        );
+        if let Some(auth) = authorization {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                reqwest::header::HeaderValue::from_str(auth).expect("a valid header value"),
+            );
+        }
         let client = reqwest::Client::builder()
             .no_proxy()
             .default_headers(headers)
@@ -185,6 +207,7 @@ impl Api {
             "x-context-version",
         ));
         let link = header(reqwest::header::LINK);
+        let www_authenticate = header(reqwest::header::WWW_AUTHENTICATE);
         let status = response.status().as_u16();
         let body = response.text().await?;
         Ok(Resp {
@@ -195,6 +218,7 @@ impl Api {
             body,
             context_version,
             link,
+            www_authenticate,
         })
     }
 

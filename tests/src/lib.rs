@@ -13,6 +13,8 @@
 //!   view settle asynchronously.
 //! - `load`: a bounded background load of arbitrary requests ([`Load`]).
 //! - `wasm`: a new version of a component with the same behaviour ([`with_marker`]).
+//! - [`jwt`]: bearer tokens made independently of the host's JWT library (HS256 by the
+//!   `hmac` crate, RS256 by the `openssl` command line).
 //! - `tools`: external programs a test needs, installed from Debian's packages when
 //!   missing ([`ensure_program`]).
 //! - [`broker`]: RabbitMQ for the tests of the AMQP transport ([`HostOptions::amqp`]).
@@ -27,6 +29,7 @@ mod browser;
 mod config;
 mod host;
 mod http;
+pub mod jwt;
 mod load;
 pub mod otlp;
 mod poll;

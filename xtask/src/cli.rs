@@ -97,6 +97,10 @@ pub(crate) enum Suite {
     /// the benchmark process): GET /cars/{id} and durable POST /orders at 64 clients,
     /// interleaved; ratios to off (goals >= 0.85 and >= 0.97)
     Traces,
+    /// The release host with authentication off against HS256 and RS256 verification of a
+    /// bearer token on every request: GET /cars/{id} and durable POST /orders at 64
+    /// clients, interleaved; paired ratios to off (cost targets under 5 % and 10 %)
+    Auth,
     /// Every suite, in that order
     All,
 }
@@ -116,6 +120,7 @@ impl Suite {
             Suite::Profile => "profile",
             Suite::Metrics => "metrics",
             Suite::Traces => "traces",
+            Suite::Auth => "auth",
             Suite::All => "all",
         }
     }

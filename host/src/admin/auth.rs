@@ -1,5 +1,6 @@
-//! The admin API is never open: every `/admin` route needs `Authorization: Bearer <token>`;
-//! `/readyz` shows its details only with it.
+//! The admin API is never open: every `/admin` route needs `Authorization: Bearer <token>`
+//! with the admin token or, when authentication is on and `[auth] admin_role` is set, a
+//! JWT granting that role; `/readyz` shows its details only with one.
 
 use std::sync::Arc;
 
@@ -16,13 +17,38 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether `headers` carry the admin token.
+/// Whether `headers` carry the admin token, or a valid JWT granting the configured admin
+/// role (`[auth] admin_role`) when authentication is on.
 pub(super) fn authorized(app: &Admin, headers: &HeaderMap) -> bool {
-    headers
+    let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), app.token.as_bytes()))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    if same(token.as_bytes(), app.token.as_bytes()) {
+        return true;
+    }
+    let Some((auth, role)) = app
+        .auth
+        .as_ref()
+        .and_then(|a| a.admin_role().map(|r| (a, r)))
+    else {
+        return false;
+    };
+    match auth.verify(token) {
+        Ok(p) if p.has_role(role) => true,
+        Ok(p) => {
+            tracing::info!(subject = %p.subject, role, "admin API refused: the token lacks the admin role");
+            false
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "admin API refused a bearer token");
+            false
+        }
+    }
 }
 
 /// Middleware: 401 problem unless the request carries the admin token.
@@ -41,7 +67,7 @@ pub(super) async fn require_token(
 pub(super) fn unauthorized() -> Response {
     let mut res = Problem::new(
         StatusCode::UNAUTHORIZED,
-        "the admin API needs `Authorization: Bearer <token>` (CTXHOST_ADMIN_TOKEN, or the file admin-token in the data directory)",
+        "the admin API needs `Authorization: Bearer <token>` (CTXHOST_ADMIN_TOKEN, or the file admin-token in the data directory, or a JWT granting [auth] admin_role)",
     )
     .into_response();
     res.headers_mut().insert(

@@ -43,6 +43,8 @@ pub struct Admin {
     pub upload_limit: usize,
     /// Whether and where `/metrics` is served.
     pub metrics: crate::telemetry::MetricsSettings,
+    /// Verifies JWTs, which may carry the admin role; `None` when authentication is off.
+    pub auth: Option<crate::identity::Authenticator>,
 }
 
 /// The probes and the console, open, and the admin API behind the token.
@@ -177,6 +179,14 @@ fn info(c: &LoadedContext) -> PluginInfo {
             .map(|r| Route {
                 method: r.method.clone(),
                 path: r.path.clone(),
+                access: c
+                    .access
+                    .iter()
+                    .find(|a| a.method == r.method && a.path == r.path)
+                    .map(|a| crate::api::RouteAccessInfo {
+                        rule: a.rule.to_string(),
+                        origin: a.origin.to_string(),
+                    }),
             })
             .collect(),
         subscriptions: c.subscriptions.clone(),

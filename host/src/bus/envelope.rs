@@ -1,9 +1,11 @@
 //! The event envelope: CloudEvents 1.0 attributes plus the payload, and its compact binary
 //! encoding in the event log (length-prefixed fields behind a version byte).
 //!
-//! Format 1 has no `traceparent`; format 2 adds it after `traceid`. An event with a
-//! `traceparent` is written in format 2, one without in format 1, so records of either
-//! format read back byte for byte, and events stored before format 2 still decode.
+//! Format 1 has no `traceparent`; format 2 adds it after `traceid`; format 3 adds `authid`
+//! (the subject of the request that caused the event) after it. Each event is written in the
+//! oldest format that holds it (3 when it has a subject, else 2 when it has a
+//! `traceparent`, else 1), so records of every format read back byte for byte, and events
+//! stored before a format existed still decode.
 
 use serde::Serialize;
 
@@ -11,6 +13,7 @@ use serde::Serialize;
 pub(crate) const SPEC_VERSION: &str = "1.0";
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
+const FORMAT_V3: u8 = 3;
 
 /// One event, as stored in the log and delivered to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,6 +32,11 @@ pub struct Envelope {
     /// W3C `traceparent` of the span that published it (the CloudEvents distributed
     /// tracing extension); empty in events stored before the host wrote it.
     pub traceparent: String,
+    /// The subject (`sub`) of the principal whose request caused the event (the CloudEvents
+    /// auth context extension's `authid`); empty for an anonymous request and in events
+    /// stored before the host wrote it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub authid: String,
     pub datacontenttype: String,
     #[serde(skip)]
     pub data: Vec<u8>,
@@ -49,7 +57,13 @@ impl Envelope {
 
     /// Encode for the event log.
     pub fn encode(&self) -> Vec<u8> {
-        let with_parent = !self.traceparent.is_empty();
+        let version = if !self.authid.is_empty() {
+            FORMAT_V3
+        } else if !self.traceparent.is_empty() {
+            FORMAT_V2
+        } else {
+            FORMAT_V1
+        };
         let mut strings = vec![
             &self.id,
             &self.source,
@@ -58,13 +72,16 @@ impl Envelope {
             &self.correlationid,
             &self.traceid,
         ];
-        if with_parent {
+        if version >= FORMAT_V2 {
             strings.push(&self.traceparent);
+        }
+        if version >= FORMAT_V3 {
+            strings.push(&self.authid);
         }
         strings.push(&self.datacontenttype);
         let len = 1 + strings.iter().map(|s| 4 + s.len()).sum::<usize>() + 4 + self.data.len();
         let mut out = Vec::with_capacity(len);
-        out.push(if with_parent { FORMAT_V2 } else { FORMAT_V1 });
+        out.push(version);
         for s in strings {
             put(&mut out, s.as_bytes());
         }
@@ -75,7 +92,7 @@ impl Envelope {
     /// Decode a record written by [`Envelope::encode`]; anything else is refused.
     pub fn decode(mut bytes: &[u8]) -> Result<Self, DecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(DecodeError("empty"))?;
-        if version != FORMAT_V1 && version != FORMAT_V2 {
+        if !(FORMAT_V1..=FORMAT_V3).contains(&version) {
             return Err(DecodeError("unknown format version"));
         }
         bytes = rest;
@@ -89,13 +106,23 @@ impl Envelope {
         let time = s()?;
         let correlationid = s()?;
         let traceid = s()?;
-        let traceparent = if version == FORMAT_V2 {
+        let traceparent = if version >= FORMAT_V2 {
             let t = s()?;
             // Format 2 is written only for an event with one.
-            if t.is_empty() {
+            if t.is_empty() && version == FORMAT_V2 {
                 return Err(DecodeError("empty traceparent in format 2"));
             }
             t
+        } else {
+            String::new()
+        };
+        let authid = if version >= FORMAT_V3 {
+            let a = s()?;
+            // Format 3 is written only for an event with one.
+            if a.is_empty() {
+                return Err(DecodeError("empty authid in format 3"));
+            }
+            a
         } else {
             String::new()
         };
@@ -113,6 +140,7 @@ impl Envelope {
             correlationid,
             traceid,
             traceparent,
+            authid,
             datacontenttype,
             data,
         })
@@ -153,6 +181,7 @@ pub(crate) mod tests {
             correlationid: "42".into(),
             traceid: "0af7651916cd43dd8448eb211c80319c".into(),
             traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            authid: String::new(),
             datacontenttype: "application/json".into(),
             data: br#"{"orderId":42}"#.to_vec(),
         }
@@ -189,6 +218,24 @@ pub(crate) mod tests {
         let with = sample();
         assert_eq!(with.encode()[0], 2);
         assert_eq!(Envelope::decode(&with.encode()).expect("format 2"), with);
+    }
+
+    #[test]
+    fn events_with_a_subject_are_written_in_format_3() {
+        let mut with = sample();
+        with.authid = "alice".into();
+        let bytes = with.encode();
+        assert_eq!(bytes[0], 3);
+        assert_eq!(Envelope::decode(&bytes).expect("format 3"), with);
+        // A subject without a traceparent still round-trips.
+        with.traceparent.clear();
+        assert_eq!(Envelope::decode(&with.encode()).expect("format 3"), with);
+        // Format 3 is written only with a subject: an empty one is a damaged record.
+        let mut empty = vec![3u8];
+        for field in ["e", "/contexts/o", "T", "t", "c", "x", "", "", "a", "{}"] {
+            put(&mut empty, field.as_bytes());
+        }
+        assert!(Envelope::decode(&empty).is_err());
     }
 
     #[test]

@@ -10,12 +10,14 @@ pub(super) fn envelope() -> impl Strategy<Value = Envelope> {
         ("\\PC{0,40}", "\\PC{0,40}", "\\PC{0,40}", "\\PC{0,40}"),
         ("\\PC{0,40}", "\\PC{0,40}", "\\PC{0,60}", "\\PC{0,40}"),
         prop::collection::vec(any::<u8>(), 0..256),
+        "\\PC{0,20}",
     )
         .prop_map(
             |(
                 (id, source, event_type, time),
                 (correlationid, traceid, traceparent, datacontenttype),
                 data,
+                authid,
             )| {
                 Envelope {
                     id,
@@ -25,6 +27,7 @@ pub(super) fn envelope() -> impl Strategy<Value = Envelope> {
                     correlationid,
                     traceid,
                     traceparent,
+                    authid,
                     datacontenttype,
                     data,
                 }

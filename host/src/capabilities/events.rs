@@ -76,6 +76,11 @@ impl Host for CapabilityCtx {
             correlationid: correlation_id,
             traceid: self.trace_id.to_string(),
             traceparent,
+            authid: self
+                .principal
+                .as_ref()
+                .map(|p| p.subject.clone())
+                .unwrap_or_default(),
             datacontenttype: "application/json".into(),
             data,
         };

@@ -15,10 +15,12 @@ use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::Full;
 
 use super::Gateway;
+use super::auth::{Caller, Denied, admit};
 use super::body::{BodyError, BodyLimits, read_body};
 use super::problem::Problem;
 use super::routes::Resolved;
-use crate::runtime::InvokeError;
+use crate::identity::Access;
+use crate::runtime::{InvokeError, Scope};
 use crate::state::{CommitOutcome, StateError, UnitOfWork, contention_backoff, share, unshare};
 use crate::telemetry::metrics;
 use crate::telemetry::trace::{self, TraceParent};
@@ -81,6 +83,8 @@ pub(crate) enum GatewayError {
     #[error("malformed request: {0}")]
     Malformed(#[source] http::Error),
     #[error(transparent)]
+    Denied(Denied),
+    #[error(transparent)]
     Invoke(#[from] InvokeError),
     #[error("cannot begin a unit of work: {0}")]
     Begin(#[source] StateError),
@@ -135,6 +139,7 @@ impl GatewayError {
             | GatewayError::BodyUnreadable(_) => {
                 Problem::new(StatusCode::BAD_REQUEST, detail).into_response()
             }
+            GatewayError::Denied(d) => d.respond(),
             GatewayError::Invoke(e) => failure(&e, trace),
             GatewayError::Begin(_) | GatewayError::UnitInUse(_) => {
                 tracing::error!(error = %detail, trace_id = %trace, "internal error");
@@ -266,6 +271,24 @@ async fn serve(
         .get(&name)
         .ok_or_else(|| GatewayError::NotLoaded(name.clone()))?;
     trace::record_version(span, || ctx.short_id());
+    // The rule of the version that will serve the request: a hot swap brings its own.
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous);
+    let pattern = served.route.as_deref().unwrap_or_default();
+    let rule = ctx
+        .access
+        .iter()
+        .find(|a| a.method == req.method().as_str() && a.path == pattern)
+        .map(|a| &a.rule)
+        .unwrap_or(&Access::Authenticated);
+    admit(gw.auth.is_some(), &caller, rule).map_err(GatewayError::Denied)?;
+    let scope = Scope {
+        trace_id: trace.clone(),
+        principal: caller.principal().cloned(),
+    };
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -309,7 +332,7 @@ async fn serve(
         let unit = share(UnitOfWork::begin(gw.runtime.db()).map_err(GatewayError::Begin)?);
         let reply = gw
             .runtime
-            .invoke_http(ctx.clone(), unit.clone(), trace.clone(), request)
+            .invoke_http(ctx.clone(), unit.clone(), scope.clone(), request)
             .await?;
         if reply.status.as_u16() >= 400 {
             return Ok(into_response(reply, &ctx));

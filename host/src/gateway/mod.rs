@@ -1,8 +1,9 @@
 //! The HTTP gateway: the entry point of API clients. Each request goes to the context that
-//! declared its route, as one unit of work; requests over a rate limit are refused first
-//! ([`rate_limit`]), and everything the gateway answers by itself is an RFC 9457 problem
+//! declared its route, as one unit of work, when its caller passes the route's access rule
+//! ([`auth`]); requests over a rate limit are refused first ([`rate_limit`]), and everything the gateway answers by itself is an RFC 9457 problem
 //! ([`problem`]).
 
+mod auth;
 mod body;
 mod dispatch;
 pub(crate) mod problem;
@@ -18,6 +19,7 @@ use axum::Router;
 
 pub(crate) use routes::{RouteError, RouteTable, SharedRoutes};
 
+use crate::identity::Authenticator;
 use crate::resilience::RateLimiter;
 use crate::runtime::Runtime;
 
@@ -34,17 +36,26 @@ pub struct Gateway {
     pub body_timeout: std::time::Duration,
     /// The limits of the `[rate_limit]` table and their buckets.
     pub limiter: Arc<RateLimiter>,
+    /// Verifies bearer tokens; `None` when authentication is off.
+    pub auth: Option<Authenticator>,
 }
 
-/// The gateway as a router: every request reaches `dispatch` through the rate-limit layer.
-/// The host mounts it as the fallback of its own endpoints.
+/// The gateway as a router: every request reaches `dispatch` through the authentication
+/// layer (which verifies a bearer token once) and then the rate-limit layer (which keys on
+/// the token's subject when there is one). The host mounts it as the fallback of its own
+/// endpoints.
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     let limiter = gateway.limiter.clone();
+    let auth = gateway.auth.clone();
     Router::new()
         .fallback(dispatch::dispatch)
         .layer(axum::middleware::from_fn_with_state(
             limiter,
             rate_limit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::authenticate,
         ))
         .with_state(gateway)
 }

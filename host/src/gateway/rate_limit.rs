@@ -3,7 +3,8 @@
 //! context. The limits and their buckets are [`crate::resilience::RateLimiter`]; the host's
 //! own endpoints (`/healthz`, `/readyz`, `/admin/...`) are outside this layer.
 //!
-//! The client is the peer's IP address, unless `[rate_limit] client_header` names a header
+//! The client is the subject of the request's verified bearer token when it has one (so a
+//! user keeps one budget from every address), else the peer's IP address, unless `[rate_limit] client_header` names a header
 //! to trust (set by a proxy in front of the host): a header any client can set would let it
 //! bypass its limit with random values and evict other clients' buckets.
 
@@ -17,12 +18,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{Request, StatusCode};
 
+use super::auth::Caller;
 use super::problem::Problem;
 use crate::resilience::RateLimiter;
 
-/// Who sent `req`, for per-client limits: the trusted header's value when one is
-/// configured and present, else the peer's IP address.
+/// Who sent `req`, for per-client limits: the subject of its verified token, else the
+/// trusted header's value when one is configured and present, else the peer's IP address.
 fn client_of(req: &Request<Body>, trusted: Option<&http::HeaderName>) -> String {
+    if let Some(p) = req.extensions().get::<Caller>().and_then(Caller::principal) {
+        return format!("sub:{}", p.subject);
+    }
     let named = trusted
         .and_then(|h| req.headers().get(h))
         .and_then(|v| v.to_str().ok())

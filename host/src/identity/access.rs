@@ -123,11 +123,20 @@ mod tests {
     fn decisions() {
         let admin = Access::Roles(vec!["admin".into()]);
         assert_eq!(Access::Public.decide(None), Decision::Allow);
-        assert_eq!(Access::Authenticated.decide(None), Decision::Unauthenticated);
-        assert_eq!(Access::Authenticated.decide(Some(&who(&[]))), Decision::Allow);
+        assert_eq!(
+            Access::Authenticated.decide(None),
+            Decision::Unauthenticated
+        );
+        assert_eq!(
+            Access::Authenticated.decide(Some(&who(&[]))),
+            Decision::Allow
+        );
         assert_eq!(admin.decide(None), Decision::Unauthenticated);
         assert_eq!(admin.decide(Some(&who(&["user"]))), Decision::Forbidden);
-        assert_eq!(admin.decide(Some(&who(&["user", "admin"]))), Decision::Allow);
+        assert_eq!(
+            admin.decide(Some(&who(&["user", "admin"]))),
+            Decision::Allow
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::context::LoadedContext;
 use super::engine::Runtime;
 use super::invoke::{CallSite, InvokeError, resume_deadline};
 use super::store_data::Invocation;
+use super::store_data::Scope;
 use crate::resilience::{Attempt, Failure};
 use crate::state::SharedUnit;
 use crate::sync::lock;
@@ -109,7 +110,10 @@ pub(crate) async fn forward_call(
     let data = store.data();
     let runtime = data.runtime.clone();
     let unit = data.unit()?.clone();
-    let trace = data.trace_id().clone();
+    let scope = Scope {
+        trace_id: data.trace_id().clone(),
+        principal: data.principal().cloned(),
+    };
     let depth = data.depth + 1;
     let caller = data.context.name.clone();
     if results.len() != 1 {
@@ -143,7 +147,7 @@ pub(crate) async fn forward_call(
         iface,
         func,
         unit: &unit,
-        trace: &trace,
+        scope: &scope,
         depth,
     };
     let started = tokio::time::Instant::now();
@@ -183,7 +187,7 @@ struct Call<'a> {
     iface: &'a str,
     func: &'a str,
     unit: &'a SharedUnit,
-    trace: &'a Arc<str>,
+    scope: &'a Scope,
     depth: u32,
 }
 
@@ -207,7 +211,7 @@ impl Call<'_> {
             Ok(Some(Failure::Timeout)) => Outcome::deadline,
             Ok(Some(Failure::Unavailable)) => Outcome::error,
             Err(refused) => {
-                tracing::debug!(caller = %self.caller, callee = %self.provider.name, call = %format!("{}.{}", self.iface, self.func), trace_id = %self.trace, reason = %refused, "call refused");
+                tracing::debug!(caller = %self.caller, callee = %self.provider.name, call = %format!("{}.{}", self.iface, self.func), trace_id = %self.scope.trace_id, reason = %refused, "call refused");
                 results[0] = host_error("rejected", refused.to_string());
                 Outcome::refused
             }
@@ -228,7 +232,7 @@ impl Call<'_> {
         let savepoint = lock(self.unit).savepoint();
         let site = CallSite {
             unit: self.unit.clone(),
-            trace_id: self.trace.clone(),
+            scope: self.scope.clone(),
             depth: self.depth,
             deadline,
             wall,
@@ -241,7 +245,7 @@ impl Call<'_> {
             Ok(()) => (is_err(results), None),
             Err(e) => {
                 let (kind, failure) = failure_of(&e);
-                tracing::warn!(caller = %self.caller, callee = %self.provider.name, call = %format!("{}.{}", self.iface, self.func), attempt = n, trace_id = %self.trace, error = %e, "call failed");
+                tracing::warn!(caller = %self.caller, callee = %self.provider.name, call = %format!("{}.{}", self.iface, self.func), attempt = n, trace_id = %self.scope.trace_id, error = %e, "call failed");
                 results[0] = host_error(kind, e.to_string());
                 (true, Some(failure))
             }

@@ -341,13 +341,12 @@ impl RuntimeSettings {
                 };
                 grants.insert(secret, source);
             }
-            let access = AccessOverrides::parse(
-                entry.access.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .map_err(|why| RuntimeConfigError::Access {
-                context: name.clone(),
-                why,
-            })?;
+            let access =
+                AccessOverrides::parse(entry.access.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .map_err(|why| RuntimeConfigError::Access {
+                        context: name.clone(),
+                        why,
+                    })?;
             plugins.push(PluginSource {
                 secrets: Arc::new(SecretGrants::new(grants)),
                 access: Arc::new(access),

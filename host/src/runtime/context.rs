@@ -13,6 +13,7 @@ use super::health::Health;
 use super::store_data::Invocation;
 use super::warm::WarmPool;
 use crate::bindings::PlatformIndices;
+use crate::bindings::access::AccessRulesIndices;
 use crate::capabilities::SecretGrants;
 use crate::identity::{Access, AccessOverrides};
 use crate::state::Table;
@@ -74,6 +75,8 @@ pub struct LoadedContext {
     pub(crate) component: Component,
     pub(crate) pre: InstancePre<Invocation>,
     pub(crate) platform: PlatformIndices,
+    /// The optional `access` export, when the component has it.
+    pub(crate) access_rules: Option<AccessRulesIndices>,
     pub(crate) proxy: ProxyIndices,
     /// `interface -> function -> export index`, for calls from other contexts.
     pub(crate) functions: HashMap<String, HashMap<String, ComponentExportIndex>>,

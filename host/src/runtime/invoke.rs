@@ -15,10 +15,12 @@ use wasmtime::{Store, Trap};
 
 use super::context::LoadedContext;
 use super::engine::{Runtime, Unhealthy};
-use super::store_data::Invocation;
+use super::store_data::{Invocation, Scope};
 use super::warm::Warm;
+use crate::bindings::access::RouteRule;
 use crate::bindings::{Manifest, types::Event};
 use crate::bus::Envelope;
+use crate::identity::Principal;
 use crate::state::{SharedUnit, UnitOfWork, share};
 use crate::telemetry::trace;
 use crate::telemetry::{Kind, Outcome, metrics};
@@ -178,11 +180,11 @@ impl Runtime {
         &self,
         ctx: Arc<LoadedContext>,
         unit: SharedUnit,
-        trace_id: Arc<str>,
+        scope: Scope,
         depth: u32,
     ) -> Store<Invocation> {
         let limits = ctx.limits;
-        let data = Invocation::new(self.clone(), ctx, unit, trace_id, depth);
+        let data = Invocation::new(self.clone(), ctx, unit, scope, depth);
         let mut store = Store::new(&self.0.engine, data);
         store.limiter(|s| &mut s.limits);
         self.arm(&mut store, limits.deadline);
@@ -300,10 +302,10 @@ impl Runtime {
         &self,
         ctx: Arc<LoadedContext>,
         unit: SharedUnit,
-        trace_id: Arc<str>,
+        scope: Scope,
         request: http::Request<Full<Bytes>>,
     ) -> Result<HttpReply, InvokeError> {
-        let work = self.invoke_http_inner(ctx.clone(), unit, trace_id, request);
+        let work = self.invoke_http_inner(ctx.clone(), unit, scope, request);
         self.tracked(&ctx, Kind::http, work, |r| r.status.is_server_error())
             .await
     }
@@ -312,10 +314,10 @@ impl Runtime {
         &self,
         ctx: Arc<LoadedContext>,
         unit: SharedUnit,
-        trace_id: Arc<str>,
+        scope: Scope,
         request: http::Request<Full<Bytes>>,
     ) -> Result<HttpReply, InvokeError> {
-        let mut warm = self.instance(&ctx, unit, trace_id, 0).await?;
+        let mut warm = self.instance(&ctx, unit, scope, 0).await?;
         let proxy = ctx
             .proxy
             .load(&mut warm.store, &warm.instance)
@@ -396,17 +398,17 @@ impl Runtime {
         &self,
         ctx: &Arc<LoadedContext>,
         unit: SharedUnit,
-        trace_id: Arc<str>,
+        scope: Scope,
         depth: u32,
     ) -> Result<Warm, InvokeError> {
         if ctx.limits.instance_reuse > 1
             && let Some(mut warm) = ctx.warm.take()
         {
-            warm.store.data_mut().bind(unit, trace_id, depth);
+            warm.store.data_mut().bind(unit, scope, depth);
             self.arm(&mut warm.store, ctx.limits.deadline);
             return Ok(warm);
         }
-        let mut store = self.new_store(ctx.clone(), unit, trace_id, depth);
+        let mut store = self.new_store(ctx.clone(), unit, scope, depth);
         let started = std::time::Instant::now();
         let instance = ctx
             .pre
@@ -464,7 +466,12 @@ impl Runtime {
             data: event.data.clone(),
         };
         let fut = async {
-            let mut warm = self.instance(&ctx, unit, trace, 0).await?;
+            let scope = Scope {
+                trace_id: trace,
+                principal: (!event.authid.is_empty())
+                    .then(|| Arc::new(Principal::of_event(&event.authid))),
+            };
+            let mut warm = self.instance(&ctx, unit, scope, 0).await?;
             let platform = ctx
                 .platform
                 .load(&mut warm.store, &warm.instance)
@@ -503,7 +510,7 @@ impl Runtime {
         unit: UnitOfWork,
     ) -> Result<Result<(), String>, InvokeError> {
         let unit = share(unit);
-        let mut store = self.new_store(ctx.clone(), unit, Arc::from("ready"), 0);
+        let mut store = self.new_store(ctx.clone(), unit, Scope::anonymous(Arc::from("ready")), 0);
         let started = std::time::Instant::now();
         let fut = async {
             let platform = self.platform_instance(&ctx, &mut store).await?;
@@ -529,23 +536,48 @@ impl Runtime {
         result
     }
 
-    /// Ask `ctx` for its manifest.
+    /// Ask `ctx` for its manifest, and its access rules when it exports them.
     pub(crate) async fn invoke_describe(
         &self,
         ctx: Arc<LoadedContext>,
         unit: UnitOfWork,
-    ) -> Result<Manifest, InvokeError> {
+    ) -> Result<(Manifest, Option<Vec<RouteRule>>), InvokeError> {
         let unit = share(unit);
-        let mut store = self.new_store(ctx.clone(), unit, Arc::from("describe"), 0);
+        let mut store = self.new_store(
+            ctx.clone(),
+            unit,
+            Scope::anonymous(Arc::from("describe")),
+            0,
+        );
         // Under the same backstop as every invocation: a `describe` blocked in a host call
         // must not hold a deployment (and the swap lock) or the start forever.
         let fut = async {
-            let platform = self.platform_instance(&ctx, &mut store).await?;
-            platform
+            let instance = ctx
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| self.instantiation_failed(&ctx, e))?;
+            let platform = ctx
+                .platform
+                .load(&mut store, &instance)
+                .map_err(|e| InvokeError::host(&ctx, Stage::Exports, e))?;
+            let manifest = platform
                 .ctxhost_platform_context()
                 .call_describe(&mut store)
                 .await
-                .map_err(|e| self.classify(&ctx, e))
+                .map_err(|e| self.classify(&ctx, e))?;
+            let Some(indices) = &ctx.access_rules else {
+                return Ok((manifest, None));
+            };
+            let access = indices
+                .load(&mut store, &instance)
+                .map_err(|e| InvokeError::host(&ctx, Stage::Exports, e))?;
+            let rules = access
+                .ctxhost_platform_access()
+                .call_rules(&mut store)
+                .await
+                .map_err(|e| self.classify(&ctx, e))?;
+            Ok((manifest, Some(rules)))
         };
         within(&ctx, Self::wall_limit(&ctx), fut).await
     }
@@ -574,7 +606,7 @@ impl Runtime {
         let wall = site.wall;
         let fut = async {
             let mut warm = self
-                .instance(&ctx, site.unit, site.trace_id, site.depth)
+                .instance(&ctx, site.unit, site.scope, site.depth)
                 .await?;
             self.arm(&mut warm.store, site.deadline.min(ctx.limits.deadline));
             let func = warm
@@ -624,10 +656,11 @@ pub(super) fn resume_deadline(
     store.set_epoch_deadline(ticks);
 }
 
-/// Where a call between contexts runs: the caller's unit of work and trace, one level deeper.
+/// Where a call between contexts runs: the caller's unit of work, trace and principal, one
+/// level deeper.
 pub(super) struct CallSite {
     pub(super) unit: SharedUnit,
-    pub(super) trace_id: Arc<str>,
+    pub(super) scope: Scope,
     pub(super) depth: u32,
     /// CPU deadline of the callee (never above its own).
     pub(super) deadline: Duration,

@@ -12,15 +12,16 @@ use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 use super::cache::compile_cached;
-use super::context::{ContextLimits, LoadedContext, RouteSpec};
+use super::context::{ContextLimits, LoadedContext, RouteAccess, RouteSpec};
 use super::engine::Runtime;
 use super::health::{Health, HealthPolicy};
 use super::invoke::{Cause, InvokeError, cause};
 use super::linking::{check_compatible, define_forwarder, interfaces};
 use crate::bindings::PlatformIndices;
+use crate::bindings::access::{AccessRulesIndices, RouteRule, Rule};
 use crate::bindings::exports::ctxhost::platform::context::Route;
 use crate::capabilities::{SecretGrants, valid_event_type};
-use crate::identity::AccessOverrides;
+use crate::identity::{Access, AccessOverrides};
 use crate::state::{StateError, UnitOfWork, db_tables};
 
 /// A context as configured: where its component is, its settings and limits.
@@ -103,6 +104,13 @@ pub enum LoadError {
         path: String,
         reason: &'static str,
     },
+    #[error("{context}: access rule for {method} {path}: {reason}")]
+    Access {
+        context: String,
+        method: String,
+        path: String,
+        reason: &'static str,
+    },
     #[error(
         "{context}: manifest subscription {event_type:?}: not an event type (1 to 128 letters, digits, '.', '-' or '_')"
     )]
@@ -129,6 +137,7 @@ impl LoadError {
             | LoadError::Link { context, .. }
             | LoadError::Describe { context, .. }
             | LoadError::Manifest { context, .. }
+            | LoadError::Access { context, .. }
             | LoadError::Subscription { context, .. }
             | LoadError::NotReady { context, .. }
             | LoadError::State { context, .. } => context,
@@ -144,6 +153,8 @@ pub(super) struct Compiled {
 }
 
 const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.12";
+/// The optional export of access rules.
+const ACCESS: &str = "ctxhost:platform/access@0.1.0";
 
 /// Route methods the gateway knows.
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -350,6 +361,13 @@ impl Runtime {
             .instantiate_pre(&c.component)
             .map_err(|e| contract(format!("{e:#}")))?;
         let platform = PlatformIndices::new(&pre).map_err(|e| contract(format!("{e:#}")))?;
+        let access_rules = match c.component.get_export_index(None, ACCESS) {
+            None => None,
+            Some(_) => Some(
+                AccessRulesIndices::new(&pre)
+                    .map_err(|e| contract(format!("its {ACCESS} export: {e:#}")))?,
+            ),
+        };
         let proxy = ProxyIndices::new(&pre)
             .map_err(|e| contract(format!("must export {HTTP_HANDLER}: {e:#}")))?;
         let mut functions = HashMap::new();
@@ -389,6 +407,7 @@ impl Runtime {
             component: c.component.clone(),
             pre,
             platform,
+            access_rules,
             proxy,
             functions,
         })
@@ -404,13 +423,13 @@ impl Runtime {
         let probe = Arc::new(loaded.clone());
         // Neither call may change state: their unit of work is never committed.
         let unit = UnitOfWork::begin(self.db()).map_err(state)?;
-        let manifest = self
-            .invoke_describe(probe.clone(), unit)
-            .await
-            .map_err(|source| LoadError::Describe {
-                context: name.clone(),
-                source,
-            })?;
+        let (manifest, rules) =
+            self.invoke_describe(probe.clone(), unit)
+                .await
+                .map_err(|source| LoadError::Describe {
+                    context: name.clone(),
+                    source,
+                })?;
         let unit = UnitOfWork::begin(self.db()).map_err(state)?;
         match self.invoke_ready(probe, unit).await {
             Ok(Ok(())) => {}
@@ -428,6 +447,7 @@ impl Runtime {
             }
         }
         loaded.routes = manifest_routes(&name, manifest.routes)?;
+        loaded.access = route_access(&name, &loaded.routes, rules, &loaded.access_overrides)?;
         check_subscriptions(&name, &manifest.subscriptions)?;
         loaded.version = manifest.version;
         loaded.subscriptions = manifest.subscriptions;
@@ -463,6 +483,85 @@ pub(super) fn manifest_routes(
         });
     }
     Ok(checked)
+}
+
+/// The access rule of each declared route: the operator's override, else the component's
+/// rule, else `authenticated` (which only binds when authentication is configured). A rule
+/// or an override naming a route the manifest does not declare refuses the version.
+pub(super) fn route_access(
+    context: &str,
+    routes: &[RouteSpec],
+    rules: Option<Vec<RouteRule>>,
+    overrides: &AccessOverrides,
+) -> Result<Vec<RouteAccess>, LoadError> {
+    let refused = |method: &str, path: &str, reason| LoadError::Access {
+        context: context.to_string(),
+        method: method.to_string(),
+        path: path.to_string(),
+        reason,
+    };
+    let declared = |method: &str, path: &str| {
+        routes
+            .iter()
+            .any(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)
+    };
+    let mut from_component: Vec<((String, String), Access)> = Vec::new();
+    for r in rules.unwrap_or_default() {
+        if !declared(&r.method, &r.path) {
+            return Err(refused(
+                &r.method,
+                &r.path,
+                "the manifest declares no such route",
+            ));
+        }
+        let key = (r.method.to_ascii_uppercase(), r.path.clone());
+        if from_component.iter().any(|(k, _)| *k == key) {
+            return Err(refused(
+                &r.method,
+                &r.path,
+                "the route has more than one rule",
+            ));
+        }
+        let rule = match r.rule {
+            Rule::Public => Access::Public,
+            Rule::Authenticated => Access::Authenticated,
+            Rule::Roles(roles) if roles.iter().any(|r| r.is_empty()) || roles.is_empty() => {
+                return Err(refused(
+                    &r.method,
+                    &r.path,
+                    "a roles rule needs non-empty role names",
+                ));
+            }
+            Rule::Roles(roles) => Access::Roles(roles),
+        };
+        from_component.push((key, rule));
+    }
+    if let Some(((method, path), _)) = overrides.0.iter().find(|((m, p), _)| !declared(m, p)) {
+        return Err(refused(
+            method,
+            path,
+            "the operator's rule names a route this version does not declare",
+        ));
+    }
+    Ok(routes
+        .iter()
+        .map(|r| {
+            let key = (r.method.clone(), r.path.clone());
+            let (rule, origin) = if let Some(a) = overrides.0.get(&key) {
+                (a.clone(), "operator")
+            } else if let Some((_, a)) = from_component.iter().find(|(k, _)| *k == key) {
+                (a.clone(), "component")
+            } else {
+                (Access::Authenticated, "default")
+            };
+            RouteAccess {
+                method: r.method.clone(),
+                path: r.path.clone(),
+                rule,
+                origin,
+            }
+        })
+        .collect())
 }
 
 /// The event types a manifest subscribes to must be ones a context can publish: anything

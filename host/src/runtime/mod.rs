@@ -27,8 +27,9 @@ mod tests;
 pub(crate) use config::{
     LimitsFile, PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings, valid_name,
 };
-pub(crate) use context::{ContextLimits, LoadedContext, RouteSpec};
+pub(crate) use context::{ContextLimits, LoadedContext, RouteAccess, RouteSpec};
 pub use engine::engine_config;
 pub(crate) use engine::{EngineError, Runtime};
 pub(crate) use invoke::{HttpReply, InvokeError};
 pub(crate) use loader::{Artifact, LoadError, PluginSource};
+pub(crate) use store_data::Scope;

@@ -13,7 +13,27 @@ use super::engine::Runtime;
 use super::guest_log::GuestStderr;
 use super::limits::InstanceLimits;
 use crate::capabilities::CapabilityCtx;
+use crate::identity::Principal;
 use crate::state::SharedUnit;
+
+/// What an invocation runs for: its trace and the principal it acts for.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The W3C trace id of the request (or event) being served.
+    pub trace_id: Arc<str>,
+    /// The caller: from the request's token, the calling context, or the event's subject.
+    pub principal: Option<Arc<Principal>>,
+}
+
+impl Scope {
+    /// An anonymous invocation under `trace_id`.
+    pub fn anonymous(trace_id: Arc<str>) -> Scope {
+        Scope {
+            trace_id,
+            principal: None,
+        }
+    }
+}
 
 /// Per-invocation state. An instance kept for reuse keeps its `Store`, so the parts that
 /// belong to one invocation (unit of work, trace id, depth) are bound before each one and
@@ -39,7 +59,7 @@ impl Invocation {
         runtime: Runtime,
         context: Arc<LoadedContext>,
         unit: SharedUnit,
-        trace_id: Arc<str>,
+        scope: Scope,
         depth: u32,
     ) -> Self {
         let shape = runtime.settings().instance_shape;
@@ -51,7 +71,9 @@ impl Invocation {
             config: context.config.clone(),
             sequences: runtime.sequences().clone(),
             unit: Some(unit),
-            trace_id,
+            trace_id: scope.trace_id,
+            principal: scope.principal,
+            secrets: context.secrets.clone(),
             limits: runtime.settings().guest_limits,
         };
         Invocation {
@@ -79,10 +101,16 @@ impl Invocation {
         &self.caps.trace_id
     }
 
-    /// Make this store's next invocation write into `unit` under `trace_id`.
-    pub(crate) fn bind(&mut self, unit: SharedUnit, trace_id: Arc<str>, depth: u32) {
+    /// Who the running invocation acts for.
+    pub(crate) fn principal(&self) -> Option<&Arc<Principal>> {
+        self.caps.principal.as_ref()
+    }
+
+    /// Make this store's next invocation write into `unit` for `scope`.
+    pub(crate) fn bind(&mut self, unit: SharedUnit, scope: Scope, depth: u32) {
         self.caps.unit = Some(unit);
-        self.caps.trace_id = trace_id;
+        self.caps.trace_id = scope.trace_id;
+        self.caps.principal = scope.principal;
         self.depth = depth;
     }
 
@@ -90,6 +118,7 @@ impl Invocation {
     /// whether the instance left nothing behind in the host's resource table.
     pub(crate) fn release(&mut self) -> bool {
         self.caps.unit = None;
+        self.caps.principal = None;
         self.table.is_empty()
     }
 }

@@ -19,6 +19,7 @@ use crate::admin::{self, Admin};
 use crate::bus::{AmqpBus, BusCtx, EmbeddedBus, EventTransport, RetryPolicy};
 use crate::config::{HttpSettings, Settings};
 use crate::gateway::{self, Gateway, RouteError, RouteTable, SharedRoutes};
+use crate::identity::{AuthConfigError, Authenticator};
 use crate::resilience::{PolicyError, RateLimiter};
 use crate::runtime::{EngineError, LoadError, Runtime};
 use crate::state::{Committer, Db, RecoveryPolicy, StateError, db_tables};
@@ -45,6 +46,8 @@ pub enum StartError {
     Routes(#[from] RouteError),
     #[error("invalid setting {0}")]
     RateLimit(#[from] PolicyError),
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] AuthConfigError),
     #[error("cannot write the admin token to {path}: {source}")]
     AdminToken {
         path: PathBuf,
@@ -86,6 +89,15 @@ impl Host {
 pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     // First what can be refused without touching the disk: the gateway's rate limits.
     let limiter = Arc::new(RateLimiter::new(settings.rate_limit.clone())?);
+    let auth = Authenticator::new(&settings.auth)?;
+    match &auth {
+        Some(a) => {
+            tracing::info!(auth = %a.describe(), "authentication on: routes follow their access rules")
+        }
+        None => tracing::warn!(
+            "authentication off: no [auth] key source (CTXHOST_AUTH_HS256_SECRET, CTXHOST_AUTH_JWKS_FILE) is configured, so every route is open to anyone"
+        ),
+    }
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
         path: settings.data_dir.clone(),
         source,
@@ -150,6 +162,7 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         body_idle_timeout: settings.http.body_idle_timeout,
         body_timeout: settings.http.body_timeout,
         limiter: limiter.clone(),
+        auth: auth.clone(),
     });
     let admin = Arc::new(Admin {
         runtime: runtime.clone(),
@@ -160,6 +173,7 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         contexts,
         upload_limit: settings.upload_limit,
         metrics: settings.metrics,
+        auth,
     });
     Ok(Host {
         runtime,

@@ -9,7 +9,7 @@ mod model;
 
 ctxhost_sdk::generate!("ctxhost:rental/car", "../../wit", "../../wit/rental");
 
-use exports::ctxhost::platform::{context, subscriber};
+use exports::ctxhost::platform::{access, context, subscriber};
 use exports::wasi::http::incoming_handler;
 
 struct Car;
@@ -36,6 +36,22 @@ impl context::Guest for Car {
                 .map(|s| s.to_string())
                 .collect(),
         }
+    }
+}
+
+impl access::Guest for Car {
+    /// Registering cars is for admins; the fleet is public.
+    fn rules() -> Vec<access::RouteRule> {
+        let rule = |method: &str, path: &str, rule: access::Rule| access::RouteRule {
+            method: method.into(),
+            path: path.into(),
+            rule,
+        };
+        vec![
+            rule("POST", "/cars", access::Rule::Roles(vec!["admin".into()])),
+            rule("GET", "/cars", access::Rule::Public),
+            rule("GET", "/cars/{id}", access::Rule::Public),
+        ]
     }
 }
 

@@ -2,19 +2,23 @@
 
 use ctxhost_sdk::body::JsonObject;
 use ctxhost_sdk::events::publish_json;
+use ctxhost_sdk::identity::{self, may_act_for};
+use ctxhost_sdk::page::PageRequest;
 use ctxhost_sdk::router::route;
 use ctxhost_sdk::{ApiResult, CallError, Request, Response, log, page, store};
 use serde_json::json;
 
 use crate::ctxhost::rental::payments::{self, PaymentError, PaymentRequest};
-use crate::model::{NewOrder, ORDER_SEQUENCE, ORDER_TABLE, Order, Status, can_cancel, order_key};
+use crate::model::{
+    ADMIN_ROLE, Caller, NewOrder, ORDER_SEQUENCE, ORDER_TABLE, Order, Status, can_cancel, order_key,
+};
 
 /// Route one request.
 pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if route("/orders", &req.path).is_some() {
         return match method {
-            "GET" => page::list_json::<Order>(&req, ORDER_TABLE),
+            "GET" => list(&req),
             "POST" => place(&req),
             _ => Err(Response::method_not_allowed(method, &["GET", "POST"])),
         };
@@ -34,10 +38,32 @@ pub(crate) fn handle(req: Request) -> ApiResult {
     Err(Response::not_found(&format!("no resource at {}", req.path)))
 }
 
+/// `GET /orders`: every order for an admin (or when the host lets anonymous callers
+/// through), else the caller's own.
+fn list(req: &Request) -> ApiResult {
+    let page = PageRequest::from_request(req)?;
+    match identity::caller().filter(|p| !identity::has_role(p, ADMIN_ROLE)) {
+        None => Ok(page::scan_json::<Order>(ORDER_TABLE, &page)?.respond(req)),
+        Some(me) => {
+            Ok(
+                page::scan_json_where::<Order>(ORDER_TABLE, &page, |o| {
+                    o.customer_id == me.subject
+                })?
+                .respond(req),
+            )
+        }
+    }
+}
+
 /// `POST /orders`: publish `OrderPlaced`, pay synchronously, store the order as `PAID`.
 /// Any failure answers >= 400, so nothing of it commits.
 fn place(req: &Request) -> ApiResult {
-    let new = NewOrder::parse(&JsonObject::parse(req)?)?;
+    let caller = identity::caller();
+    let who = caller.as_ref().map(|p| Caller {
+        subject: &p.subject,
+        admin: identity::has_role(p, ADMIN_ROLE),
+    });
+    let new = NewOrder::parse(&JsonObject::parse(req)?, who)?;
     let id = store::next_id(ORDER_SEQUENCE)?;
     publish_json(
         "OrderPlaced",
@@ -89,7 +115,7 @@ fn payment_failed(e: PaymentError) -> Response {
 /// `POST /orders/{id}/cancel`: `CANCELLED`, publish `OrderCancelled`; 409 when already
 /// cancelled or rejected.
 fn cancel(id: u64) -> ApiResult {
-    let mut order = load(id)?;
+    let mut order = load_own(id)?;
     if !can_cancel(order.status) {
         return Err(Response::conflict(&format!(
             "order {id} is {} and cannot be cancelled",
@@ -107,7 +133,19 @@ fn cancel(id: u64) -> ApiResult {
 }
 
 fn get(id: u64) -> ApiResult {
-    Ok(Response::json(200, &load(id)?))
+    Ok(Response::json(200, &load_own(id)?))
+}
+
+/// Order `id` when the caller is its customer or an admin; 403 otherwise.
+fn load_own(id: u64) -> Result<Order, Response> {
+    let order = load(id)?;
+    if may_act_for(identity::caller().as_ref(), &order.customer_id, ADMIN_ROLE) {
+        Ok(order)
+    } else {
+        Err(Response::forbidden(&format!(
+            "order {id} belongs to another customer"
+        )))
+    }
 }
 
 fn load(id: u64) -> Result<Order, Response> {

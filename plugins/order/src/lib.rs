@@ -9,7 +9,7 @@ mod model;
 
 ctxhost_sdk::generate!("ctxhost:rental/order", "../../wit", "../../wit/rental");
 
-use exports::ctxhost::platform::{context, subscriber};
+use exports::ctxhost::platform::{access, context, subscriber};
 use exports::wasi::http::incoming_handler;
 
 struct Order;
@@ -37,6 +37,24 @@ impl context::Guest for Order {
                 .map(|s| s.to_string())
                 .collect(),
         }
+    }
+}
+
+impl access::Guest for Order {
+    /// Every order resource needs a caller; which orders a caller sees is the domain's rule
+    /// (see [`api`]).
+    fn rules() -> Vec<access::RouteRule> {
+        let rule = |method: &str, path: &str| access::RouteRule {
+            method: method.into(),
+            path: path.into(),
+            rule: access::Rule::Authenticated,
+        };
+        vec![
+            rule("POST", "/orders"),
+            rule("GET", "/orders"),
+            rule("GET", "/orders/{id}"),
+            rule("POST", "/orders/{id}/cancel"),
+        ]
     }
 }
 

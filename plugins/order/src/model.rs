@@ -25,6 +25,9 @@ pub(crate) enum Status {
     Cancelled,
 }
 
+/// The role that may act for any customer.
+pub(crate) const ADMIN_ROLE: &str = "admin";
+
 /// Sequence for order ids.
 pub(crate) const ORDER_SEQUENCE: &str = "orders";
 /// The order table: orders are stored under `order/<id>` and listed in pages of it.
@@ -33,6 +36,13 @@ pub(crate) const ORDER_TABLE: &str = "order";
 /// `order/<id, 16 digits>`.
 pub(crate) fn order_key(id: u64) -> String {
     ctxhost_sdk::store::id_key(ORDER_TABLE, id)
+}
+
+/// Who places an order: the caller's subject and whether it holds [`ADMIN_ROLE`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub subject: &'a str,
+    pub admin: bool,
 }
 
 /// A validated `POST /orders` body.
@@ -44,12 +54,30 @@ pub(crate) struct NewOrder {
 }
 
 impl NewOrder {
-    /// Validate a `{"carId", "qty", "customerId"}` body; errors are 400 problems naming the field.
-    pub(crate) fn parse(body: &JsonObject) -> Result<Self, Response> {
+    /// Validate a `{"carId", "qty", "customerId"}` body placed by `caller`; errors are 400
+    /// problems naming the field. `customerId` defaults to the caller's subject and may name
+    /// another customer only for an admin (403); without a caller (authentication off) it
+    /// is required, as before authentication existed.
+    pub(crate) fn parse(body: &JsonObject, caller: Option<Caller<'_>>) -> Result<Self, Response> {
+        let customer_id = match caller {
+            None => body.nonempty_string("customerId")?,
+            Some(me) => match body.value("customerId") {
+                None | Some(serde_json::Value::Null) => me.subject.to_string(),
+                Some(_) => {
+                    let c = body.nonempty_string("customerId")?;
+                    if c != me.subject && !me.admin {
+                        return Err(Response::forbidden(&format!(
+                            "only an admin may place an order for another customer ({c:?})"
+                        )));
+                    }
+                    c
+                }
+            },
+        };
         Ok(NewOrder {
             car_id: body.int("carId", 1)?,
             qty: body.int_u32("qty", 1)?,
-            customer_id: body.nonempty_string("customerId")?,
+            customer_id,
         })
     }
 }
@@ -74,7 +102,32 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<NewOrder, Response> {
-        NewOrder::parse(&JsonObject::from_bytes(s.as_bytes())?)
+        NewOrder::parse(&JsonObject::from_bytes(s.as_bytes())?, None)
+    }
+
+    fn parse_as(s: &str, subject: &str, admin: bool) -> Result<NewOrder, Response> {
+        NewOrder::parse(
+            &JsonObject::from_bytes(s.as_bytes())?,
+            Some(Caller { subject, admin }),
+        )
+    }
+
+    #[test]
+    fn the_customer_is_the_caller_unless_an_admin_names_another() {
+        let own = parse_as(r#"{"carId":1,"qty":1}"#, "alice", false).unwrap();
+        assert_eq!(own.customer_id, "alice");
+        let same = parse_as(
+            r#"{"carId":1,"qty":1,"customerId":"alice"}"#,
+            "alice",
+            false,
+        );
+        assert_eq!(same.unwrap().customer_id, "alice");
+        let other = parse_as(r#"{"carId":1,"qty":1,"customerId":"bob"}"#, "alice", false);
+        assert_eq!(other.unwrap_err().status, 403);
+        let admin = parse_as(r#"{"carId":1,"qty":1,"customerId":"bob"}"#, "root", true);
+        assert_eq!(admin.unwrap().customer_id, "bob");
+        let empty = parse_as(r#"{"carId":1,"qty":1,"customerId":""}"#, "alice", false);
+        assert_eq!(empty.unwrap_err().status, 400);
     }
 
     fn detail(r: Response) -> String {

@@ -1,14 +1,16 @@
 //! `payments.authorize` (called by `order`) and the read-only `/payments` resources.
 
 use ctxhost_sdk::events::publish_json;
+use ctxhost_sdk::identity::{self, may_act_for};
+use ctxhost_sdk::page::PageRequest;
 use ctxhost_sdk::router::route;
 use ctxhost_sdk::{ApiResult, Error, Request, Response, config, log, page, store};
 use serde_json::json;
 
 use crate::exports::ctxhost::rental::payments as wit;
 use crate::model::{
-    MAX_QTY_KEY, PAYMENT_SEQUENCE, PAYMENT_TABLE, Payment, Status, by_order_key, decline_reason,
-    parse_max_qty, payment_key,
+    ADMIN_ROLE, MAX_QTY_KEY, PAYMENT_SEQUENCE, PAYMENT_TABLE, Payment, Status, by_order_key,
+    decline_reason, parse_max_qty, payment_key,
 };
 
 /// Approve a payment: decline over the configured maximum; otherwise store it as `APPROVED`
@@ -48,6 +50,8 @@ fn approve(req: &wit::PaymentRequest) -> Result<Payment, Error> {
         car_id: req.car_id,
         qty: req.qty,
         status: Status::Approved,
+        customer_id: req.customer_id.clone(),
+        placed_by: identity::caller().map(|p| p.subject),
     };
     store::put_json(&payment_key(id), &payment)?;
     store::put_json(&by_order_key(req.order_id), &id)?;
@@ -95,7 +99,7 @@ pub(crate) fn handle(req: Request) -> ApiResult {
     let method = req.method.as_str();
     if route("/payments", &req.path).is_some() {
         return match method {
-            "GET" => page::list_json::<Payment>(&req, PAYMENT_TABLE),
+            "GET" => list(&req),
             _ => Err(Response::method_not_allowed(method, &["GET"])),
         };
     }
@@ -115,9 +119,28 @@ pub(crate) fn handle(req: Request) -> ApiResult {
     Err(Response::not_found(&format!("no resource at {}", req.path)))
 }
 
+/// `GET /payments`: every payment for an admin (or when the host lets anonymous callers
+/// through), else the caller's own.
+fn list(req: &Request) -> ApiResult {
+    let page = PageRequest::from_request(req)?;
+    match identity::caller().filter(|p| !identity::has_role(p, ADMIN_ROLE)) {
+        None => Ok(page::scan_json::<Payment>(PAYMENT_TABLE, &page)?.respond(req)),
+        Some(me) => Ok(page::scan_json_where::<Payment>(PAYMENT_TABLE, &page, |p| {
+            p.customer_id == me.subject
+        })?
+        .respond(req)),
+    }
+}
+
+/// `GET /payments/{id}`: for the payment's customer or an admin (403 otherwise).
 fn get(id: u64) -> ApiResult {
     match store::get_json::<Payment>(&payment_key(id))? {
-        Some(p) => Ok(Response::json(200, &p)),
+        Some(p) if may_act_for(identity::caller().as_ref(), &p.customer_id, ADMIN_ROLE) => {
+            Ok(Response::json(200, &p))
+        }
+        Some(_) => Err(Response::forbidden(&format!(
+            "payment {id} belongs to another customer"
+        ))),
         None => Err(Response::not_found(&format!("payment {id} does not exist"))),
     }
 }

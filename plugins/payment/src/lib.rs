@@ -12,7 +12,7 @@ mod model;
 
 ctxhost_sdk::generate!("ctxhost:rental/payment", "../../wit", "../../wit/rental");
 
-use exports::ctxhost::platform::{context, subscriber};
+use exports::ctxhost::platform::{access, context, subscriber};
 use exports::ctxhost::rental::payments;
 use exports::wasi::http::incoming_handler;
 
@@ -41,6 +41,32 @@ impl context::Guest for Payment {
                 .map(|s| s.to_string())
                 .collect(),
         }
+    }
+}
+
+impl access::Guest for Payment {
+    /// Payments need a caller; which a caller sees is the domain's rule (see [`api`]). The
+    /// fault-injection resource, when enabled, is for admins.
+    fn rules() -> Vec<access::RouteRule> {
+        let rule = |method: &str, path: &str, rule: access::Rule| access::RouteRule {
+            method: method.into(),
+            path: path.into(),
+            rule,
+        };
+        let mut rules = vec![
+            rule("GET", "/payments", access::Rule::Authenticated),
+            rule("GET", "/payments/{id}", access::Rule::Authenticated),
+        ];
+        if faults::enabled() {
+            for method in ["GET", "PUT"] {
+                rules.push(rule(
+                    method,
+                    faults::PATH,
+                    access::Rule::Roles(vec![model::ADMIN_ROLE.into()]),
+                ));
+            }
+        }
+        rules
     }
 }
 

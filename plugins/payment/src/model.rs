@@ -11,6 +11,14 @@ pub(crate) struct Payment {
     pub car_id: u64,
     pub qty: u32,
     pub status: Status,
+    /// The customer the order is for (empty in payments stored before it was recorded).
+    #[serde(default)]
+    pub customer_id: String,
+    /// The subject of the caller whose request made the payment (the principal the host
+    /// passes along `order`'s call), when the request had one: an admin may place an order
+    /// for another customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +37,9 @@ impl Status {
         }
     }
 }
+
+/// The role that may see every customer's payments.
+pub(crate) const ADMIN_ROLE: &str = "admin";
 
 /// Sequence for payment ids.
 pub(crate) const PAYMENT_SEQUENCE: &str = "payments";
@@ -106,11 +117,17 @@ mod tests {
             car_id: 3,
             qty: 4,
             status: Status::Approved,
+            customer_id: "c".into(),
+            placed_by: None,
         };
         assert_eq!(
             serde_json::to_string(&p).unwrap(),
-            r#"{"id":1,"orderId":2,"carId":3,"qty":4,"status":"APPROVED"}"#
+            r#"{"id":1,"orderId":2,"carId":3,"qty":4,"status":"APPROVED","customerId":"c"}"#
         );
+        let old: Payment =
+            serde_json::from_str(r#"{"id":1,"orderId":2,"carId":3,"qty":4,"status":"APPROVED"}"#)
+                .unwrap();
+        assert_eq!((old.customer_id.as_str(), old.placed_by), ("", None));
         assert_eq!(by_order_key(5), "by-order/0000000000000005");
         assert_eq!(payment_key(5), "payment/0000000000000005");
     }

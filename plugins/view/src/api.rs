@@ -1,5 +1,6 @@
 //! The read-only resources: `/availability` and `/customers/{customerId}/orders`.
 
+use ctxhost_sdk::identity;
 use ctxhost_sdk::page::{self, PageRequest};
 use ctxhost_sdk::router::{parse_id, route};
 use ctxhost_sdk::{ApiResult, Request, Response, store};
@@ -28,6 +29,11 @@ pub(crate) fn handle(req: Request) -> ApiResult {
     }
     if let Some(p) = route("/customers/{customerId}/orders", &req.path) {
         let customer = p.get("customerId").unwrap_or_default();
+        if !identity::may_act_for(identity::caller().as_ref(), customer, "admin") {
+            return Err(Response::forbidden(&format!(
+                "the orders of customer {customer:?} are for that customer or an admin"
+            )));
+        }
         let index =
             page::scan_json::<u64>(&customer_table(customer), &PageRequest::from_request(&req)?)?;
         let mut orders = Vec::with_capacity(index.items.len());

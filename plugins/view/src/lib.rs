@@ -10,7 +10,7 @@ mod model;
 
 ctxhost_sdk::generate!("ctxhost:rental/view", "../../wit", "../../wit/rental");
 
-use exports::ctxhost::platform::{context, subscriber};
+use exports::ctxhost::platform::{access, context, subscriber};
 use exports::wasi::http::incoming_handler;
 
 struct View;
@@ -37,6 +37,27 @@ impl context::Guest for View {
                 .map(|s| s.to_string())
                 .collect(),
         }
+    }
+}
+
+impl access::Guest for View {
+    /// Availability is public; a customer's orders are for that customer or an admin (the
+    /// ownership check is in [`api`]).
+    fn rules() -> Vec<access::RouteRule> {
+        let rule = |method: &str, path: &str, rule: access::Rule| access::RouteRule {
+            method: method.into(),
+            path: path.into(),
+            rule,
+        };
+        vec![
+            rule("GET", "/availability", access::Rule::Public),
+            rule("GET", "/availability/{carId}", access::Rule::Public),
+            rule(
+                "GET",
+                "/customers/{customerId}/orders",
+                access::Rule::Authenticated,
+            ),
+        ]
     }
 }
 

@@ -19,6 +19,10 @@ const CORRELATION: &str = "cloudEvents:correlationid";
 const TRACE: &str = "cloudEvents:traceid";
 /// The CloudEvents distributed-tracing extension: the W3C context of the publishing span.
 const TRACEPARENT: &str = "cloudEvents:traceparent";
+/// The CloudEvents auth context extension: who caused the event (`authid`) and what kind of
+/// principal that is (`authtype`).
+const AUTHID: &str = "cloudEvents:authid";
+const AUTHTYPE: &str = "cloudEvents:authtype";
 
 /// Persistent delivery mode: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -43,6 +47,12 @@ pub(super) fn properties(seq: u64, event: &Envelope) -> BasicProperties {
     text(TRACE, &event.traceid);
     if !event.traceparent.is_empty() {
         text(TRACEPARENT, &event.traceparent);
+    }
+    if !event.authid.is_empty() {
+        text(AUTHID, &event.authid);
+        text(AUTHTYPE, "app_user");
+    } else {
+        text(AUTHTYPE, "unauthenticated");
     }
     headers.insert(SEQ_HEADER.into(), AMQPValue::LongLongInt(seq as i64));
     BasicProperties::default()
@@ -89,6 +99,11 @@ pub(super) fn decode(
             None => String::new(),
             Some(_) => text(TRACEPARENT)?,
         },
+        // Optional: an anonymous request's events (and older publishers') carry none.
+        authid: match headers.inner().get(AUTHID) {
+            None => String::new(),
+            Some(_) => text(AUTHID)?,
+        },
         datacontenttype: properties
             .content_type()
             .as_ref()
@@ -130,6 +145,11 @@ mod tests {
         let (seq, back) = decode(&props, &event.data).expect("decodes");
         assert_eq!(seq, 7);
         assert_eq!(back, event);
+        let mut by_alice = sample();
+        by_alice.authid = "alice".into();
+        let props = properties(8, &by_alice);
+        let (_, back) = decode(&props, &by_alice.data).expect("decodes");
+        assert_eq!(back.authid, "alice");
     }
 
     #[test]

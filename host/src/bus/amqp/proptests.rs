@@ -26,12 +26,14 @@ fn host_event() -> impl Strategy<Value = Envelope> {
             "\\PC{0,60}",
         ),
         prop::collection::vec(any::<u8>(), 0..128),
+        "\\PC{0,20}",
     )
         .prop_map(
             |(
                 (id, source, event_type),
                 (time, correlationid, traceid, traceparent, datacontenttype),
                 data,
+                authid,
             )| {
                 Envelope {
                     id,
@@ -41,6 +43,7 @@ fn host_event() -> impl Strategy<Value = Envelope> {
                     correlationid,
                     traceid,
                     traceparent,
+                    authid,
                     datacontenttype,
                     data,
                 }

@@ -26,6 +26,10 @@ use serde_json::json;
 
 /// Events of this type are refused forever (for poison-message tests).
 const POISON: &str = "ChaosPoison";
+/// Events of this type make the handler store, under `who-<correlation id>`, the subject
+/// of the principal the delivery runs for (`anonymous` when none): the tests of identity
+/// read it back with `GET /chaos/read/{key}`.
+const WHO: &str = "ChaosWho";
 
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/chaos/ok"),
@@ -77,7 +81,7 @@ impl context::Guest for Chaos {
                     path: (*path).into(),
                 })
                 .collect(),
-            subscriptions: vec![POISON.into()],
+            subscriptions: vec![POISON.into(), WHO.into()],
         }
     }
 }
@@ -85,10 +89,16 @@ impl context::Guest for Chaos {
 impl subscriber::Guest for Chaos {
     fn handle(event: subscriber::Event) -> Result<(), String> {
         if event.type_ == POISON {
-            Err("poisoned".into())
-        } else {
-            Ok(())
+            return Err("poisoned".into());
         }
+        if event.type_ == WHO {
+            let who = ctxhost_sdk::identity::caller()
+                .map(|p| p.subject)
+                .unwrap_or_else(|| "anonymous".into());
+            store::put(&format!("who-{}", event.correlation_id), who.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 
