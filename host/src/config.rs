@@ -5,8 +5,9 @@
 //! `[plugins.*]` ([`crate::runtime::RuntimeSettings`]), the bus `[amqp]`
 //! ([`crate::bus::AmqpSettings`]), resilience `[resilience.*]` and `[rate_limit]`
 //! ([`crate::resilience`]), telemetry `[telemetry]` ([`crate::telemetry`]: metrics, and
-//! traces and the log format in [`crate::telemetry::trace::TraceSettings`]);
-//! [`Settings::resolve`] only reads the file and composes them.
+//! traces and the log format in [`crate::telemetry::trace::TraceSettings`]), identity
+//! `[auth]` ([`crate::identity::AuthSettings`]); [`Settings::resolve`] only reads the file
+//! and composes them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::bus::{AmqpConfigError, AmqpFile, AmqpSettings};
+use crate::identity::{AuthConfigError, AuthFile, AuthSettings};
 use crate::resilience::{
     PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings,
 };
@@ -69,6 +71,8 @@ pub enum ConfigError {
     Telemetry(#[from] TelemetryConfigError),
     #[error(transparent)]
     Trace(#[from] TraceConfigError),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
 }
 
 /// The file's shape: the server's own keys, then each subsystem's.
@@ -104,6 +108,8 @@ struct FileConfig {
     http: HttpFile,
     #[serde(default)]
     telemetry: TelemetryFile,
+    #[serde(default)]
+    auth: AuthFile,
 }
 
 /// The `[http]` table: how long and how many connections a client may hold.
@@ -224,6 +230,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Trace export and the log format (`[telemetry]`, `OTEL_*` variables).
     pub tracing: TraceSettings,
+    /// Bearer-token verification (`[auth]`, `CTXHOST_AUTH_*` variables); off without a key.
+    pub auth: AuthSettings,
 }
 
 impl Settings {
@@ -304,6 +312,7 @@ impl Settings {
         let http = HttpSettings::resolve(&file.http)?;
         let metrics = MetricsSettings::resolve(&file.telemetry)?;
         let tracing = TraceSettings::resolve(&file.telemetry)?;
+        let auth = AuthSettings::resolve(file.auth, &base)?;
         let upload_limit = file
             .upload_limit_mb
             .unwrap_or(64)
@@ -331,6 +340,7 @@ impl Settings {
             },
             metrics,
             tracing,
+            auth,
         })
     }
 }

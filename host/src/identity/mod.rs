@@ -2,10 +2,25 @@
 //! the component that serves the request, to the contexts it calls and, by its subject, to
 //! the handlers of the events it causes.
 //!
-//! A leaf: every layer may use it; it imports nothing of the host's.
+//! Tokens are verified by the [`Authenticator`] the `[auth]` settings ([`AuthSettings`])
+//! describe: shared-secret HS256/384/512 and public keys from a JWKS file that is re-read
+//! when it changes (docs/SECURITY.md).
+//!
+//! A leaf: every layer may use it; it imports nothing of the host's but its lock helpers.
 
 mod access;
+mod claims;
+mod crypto;
+mod jwks;
+mod jwks_file;
 mod principal;
+mod settings;
+mod token_error;
+mod verifier;
 
 pub use access::{Access, AccessOverrides, Decision, RouteKey};
 pub use principal::Principal;
+pub(crate) use settings::AuthFile;
+pub use settings::{AuthConfigError, AuthSettings, HsSecret};
+pub use token_error::TokenError;
+pub use verifier::Authenticator;
