@@ -234,6 +234,25 @@ pub struct Settings {
     pub auth: AuthSettings,
 }
 
+/// The `[auth]` settings alone (file `config`, else `ctxhost.toml` when present, under the
+/// `CTXHOST_AUTH_*` variables), for commands that need no contexts, such as `ctxhost token`.
+pub fn auth_settings(config: Option<PathBuf>) -> Result<AuthSettings, ConfigError> {
+    let (file, config_file) = match config {
+        Some(p) => (read_file(&p)?, Some(p)),
+        None if Path::new(DEFAULT_CONFIG).exists() => {
+            let p = PathBuf::from(DEFAULT_CONFIG);
+            (read_file(&p)?, Some(p))
+        }
+        None => (FileConfig::default(), None),
+    };
+    let base = config_file
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok(AuthSettings::resolve(file.auth, &base)?)
+}
+
 impl Settings {
     /// Resolve flags and environment (`ov`) over the configuration file.
     pub fn resolve(ov: Overrides) -> Result<Settings, ConfigError> {

@@ -47,7 +47,8 @@ mod sync;
 mod telemetry;
 mod time;
 
-pub use config::{ConfigError, HttpSettings, Overrides, Settings};
+pub use config::{ConfigError, HttpSettings, Overrides, Settings, auth_settings};
+pub use identity::{MintError, mint_token};
 pub use runtime::engine_config;
 pub use server::{Host, StartError, build, run, serve};
 pub use telemetry::trace::{

@@ -47,6 +47,22 @@ enum Command {
         #[arg(long, env = "CTXHOST_AMQP_URL", hide_env_values = true)]
         amqp_url: Option<String>,
     },
+    /// Print a development token (HS256, signed with the configured shared secret) for
+    /// SUBJECT: `curl -H "authorization: Bearer $(ctxhost token --subject alice)" ...`.
+    Token {
+        /// The token's subject (`sub`).
+        #[arg(long)]
+        subject: String,
+        /// A role to grant (repeat for more).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime in seconds (at most one day).
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        /// Configuration file whose `[auth]` table applies (variables win over it).
+        #[arg(long, env = "CTXHOST_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Inspect the plugins of a running host.
     Plugin {
         #[command(subcommand)]
@@ -127,6 +143,22 @@ fn main() -> anyhow::Result<()> {
             let served = rt.block_on(ctxhost::run(settings, shutdown_signal()));
             drop(tracing);
             served.map_err(anyhow::Error::from)
+        }
+        Command::Token {
+            subject,
+            roles,
+            ttl_secs,
+            config,
+        } => {
+            let auth = ctxhost::auth_settings(config)?;
+            let token = ctxhost::mint_token(
+                &auth,
+                &subject,
+                &roles,
+                std::time::Duration::from_secs(ttl_secs),
+            )?;
+            println!("{token}");
+            Ok(())
         }
         Command::Plugin { command } => {
             let _tracing = ctxhost::install_tracing(&TraceSettings {

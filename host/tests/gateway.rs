@@ -87,6 +87,7 @@ impl InProcess {
         let retry_after = header_text("retry-after");
         let context_version = header_text("x-context-version");
         let link = header_text("link");
+        let www_authenticate = header_text("www-authenticate");
         let status = res.status().as_u16();
         let bytes = res
             .into_body()
@@ -102,6 +103,7 @@ impl InProcess {
             body: String::from_utf8_lossy(&bytes).into_owned(),
             context_version,
             link,
+            www_authenticate,
         }
     }
 

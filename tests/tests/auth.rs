@@ -48,6 +48,26 @@ fn options(jwks: &Path) -> HostOptions {
         .env("CTXHOST_AUTH_ADMIN_ROLE", "ops")
 }
 
+/// Polls `check` until it holds, for at most `timeout`; panics naming `what` otherwise.
+async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually(timeout, || {
+        let attempt = check();
+        let what = what.to_string();
+        async move {
+            if attempt.await {
+                Ok(())
+            } else {
+                Err(format!("not yet: {what}"))
+            }
+        }
+    })
+    .await
+}
+
 fn write_jwks(path: &Path, keys: &[&RsaKey]) {
     // Written whole then renamed, as a Kubernetes Secret volume swaps its files.
     let tmp = path.with_extension("tmp");
@@ -161,7 +181,7 @@ async fn tokens_are_verified_before_anything_reaches_a_component() {
     let new_key = RsaKey::generate(dir.path(), "key-2");
     write_jwks(&jwks_path, &[&new_key]);
     let fresh = new_key.sign(&claims("alice", &[]));
-    eventually(Duration::from_secs(10), "the rotated JWKS is used", || {
+    wait_for(Duration::from_secs(10), "the rotated JWKS is used", || {
         let api = with(&fresh);
         async move { api.get("/orders").await.status == 200 }
     })
@@ -207,7 +227,7 @@ async fn the_rental_contexts_enforce_who_may_do_what() {
     let car = admin.create_car("Polo", 10).await;
     // The fleet and the availability are public.
     anonymous.get(&format!("/cars/{car}")).await.expect(200);
-    eventually(SETTLE, "the view knows the car", || {
+    wait_for(SETTLE, "the view knows the car", || {
         let anonymous = anonymous.clone();
         async move { anonymous.get(&format!("/availability/{car}")).await.status == 200 }
     })
@@ -294,7 +314,7 @@ async fn the_rental_contexts_enforce_who_may_do_what() {
         .expect_problem(403);
 
     // A customer's view: that customer or an admin.
-    eventually(SETTLE, "the view lists alice's orders", || {
+    wait_for(SETTLE, "the view lists alice's orders", || {
         let alice = alice.clone();
         async move {
             let r = alice.get("/customers/alice/orders").await;
@@ -310,7 +330,7 @@ async fn the_rental_contexts_enforce_who_may_do_what() {
         .post_json(&format!("/orders/{mine}/cancel"), &json!({}))
         .await
         .expect(200);
-    eventually(SETTLE, "the cancelled units are back", || {
+    wait_for(SETTLE, "the cancelled units are back", || {
         let anonymous = anonymous.clone();
         async move {
             let r = anonymous.get(&format!("/availability/{car}")).await;
@@ -475,7 +495,7 @@ async fn an_event_carries_the_subject_of_the_request_that_caused_it() {
         .await
         .expect(200);
     // The handler ran for alice's subject, in its own delivery.
-    eventually(SETTLE, "the handler saw alice", || {
+    wait_for(SETTLE, "the handler saw alice", || {
         let alice = alice.clone();
         async move {
             let r = alice.get("/chaos/read/who-by-alice").await;
@@ -492,7 +512,7 @@ async fn an_event_carries_the_subject_of_the_request_that_caused_it() {
         .await
         .expect(201);
     let path = format!("/orders/{}", id(&order, "id"));
-    eventually(SETTLE, "the order is rented", || {
+    wait_for(SETTLE, "the order is rented", || {
         let (alice, path) = (alice.clone(), path.clone());
         async move { alice.get(&path).await.json()["status"] == json!("RENTED") }
     })

@@ -80,7 +80,7 @@ impl fmt::Display for Access {
 }
 
 /// A route named by method and path pattern, as in a manifest: `("POST", "/cars")`.
-pub type RouteKey = (String, String);
+pub(super) type RouteKey = (String, String);
 
 /// The operator's rules for some routes of one context, which win over the component's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,14 +13,18 @@ mod claims;
 mod crypto;
 mod jwks;
 mod jwks_file;
+mod mint;
 mod principal;
 mod settings;
 mod token_error;
 mod verifier;
 
-pub use access::{Access, AccessOverrides, Decision, RouteKey};
-pub use principal::Principal;
+pub(crate) use access::{Access, AccessOverrides, Decision};
+pub use mint::{MintError, mint as mint_token};
+pub(crate) use principal::Principal;
 pub(crate) use settings::AuthFile;
-pub use settings::{AuthConfigError, AuthSettings, HsSecret};
-pub use token_error::TokenError;
-pub use verifier::Authenticator;
+#[cfg(test)]
+pub(crate) use settings::HsSecret;
+pub(crate) use settings::{AuthConfigError, AuthSettings};
+pub(crate) use token_error::TokenError;
+pub(crate) use verifier::Authenticator;

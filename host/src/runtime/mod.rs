@@ -27,7 +27,7 @@ mod tests;
 pub(crate) use config::{
     LimitsFile, PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings, valid_name,
 };
-pub(crate) use context::{ContextLimits, LoadedContext, RouteAccess, RouteSpec};
+pub(crate) use context::{ContextLimits, LoadedContext, RouteSpec};
 pub use engine::engine_config;
 pub(crate) use engine::{EngineError, Runtime};
 pub(crate) use invoke::{HttpReply, InvokeError};

@@ -17,6 +17,7 @@ use super::engine::{EngineSettings, Runtime, engine_config};
 use super::invoke::InvokeError;
 use super::linking::{Mismatch, check_compatible, interfaces};
 use super::loader::{Artifact, LoadError};
+use super::store_data::Scope;
 use crate::resilience::{ResilienceFile, ResilienceSettings};
 use crate::state::{Committer, Db};
 
@@ -341,7 +342,7 @@ async fn get(rt: &Runtime, ctx: &str, path: &str) -> Result<http::StatusCode, In
     let req = http::Request::get(format!("http://localhost{path}"))
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .expect("a request");
-    rt.invoke_http(ctx, unit, Arc::from("test"), req)
+    rt.invoke_http(ctx, unit, Scope::anonymous(Arc::from("test")), req)
         .await
         .map(|r| r.status)
 }
