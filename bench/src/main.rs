@@ -49,6 +49,7 @@ fn usage() -> ! {
          \n  profile      reads and durable writes: the run command's host (--run-bin, default\
          \n               target/debug/ctxhost) against the release host (--bin)\
          \n  traces       reads and durable writes with traces off, sampled at 100 % and at 0 %\
+         \n  auth         reads and durable writes with authentication off, HS256 and RS256 tokens\
          \n  all          every suite above, in that order"
     );
     std::process::exit(2)

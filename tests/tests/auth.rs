@@ -175,6 +175,16 @@ async fn tokens_are_verified_before_anything_reaches_a_component() {
     // Nothing refused reached a component: no order was written.
     let admin = with(&token("root", &["admin"]));
     assert_eq!(admin.get_list("/orders").await.len(), 0);
+    // Operators see the refusals by reason.
+    let metrics = api.get("/metrics").await.body;
+    for reason in ["missing", "invalid"] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&format!(
+                "ctxhost_http_auth_refused_total{{reason=\"{reason}\"}}"
+            ))),
+            "no {reason} refusals in /metrics"
+        );
+    }
 
     // The JWKS rotates without a restart: a token of the new key passes within a few
     // seconds, and the old key's tokens are refused from then on.

@@ -106,6 +106,11 @@ impl Denied {
     /// 401 with `WWW-Authenticate: Bearer` (`error="invalid_token"` when a token was sent),
     /// or 403.
     pub(crate) fn respond(&self) -> Response {
+        crate::telemetry::metrics().auth_refused(match self {
+            Denied::Missing => "missing",
+            Denied::Invalid(_) => "invalid",
+            Denied::Forbidden(_) => "forbidden",
+        });
         let detail = self.to_string();
         match self {
             Denied::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN, detail).into_response(),

@@ -192,6 +192,7 @@ pub(crate) struct Metrics {
     request_duration: Family<RouteLabels, Timing>,
     rate_limited: Family<ScopeLabels, Counter>,
     body_refused: Family<ReasonLabels, Counter>,
+    auth_refused: Family<ReasonLabels, Counter>,
     invocations: Family<InvocationLabels, Counter>,
     invocation_duration: Family<KindLabels, Timing>,
     instances_created: Family<ContextLabels, Counter>,
@@ -259,6 +260,7 @@ impl Metrics {
             request_duration: Family::default(),
             rate_limited: Family::default(),
             body_refused: Family::default(),
+            auth_refused: Family::default(),
             invocations: Family::default(),
             invocation_duration: Family::default(),
             instances_created: Family::default(),
@@ -305,6 +307,11 @@ impl Metrics {
             "http_body_refused",
             "Requests refused for their body: too_large (413) or timeout (408)",
             self.body_refused.clone(),
+        );
+        r.register(
+            "http_auth_refused",
+            "Requests the gateway refused for their caller: missing (401, no token), invalid (401, a bad token) or forbidden (403, a role missing)",
+            self.auth_refused.clone(),
         );
         r.register(
             "invocations",
@@ -461,6 +468,15 @@ impl Metrics {
         if self.enabled() {
             self.rate_limited
                 .get_or_create(&ScopeLabels { scope })
+                .inc();
+        }
+    }
+
+    /// A request refused for its caller (`missing`, `invalid`, `forbidden`).
+    pub(crate) fn auth_refused(&self, reason: &'static str) {
+        if self.enabled() {
+            self.auth_refused
+                .get_or_create(&ReasonLabels { reason })
                 .inc();
         }
     }
