@@ -21,7 +21,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 pub(crate) use events::valid_type as valid_event_type;
-pub use secrets::{SecretGrants, SecretSource};
+pub(crate) use secrets::{SecretGrants, SecretSource};
 
 use crate::bindings::Platform;
 use crate::identity::Principal;

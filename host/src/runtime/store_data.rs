@@ -52,6 +52,8 @@ impl Invocation {
             sequences: runtime.sequences().clone(),
             unit: Some(unit),
             trace_id,
+            principal: None,
+            secrets: context.secrets.clone(),
             limits: runtime.settings().guest_limits,
         };
         Invocation {
