@@ -51,4 +51,12 @@ impl incoming_handler::Guest for Car {
     }
 }
 
+// Placeholder until this context declares its access rules: no rule, so every route takes
+// the host's default.
+impl exports::ctxhost::platform::access::Guest for Car {
+    fn rules() -> Vec<exports::ctxhost::platform::access::RouteRule> {
+        vec![]
+    }
+}
+
 export!(Car);

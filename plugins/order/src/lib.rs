@@ -52,4 +52,12 @@ impl incoming_handler::Guest for Order {
     }
 }
 
+// Placeholder until this context declares its access rules: no rule, so every route takes
+// the host's default.
+impl exports::ctxhost::platform::access::Guest for Order {
+    fn rules() -> Vec<exports::ctxhost::platform::access::RouteRule> {
+        vec![]
+    }
+}
+
 export!(Order);

@@ -48,6 +48,7 @@ fn approve(req: &wit::PaymentRequest) -> Result<Payment, Error> {
         car_id: req.car_id,
         qty: req.qty,
         status: Status::Approved,
+        receipt: crate::receipt::receipt(id, req.order_id, req.qty),
     };
     store::put_json(&payment_key(id), &payment)?;
     store::put_json(&by_order_key(req.order_id), &id)?;

@@ -2,13 +2,14 @@
 //! cancels them when the rental is rejected or the order cancelled.
 //!
 //! This file is the glue (bindings, manifest, exports); the domain lives in [`model`] (types
-//! and rules), [`api`] (HTTP resources and `payments.authorize`) and [`events`] (event
-//! handlers).
+//! and rules), [`api`] (HTTP resources and `payments.authorize`), [`receipt`] (each
+//! payment's HMAC under the granted secret `signing-key`) and [`events`] (event handlers).
 
 mod api;
 mod events;
 mod faults;
 mod model;
+mod receipt;
 
 ctxhost_sdk::generate!("ctxhost:rental/payment", "../../wit", "../../wit/rental");
 
@@ -20,6 +21,7 @@ struct Payment;
 
 impl context::Guest for Payment {
     fn ready() -> Result<(), String> {
+        receipt::check_key();
         Ok(())
     }
 
@@ -65,6 +67,14 @@ impl payments::Guest for Payment {
 impl incoming_handler::Guest for Payment {
     fn handle(req: incoming_handler::IncomingRequest, out: incoming_handler::ResponseOutparam) {
         ctxhost_sdk::http::serve(req, out, api::handle);
+    }
+}
+
+// Placeholder until this context declares its access rules: no rule, so every route takes
+// the host's default.
+impl exports::ctxhost::platform::access::Guest for Payment {
+    fn rules() -> Vec<exports::ctxhost::platform::access::RouteRule> {
+        vec![]
     }
 }
 
