@@ -25,6 +25,9 @@ pub struct PluginInfo {
     pub imports: Vec<String>,
     /// Interfaces it exports to other contexts.
     pub exports: Vec<String>,
+    /// Names of the secrets granted to it (`[plugins.<name>.secrets]`), never their values.
+    #[serde(default)]
+    pub secrets: Vec<String>,
     /// RFC 3339 time of the load.
     pub loaded_at: String,
     /// Invocations of this version running now.

@@ -8,6 +8,10 @@
 //! * [`page`]: paged list endpoints (`?limit=&after=`, a `Link` to the next page).
 //! * [`store`], [`events`], [`config`], [`log`]: JSON-friendly wrappers over the host imports.
 //! * [`identity`]: the caller's principal, and the access rules a context declares.
+//! * [`secrets`]: the secrets the operator granted to this context (an environment variable
+//!   or a file, re-read on every call). [`config`] reads the same table as the standard
+//!   `wasi:config/store`, bound as [`bindings::wasi::config::store`] for code written for
+//!   other hosts.
 //!
 //! The smallest complete context is the workspace's `bench-hello` component, shown here from
 //! its own files so this example is always the code CI builds: a `cdylib` crate with the
@@ -33,6 +37,7 @@ pub mod identity;
 pub mod log;
 pub mod page;
 pub mod router;
+pub mod secrets;
 pub mod store;
 
 pub use bindings::ctxhost::platform::types::{CallError, Event};

@@ -148,7 +148,7 @@ async fn readyz(State(app): State<Arc<Admin>>, headers: HeaderMap) -> Response {
 }
 
 /// `GET /admin/plugins`: each loaded context with its version, digest, state, routes,
-/// events, invocations in flight and health.
+/// events, the names of its secrets, invocations in flight and health.
 async fn plugins(State(app): State<Arc<Admin>>) -> Json<Vec<PluginInfo>> {
     Json(
         app.runtime
@@ -192,6 +192,7 @@ fn info(c: &LoadedContext) -> PluginInfo {
         subscriptions: c.subscriptions.clone(),
         imports: c.imports.clone(),
         exports: c.exports.clone(),
+        secrets: c.secrets.names().map(str::to_string).collect(),
         loaded_at: c.loaded_at.clone(),
         in_flight: c.in_flight.load(std::sync::atomic::Ordering::SeqCst) as u64,
         health: HealthInfo {

@@ -31,6 +31,9 @@
 //! deadline_ms = 2000
 //! [plugins.payment.config]
 //! max-qty-per-order = "10"
+//! [plugins.payment.secrets]   # secrets the context may read, by name: a source, never a value
+//! signing-key = { env = "PAYMENT_SIGNING_KEY" }
+//! # api-token = { file = "/run/secrets/api-token" }   # relative to the config file
 //! ```
 
 use std::collections::BTreeMap;
@@ -194,12 +197,44 @@ pub struct PluginEntry {
     access: BTreeMap<String, String>,
 }
 
-/// One entry of `[plugins.<name>.secrets]`: where the secret's value comes from.
+/// One entry of `[plugins.<name>.secrets]`: where the secret's value comes from (never the
+/// value itself).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SecretEntry {
     env: Option<String>,
     file: Option<PathBuf>,
+}
+
+/// The grants of context `context` from its `[plugins.<name>.secrets]` table: each entry
+/// names exactly one non-empty source; a relative file is taken from the configuration
+/// file's directory (`relative`).
+fn secret_grants(
+    context: &str,
+    entries: BTreeMap<String, SecretEntry>,
+    relative: impl Fn(PathBuf) -> PathBuf,
+) -> Result<SecretGrants, RuntimeConfigError> {
+    let mut grants = BTreeMap::new();
+    for (secret, entry) in entries {
+        let source = match (entry.env, entry.file) {
+            _ if secret.is_empty() => Err("a secret's name must not be empty"),
+            (Some(_), Some(_)) => Err("give `env` or `file`, not both"),
+            (None, None) => Err("give `env = \"VARIABLE\"` or `file = \"path\"`"),
+            (Some(var), None) if var.is_empty() || var.contains(['=', '\0']) => {
+                Err("`env` must name a variable")
+            }
+            (None, Some(file)) if file.as_os_str().is_empty() => Err("`file` must name a file"),
+            (Some(var), None) => Ok(SecretSource::Env(var)),
+            (None, Some(file)) => Ok(SecretSource::File(relative(file))),
+        }
+        .map_err(|why| RuntimeConfigError::Secret {
+            context: context.to_string(),
+            secret: secret.clone(),
+            why,
+        })?;
+        grants.insert(secret, source);
+    }
+    Ok(SecretGrants::new(grants))
 }
 
 /// Why the runtime's settings cannot be used.
@@ -326,21 +361,7 @@ impl RuntimeSettings {
                 },
                 instance_reuse: reuse(entry.instance_reuse, default_limits.instance_reuse)?,
             };
-            let mut grants = BTreeMap::new();
-            for (secret, source) in entry.secrets {
-                let refused = |why| RuntimeConfigError::Secret {
-                    context: name.clone(),
-                    secret: secret.clone(),
-                    why,
-                };
-                let source = match (source.env, source.file) {
-                    (Some(var), None) if !var.is_empty() => SecretSource::Env(var),
-                    (None, Some(file)) => SecretSource::File(relative(file)),
-                    (Some(_), Some(_)) => return Err(refused("give `env` or `file`, not both")),
-                    _ => return Err(refused("give `env = \"VARIABLE\"` or `file = \"path\"`")),
-                };
-                grants.insert(secret, source);
-            }
+            let secrets = secret_grants(&name, entry.secrets, relative)?;
             let access =
                 AccessOverrides::parse(entry.access.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                     .map_err(|why| RuntimeConfigError::Access {
@@ -348,7 +369,7 @@ impl RuntimeSettings {
                         why,
                     })?;
             plugins.push(PluginSource {
-                secrets: Arc::new(SecretGrants::new(grants)),
+                secrets: Arc::new(secrets),
                 access: Arc::new(access),
                 name,
                 path: relative(entry.path),
@@ -447,5 +468,58 @@ mod tests {
             assert!(err.to_string().contains(key), "{text}: {err}");
         }
         assert!(toml::from_str::<LimitsFile>("bogus = 1").is_err());
+    }
+
+    fn grants(text: &str) -> Result<SecretGrants, RuntimeConfigError> {
+        let entries = toml::from_str(text).expect("a [plugins.<name>.secrets] table");
+        secret_grants("pay", entries, |p| Path::new("/etc/ctx").join(p))
+    }
+
+    #[test]
+    fn secrets_name_a_variable_or_a_file_relative_to_the_config() {
+        let g = grants(
+            "a = { env = \"A_KEY\" }\nb = { file = \"keys/b\" }\nc = { file = \"/run/c\" }\n",
+        )
+        .expect("valid");
+        assert_eq!(g.names().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            format!("{g:?}"),
+            r#"{"a": Env("A_KEY"), "b": File("/etc/ctx/keys/b"), "c": File("/run/c")}"#
+        );
+        assert_eq!(grants("").expect("none").names().count(), 0);
+    }
+
+    #[test]
+    fn a_secret_with_no_source_two_sources_or_an_empty_one_is_refused_by_name() {
+        for (text, why) in [
+            ("k = { env = \"A\", file = \"b\" }", "not both"),
+            ("k = {}", "give `env"),
+            ("k = { env = \"\" }", "must name a variable"),
+            ("k = { env = \"A=B\" }", "must name a variable"),
+            ("k = { file = \"\" }", "must name a file"),
+        ] {
+            let err = grants(text).expect_err(text).to_string();
+            assert!(
+                err.contains("plugins.pay.secrets.k") && err.contains(why),
+                "{text}: {err}"
+            );
+        }
+        let err = grants("\"\" = { env = \"A\" }").expect_err("empty name");
+        assert!(err.to_string().contains("must not be empty"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_value_cannot_be_written_in_the_file() {
+        // Only a source: an inline value, or any other key, does not parse.
+        for text in [
+            "k = \"the value\"",
+            "k = { value = \"the value\" }",
+            "k = { env = \"A\", value = \"the value\" }",
+        ] {
+            assert!(
+                toml::from_str::<BTreeMap<String, SecretEntry>>(text).is_err(),
+                "{text}"
+            );
+        }
     }
 }

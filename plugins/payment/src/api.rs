@@ -50,6 +50,7 @@ fn approve(req: &wit::PaymentRequest) -> Result<Payment, Error> {
         car_id: req.car_id,
         qty: req.qty,
         status: Status::Approved,
+        receipt: crate::receipt::receipt(id, req.order_id, req.qty),
         customer_id: req.customer_id.clone(),
         placed_by: identity::caller().map(|p| p.subject),
     };

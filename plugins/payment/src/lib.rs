@@ -2,13 +2,14 @@
 //! cancels them when the rental is rejected or the order cancelled.
 //!
 //! This file is the glue (bindings, manifest, exports); the domain lives in [`model`] (types
-//! and rules), [`api`] (HTTP resources and `payments.authorize`) and [`events`] (event
-//! handlers).
+//! and rules), [`api`] (HTTP resources and `payments.authorize`), [`receipt`] (each
+//! payment's HMAC under the granted secret `signing-key`) and [`events`] (event handlers).
 
 mod api;
 mod events;
 mod faults;
 mod model;
+mod receipt;
 
 ctxhost_sdk::generate!("ctxhost:rental/payment", "../../wit", "../../wit/rental");
 
@@ -20,6 +21,7 @@ struct Payment;
 
 impl context::Guest for Payment {
     fn ready() -> Result<(), String> {
+        receipt::check_key();
         Ok(())
     }
 

@@ -11,6 +11,11 @@ pub(crate) struct Payment {
     pub car_id: u64,
     pub qty: u32,
     pub status: Status,
+    /// Lowercase hex HMAC-SHA256 of `"<id>:<orderId>:<qty>"` under the secret
+    /// `signing-key`; `None` (JSON `null`) when the key was not available when the payment
+    /// was made, or for a payment stored before receipts existed.
+    #[serde(default)]
+    pub receipt: Option<String>,
     /// The customer the order is for (empty in payments stored before it was recorded).
     #[serde(default)]
     pub customer_id: String,
@@ -117,17 +122,27 @@ mod tests {
             car_id: 3,
             qty: 4,
             status: Status::Approved,
+            receipt: Some("ab".into()),
             customer_id: "c".into(),
             placed_by: None,
         };
         assert_eq!(
             serde_json::to_string(&p).unwrap(),
-            r#"{"id":1,"orderId":2,"carId":3,"qty":4,"status":"APPROVED","customerId":"c"}"#
+            r#"{"id":1,"orderId":2,"carId":3,"qty":4,"status":"APPROVED","receipt":"ab","customerId":"c"}"#
         );
+        let unsigned = Payment { receipt: None, ..p };
+        assert_eq!(
+            serde_json::to_string(&unsigned).unwrap(),
+            r#"{"id":1,"orderId":2,"carId":3,"qty":4,"status":"APPROVED","receipt":null,"customerId":"c"}"#
+        );
+        // A payment stored before receipts and customers were recorded still reads.
         let old: Payment =
             serde_json::from_str(r#"{"id":1,"orderId":2,"carId":3,"qty":4,"status":"APPROVED"}"#)
                 .unwrap();
-        assert_eq!((old.customer_id.as_str(), old.placed_by), ("", None));
+        assert_eq!(
+            (old.receipt, old.customer_id.as_str(), old.placed_by),
+            (None, "", None)
+        );
         assert_eq!(by_order_key(5), "by-order/0000000000000005");
         assert_eq!(payment_key(5), "payment/0000000000000005");
     }

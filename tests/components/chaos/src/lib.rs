@@ -2,8 +2,10 @@
 //! overflow, unbounded allocation, endless loop, failing after a typed call) so end-to-end
 //! tests can check that the host confines each failure to its own request. Also raw store
 //! and publish access for isolation tests, and `POST /chaos/flood`, which makes the host
-//! hold too much (scans, writes, events, sequence names) for the tests of its limits. Never
-//! shipped by default.
+//! hold too much (scans, writes, events, sequence names) for the tests of its limits; its
+//! configuration read through the standard `wasi:config/store`, and whether a secret is
+//! granted to it (with a digest of the value, never the value), for the tests of secrets.
+//! Never shipped by default.
 
 ctxhost_sdk::generate!(
     "ctxhost:chaos/chaos",
@@ -17,12 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ctxhost::rental::payments::{self, PaymentRequest};
 use ctxhost_sdk::bindings::ctxhost::platform::store as raw_store;
+use ctxhost_sdk::bindings::wasi::config::store as wasi_config_store;
 use ctxhost_sdk::body::JsonObject;
 use ctxhost_sdk::router::route;
 use ctxhost_sdk::{ApiResult, Request, Response, store};
 use exports::ctxhost::platform::{context, subscriber};
 use exports::wasi::http::incoming_handler;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 /// Events of this type are refused forever (for poison-message tests).
 const POISON: &str = "ChaosPoison";
@@ -46,6 +50,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/chaos/served"),
     ("POST", "/chaos/stderr"),
     ("POST", "/chaos/flood"),
+    ("GET", "/chaos/config"),
+    ("GET", "/chaos/config/{key}"),
+    ("GET", "/chaos/secret/{name}"),
 ];
 
 /// Requests this instance has served: guest memory, so it stays 1 when every request gets
@@ -141,6 +148,19 @@ fn handle(req: Request) -> ApiResult {
             read(&key)
         }
         "/chaos/publish" => publish(&req),
+        "/chaos/config" => wasi_config_all(),
+        "/chaos/config/{key}" => {
+            let key = route(pattern, &req.path)
+                .and_then(|p| p.get("key").map(str::to_string))
+                .unwrap_or_default();
+            wasi_config(&key)
+        }
+        "/chaos/secret/{name}" => {
+            let name = route(pattern, &req.path)
+                .and_then(|p| p.get("name").map(str::to_string))
+                .unwrap_or_default();
+            Ok(secret(&name))
+        }
         "/chaos/stderr" => stderr(&req),
         "/chaos/flood" => flood(&req),
         "/chaos/payment-of/{orderId}" => {
@@ -346,4 +366,53 @@ fn flood(req: &Request) -> ApiResult {
         }
     }
     Ok(Response::json(200, &json!({ "done": count })))
+}
+
+/// `GET /chaos/config/{key}`: the value through the standard `wasi:config/store` (not the
+/// host's own `config` interface), 404 when not configured.
+fn wasi_config(key: &str) -> ApiResult {
+    match wasi_config_store::get(key) {
+        Ok(Some(value)) => Ok(Response::json(200, &json!({ "key": key, "value": value }))),
+        Ok(None) => Err(Response::not_found(&format!("`{key}` is not configured"))),
+        Err(e) => Err(Response::problem_status(
+            500,
+            &format!("wasi:config: {e:?}"),
+        )),
+    }
+}
+
+/// `GET /chaos/config`: every key and value through `wasi:config/store`'s `get-all`.
+fn wasi_config_all() -> ApiResult {
+    match wasi_config_store::get_all() {
+        Ok(pairs) => {
+            let map: serde_json::Map<String, serde_json::Value> = pairs
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            Ok(Response::json(200, &serde_json::Value::Object(map)))
+        }
+        Err(e) => Err(Response::problem_status(
+            500,
+            &format!("wasi:config: {e:?}"),
+        )),
+    }
+}
+
+/// `GET /chaos/secret/{name}`: whether the secret is granted and readable, with the length
+/// and the lowercase hex SHA-256 of its value so tests can tell values apart. A test
+/// component only: a real context never answers anything derived from a secret.
+fn secret(name: &str) -> Response {
+    match ctxhost_sdk::secrets::get(name) {
+        Some(value) => {
+            let sha256: String = Sha256::digest(&value)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Response::json(
+                200,
+                &json!({ "name": name, "granted": true, "length": value.len(), "sha256": sha256 }),
+            )
+        }
+        None => Response::json(200, &json!({ "name": name, "granted": false })),
+    }
 }
