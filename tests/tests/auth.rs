@@ -172,6 +172,43 @@ async fn tokens_are_verified_before_anything_reaches_a_component() {
             .await,
         true,
     );
+    // `ctxhost token` mints a development token the host accepts (the README's story).
+    let minted = std::process::Command::new(ctxhost_tests::host_binary())
+        .args([
+            "token",
+            "--subject",
+            "carol",
+            "--role",
+            "admin",
+            "--ttl-secs",
+            "60",
+        ])
+        .env(
+            "CTXHOST_AUTH_HS256_SECRET",
+            std::str::from_utf8(SECRET).expect("ASCII"),
+        )
+        .env("CTXHOST_AUTH_ISSUER", ISSUER)
+        .env("CTXHOST_AUTH_AUDIENCE", AUDIENCE)
+        .env("CTXHOST_AUTH_ROLES_CLAIM", "realm_access.roles")
+        .output()
+        .expect("run ctxhost token");
+    assert!(minted.status.success(), "{minted:?}");
+    let minted = String::from_utf8(minted.stdout).expect("UTF-8");
+    with(minted.trim())
+        .post_json("/cars", &json!({"name": "Minted", "stock": 1}))
+        .await
+        .expect(201);
+    let without_secret = std::process::Command::new(ctxhost_tests::host_binary())
+        .args(["token", "--subject", "carol"])
+        .env_remove("CTXHOST_AUTH_HS256_SECRET")
+        .output()
+        .expect("run ctxhost token");
+    assert!(!without_secret.status.success());
+    assert!(
+        String::from_utf8_lossy(&without_secret.stderr).contains("CTXHOST_AUTH_HS256_SECRET"),
+        "{without_secret:?}"
+    );
+
     // Nothing refused reached a component: no order was written.
     let admin = with(&token("root", &["admin"]));
     assert_eq!(admin.get_list("/orders").await.len(), 0);
