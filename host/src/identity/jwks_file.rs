@@ -28,8 +28,9 @@ type Stamp = Option<(u64, Option<SystemTime>, u64)>;
 
 /// What the last look found.
 struct Seen {
-    /// The version the keys in place come from.
-    loaded: Stamp,
+    /// The version the keys in place come from (`None`: the file changed while it was
+    /// read, so the next look reads it again).
+    loaded: Option<Stamp>,
     /// A later version that could not be used (warned about once).
     failed: Option<Stamp>,
 }
@@ -66,7 +67,7 @@ impl JwksFile {
             accepted: accepted.to_vec(),
             keys: RwLock::new(Arc::new(keys)),
             seen: Mutex::new(Seen {
-                loaded: stamp,
+                loaded: Some(stamp),
                 failed: None,
             }),
             last_look: AtomicU64::new(0),
@@ -87,16 +88,17 @@ impl JwksFile {
         read(&self.keys).clone()
     }
 
-    /// After a token named a `kid` the keys lack: the new keys if the file changed since
-    /// (looking at most once per [`RECHECK_ON_MISS`]), else `None`.
-    pub(super) fn keys_after_miss(&self) -> Option<Arc<KeySet>> {
-        self.look(self.recheck_on_miss)
-            .then(|| read(&self.keys).clone())
+    /// After a token named a `kid` that `had` lacks: newer keys, when the file changed since
+    /// (looking at it at most once per [`RECHECK_ON_MISS`]) or another caller just put them
+    /// in place; else `None`.
+    pub(super) fn keys_after_miss(&self, had: &Arc<KeySet>) -> Option<Arc<KeySet>> {
+        self.look(self.recheck_on_miss);
+        let now = read(&self.keys).clone();
+        (!Arc::ptr_eq(&now, had)).then_some(now)
     }
 
-    /// Look at the file if the last look is `interval` old and no one else is looking;
-    /// true when new keys are in place.
-    fn look(&self, interval: Duration) -> bool {
+    /// Look at the file if the last look is `interval` old and no one else is looking.
+    fn look(&self, interval: Duration) {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_look.load(Ordering::Relaxed);
         let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
@@ -106,14 +108,18 @@ impl JwksFile {
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
-            return false;
+            return;
         }
         let mut seen = lock(&self.seen);
         let stamp = stamp(&self.path);
-        if stamp == seen.loaded || seen.failed == Some(stamp) {
-            return false;
+        if seen.loaded == Some(stamp) || seen.failed == Some(stamp) {
+            return;
         }
-        match load(&self.path, &self.accepted) {
+        let result = load(&self.path, &self.accepted);
+        // Changed while it was read (rewritten in place): what was read may be neither
+        // version, so it is only remembered when the file held still.
+        let settled = self::stamp(&self.path) == stamp;
+        match result {
             Ok((keys, notes)) => {
                 for note in notes {
                     tracing::warn!(path = %self.path.display(), "JWKS file: {note}");
@@ -124,11 +130,10 @@ impl JwksFile {
                     "JWKS file changed: its keys are in place"
                 );
                 *write(&self.keys) = Arc::new(keys);
-                seen.loaded = stamp;
+                seen.loaded = settled.then_some(stamp);
                 seen.failed = None;
-                true
             }
-            Err(e) => {
+            Err(e) if settled => {
                 tracing::warn!(
                     path = %self.path.display(),
                     error = %e,
@@ -136,8 +141,8 @@ impl JwksFile {
                     "JWKS file changed but cannot be used: the previous keys stay in place"
                 );
                 seen.failed = Some(stamp);
-                false
             }
+            Err(_) => {}
         }
     }
 }

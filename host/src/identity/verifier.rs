@@ -252,7 +252,7 @@ impl Inner {
         if let Some(done) = self.try_keys(token, alg, kid, &keys) {
             return done;
         }
-        file.keys_after_miss()
+        file.keys_after_miss(&keys)
             .and_then(|newer| self.try_keys(token, alg, kid, &newer))
             .unwrap_or(Err(TokenError::UnknownKey))
     }

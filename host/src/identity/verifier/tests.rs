@@ -17,17 +17,15 @@ use crate::identity::HsSecret;
 
 // --- openssl ------------------------------------------------------------------------------
 
-/// Run `openssl` with `args`; its standard output. Without openssl the test fails, saying so.
+/// Run `openssl` with `args`; its standard output. A missing openssl is installed (as
+/// root) or the test fails saying what to install: never skipped.
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    let program = PROGRAM.get_or_init(|| ctxhost_tests::ensure_program("openssl", &["openssl"]));
+    let out = Command::new(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "the identity tests need the openssl command line to make independent keys and \
-             signatures (install the openssl package): cannot run openssl: {e}"
-            )
-        });
+        .unwrap_or_else(|e| panic!("the identity tests cannot run openssl: {e}"));
     assert!(
         out.status.success(),
         "openssl {args:?} failed: {}",
@@ -961,4 +959,57 @@ fn the_description_and_debug_output_show_no_key_material() {
     }
     assert_eq!(a.admin_role(), Some("ctxhost-admin"));
     assert_eq!(auth(with_secret(SECRET_64)).admin_role(), None);
+}
+
+#[test]
+fn tokens_keep_verifying_while_the_file_is_rewritten_under_them() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let k = keys();
+    let path = jwks_file(&[k.rsa_a.jwk("a", None)]);
+    let a = auth(with_jwks(path.clone()));
+    let token = Arc::new(openssl_rs256(&k.rsa_a, Some("a"), &claims()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let verified = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (a, token, stop, verified) =
+                (a.clone(), token.clone(), stop.clone(), verified.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(a.verify(&token).map(|p| p.subject), Ok("alice".into()));
+                    verified.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Key A stays in every version; in-place writes are seen half-written at times (an
+    // unusable file: the keys in place stay), renames never.
+    for i in 0..60 {
+        let extra = if i % 2 == 0 {
+            k.ec.jwk("ec", None)
+        } else {
+            k.rsa_b.jwk("b", None)
+        };
+        let doc = json!({"keys": [k.rsa_a.jwk("a", None), extra]}).to_string();
+        if i % 3 == 0 {
+            write_jwks(&path, &[k.rsa_a.jwk("a", None), extra]);
+        } else {
+            std::fs::write(&path, doc).expect("rewrite");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("no worker failed");
+    }
+    assert!(verified.load(Ordering::Relaxed) > 60, "the workers ran");
+    // A last version, whole at once: it is the one in place.
+    write_jwks(&path, &[k.rsa_b.jwk("b", None)]);
+    assert_eq!(a.verify(&token), Err(TokenError::UnknownKey));
+    assert!(
+        a.verify(&openssl_rs256(&k.rsa_b, Some("b"), &claims()))
+            .is_ok()
+    );
 }
