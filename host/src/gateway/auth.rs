@@ -62,8 +62,8 @@ pub(crate) async fn authenticate(
     let caller = match (&auth, bearer(&req)) {
         (None, _) | (Some(_), None) => Caller::Anonymous,
         (Some(_), Some(Err(e))) => Caller::Refused(Arc::new(e)),
-        (Some(auth), Some(Ok(token))) => match auth.verify(token) {
-            Ok(p) => Caller::Principal(Arc::new(p)),
+        (Some(auth), Some(Ok(token))) => match auth.verify_cached(token) {
+            Ok(p) => Caller::Principal(p),
             Err(e) => Caller::Refused(Arc::new(e)),
         },
     };

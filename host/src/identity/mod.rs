@@ -9,6 +9,7 @@
 //! A leaf: every layer may use it; it imports nothing of the host's but its lock helpers.
 
 mod access;
+mod cache;
 mod claims;
 mod crypto;
 mod jwks;

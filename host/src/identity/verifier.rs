@@ -21,6 +21,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use super::cache::{self, Verified};
 use super::claims::ClaimRules;
 use super::jwks::{KeySet, Lookup};
 use super::jwks_file::{JwksFile, RECHECK, RECHECK_ON_MISS};
@@ -61,6 +62,8 @@ struct Inner {
     rules: ClaimRules,
     admin_role: Option<String>,
     description: String,
+    /// Tokens verified recently.
+    verified: Verified,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -187,6 +190,7 @@ impl Authenticator {
             },
             admin_role: settings.admin_role.clone(),
             description: String::new(),
+            verified: Verified::default(),
         };
         inner.description = inner.describe();
         Ok(Some(Authenticator {
@@ -224,6 +228,31 @@ impl Authenticator {
             }
         };
         inner.rules.principal(claims, now())
+    }
+
+    /// [`Authenticator::verify`] for the gateway: a token verified before (and still valid
+    /// under the same keys) is answered from a bounded cache, so a client sending the same
+    /// token with every request pays for its signature once.
+    pub fn verify_cached(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
+        let inner = &*self.inner;
+        let key = cache::key_of(token);
+        let keys = inner.jwks.as_ref().map(JwksFile::keys);
+        let now = now();
+        if let Some(p) = inner.verified.get(&key, now, &keys) {
+            return Ok(p);
+        }
+        let principal = Arc::new(self.verify(token)?);
+        // `exp` is required and was checked as a number.
+        let exp = serde_json::from_str::<Value>(&principal.claims)
+            .ok()
+            .and_then(|c| c.get("exp").and_then(Value::as_f64));
+        if let Some(exp) = exp {
+            let valid_until = exp + inner.rules.leeway;
+            inner
+                .verified
+                .put(key, principal.clone(), valid_until, keys, now);
+        }
+        Ok(principal)
     }
 
     /// The role that lets a JWT use the admin API (`None`: JWTs are not accepted there).

@@ -1013,3 +1013,53 @@ fn tokens_keep_verifying_while_the_file_is_rewritten_under_them() {
             .is_ok()
     );
 }
+
+#[test]
+fn verified_tokens_are_cached_until_they_expire_or_the_keys_change() {
+    let k = keys();
+    let path = jwks_file(&[k.rsa_a.jwk("2024", None)]);
+    let a = auth(AuthSettings {
+        leeway: Duration::ZERO,
+        ..with_jwks(path.clone())
+    });
+    let token = openssl_rs256(&k.rsa_a, Some("2024"), &claims());
+    let first = a.verify_cached(&token).expect("verifies");
+    let again = a.verify_cached(&token).expect("from the cache");
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second answer is the cached one"
+    );
+    assert_eq!(a.inner.verified.len(), 1);
+    // A refused token is never kept.
+    let forged = with_payload(&token, &with(claims(), "sub", json!("mallory")));
+    assert_eq!(a.verify_cached(&forged), Err(TokenError::BadSignature));
+    assert_eq!(a.inner.verified.len(), 1);
+    // New keys: the token of the removed key is refused at once, cached or not.
+    write_jwks(&path, &[k.rsa_b.jwk("2025", None)]);
+    assert_eq!(a.verify_cached(&token), Err(TokenError::UnknownKey));
+    // A token about to expire is answered from the cache only while it is valid.
+    let short = openssl_rs256(
+        &k.rsa_b,
+        Some("2025"),
+        &with(claims(), "exp", json!(now_secs() + 1)),
+    );
+    assert!(a.verify_cached(&short).is_ok());
+    std::thread::sleep(Duration::from_millis(2_100));
+    assert_eq!(a.verify_cached(&short), Err(TokenError::Expired));
+}
+
+#[test]
+fn the_cache_stays_bounded() {
+    let secret = [7u8; 32];
+    let a = auth(with_secret(&secret));
+    for n in 0..(16 * crate::identity::cache::PER_SHARD + 500) {
+        let token = jwt_hs(
+            Algorithm::HS256,
+            None,
+            &with(claims(), "sub", json!(format!("user-{n}"))),
+            &secret,
+        );
+        assert!(a.verify_cached(&token).is_ok());
+    }
+    assert!(a.inner.verified.len() <= 16 * crate::identity::cache::PER_SHARD);
+}
