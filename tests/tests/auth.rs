@@ -565,3 +565,38 @@ async fn an_event_carries_the_subject_of_the_request_that_caused_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_hot_swap_brings_the_new_version_s_rules() {
+    let dir = TestDir::new();
+    let key = RsaKey::generate(dir.path(), "key-1");
+    let jwks_path = dir.path().join("jwks.json");
+    write_jwks(&jwks_path, &[&key]);
+    let host = Host::start(options(&jwks_path));
+    let api = host.api();
+    let anonymous = api.anonymous();
+    anonymous.get("/availability").await.expect(200);
+    // A version without access rules (the chaos component, built before them) replaces
+    // `view`: its routes need a caller from the moment it serves, and the old version's
+    // public route is gone with it.
+    let chaos = std::fs::read(ctxhost_tests::plugin_dir().join("chaos.wasm")).expect("chaos.wasm");
+    api.send(
+        reqwest::Method::PUT,
+        "/admin/plugins/view",
+        Some((chaos, "application/wasm")),
+    )
+    .await
+    .expect(200);
+    assert_401(&anonymous.get("/chaos/ok").await, false);
+    api.with_bearer(&token("alice", &[]))
+        .get("/chaos/ok")
+        .await
+        .expect(200);
+    anonymous.get("/availability").await.expect_problem(404);
+    // Rolling back brings the old version's rules back with it.
+    api.post_json("/admin/plugins/view/rollback", &json!({}))
+        .await
+        .expect(200);
+    anonymous.get("/availability").await.expect(200);
+    anonymous.get("/chaos/ok").await.expect_problem(404);
+}
