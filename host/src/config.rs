@@ -237,6 +237,15 @@ pub struct Settings {
 /// The `[auth]` settings alone (file `config`, else `ctxhost.toml` when present, under the
 /// `CTXHOST_AUTH_*` variables), for commands that need no contexts, such as `ctxhost token`.
 pub fn auth_settings(config: Option<PathBuf>) -> Result<AuthSettings, ConfigError> {
+    let (file, _, base) = load_file(config)?;
+    Ok(AuthSettings::resolve(file.auth, &base)?)
+}
+
+/// The configuration file (`config`, else `ctxhost.toml` when present, else empty), its
+/// path, and the directory its relative paths start from.
+fn load_file(
+    config: Option<PathBuf>,
+) -> Result<(FileConfig, Option<PathBuf>, PathBuf), ConfigError> {
     let (file, config_file) = match config {
         Some(p) => (read_file(&p)?, Some(p)),
         None if Path::new(DEFAULT_CONFIG).exists() => {
@@ -250,25 +259,13 @@ pub fn auth_settings(config: Option<PathBuf>) -> Result<AuthSettings, ConfigErro
         .and_then(|p| p.parent())
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    Ok(AuthSettings::resolve(file.auth, &base)?)
+    Ok((file, config_file, base))
 }
 
 impl Settings {
     /// Resolve flags and environment (`ov`) over the configuration file.
     pub fn resolve(ov: Overrides) -> Result<Settings, ConfigError> {
-        let (file, config_file) = match &ov.config {
-            Some(p) => (read_file(p)?, Some(p.clone())),
-            None if Path::new(DEFAULT_CONFIG).exists() => {
-                let p = PathBuf::from(DEFAULT_CONFIG);
-                (read_file(&p)?, Some(p))
-            }
-            None => (FileConfig::default(), None),
-        };
-        let base = config_file
-            .as_ref()
-            .and_then(|p| p.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let (file, config_file, base) = load_file(ov.config)?;
         let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
 
         let listen_s = ov

@@ -6,7 +6,7 @@
 //!
 //! Tokens are made independently of the host's JWT library (see `ctxhost_tests::jwt`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ctxhost_tests::jwt::{RsaKey, hs256, jwks, now, unsigned};
@@ -46,6 +46,15 @@ fn options(jwks: &Path) -> HostOptions {
         .env("CTXHOST_AUTH_AUDIENCE", AUDIENCE)
         .env("CTXHOST_AUTH_ROLES_CLAIM", "realm_access.roles")
         .env("CTXHOST_AUTH_ADMIN_ROLE", "ops")
+}
+
+/// A scratch directory with an RSA key `key-1` and a JWKS file holding it, for [`options`].
+fn keyed() -> (TestDir, RsaKey, PathBuf) {
+    let dir = TestDir::new();
+    let key = RsaKey::generate(dir.path(), "key-1");
+    let jwks_path = dir.path().join("jwks.json");
+    write_jwks(&jwks_path, &[&key]);
+    (dir, key, jwks_path)
 }
 
 /// Polls `check` until it holds, for at most `timeout`; panics naming `what` otherwise.
@@ -95,10 +104,7 @@ fn assert_401(resp: &ctxhost_tests::Resp, invalid: bool) {
 
 #[tokio::test]
 async fn tokens_are_verified_before_anything_reaches_a_component() {
-    let dir = TestDir::new();
-    let key = RsaKey::generate(dir.path(), "key-1");
-    let jwks_path = dir.path().join("jwks.json");
-    write_jwks(&jwks_path, &[&key]);
+    let (dir, key, jwks_path) = keyed();
     let host = Host::start(options(&jwks_path));
     let api = host.api();
     let with = |t: &str| api.with_bearer(t);
@@ -249,10 +255,7 @@ async fn tokens_are_verified_before_anything_reaches_a_component() {
 
 #[tokio::test]
 async fn the_rental_contexts_enforce_who_may_do_what() {
-    let dir = TestDir::new();
-    let key = RsaKey::generate(dir.path(), "key-1");
-    let jwks_path = dir.path().join("jwks.json");
-    write_jwks(&jwks_path, &[&key]);
+    let (_dir, key, jwks_path) = keyed();
     let host = Host::start(options(&jwks_path));
     let api = host.api();
     let alice = api.with_bearer(&token("alice", &["customer"]));
@@ -389,10 +392,7 @@ async fn the_rental_contexts_enforce_who_may_do_what() {
 
 #[tokio::test]
 async fn operators_override_rules_and_admins_use_their_jwt() {
-    let dir = TestDir::new();
-    let key = RsaKey::generate(dir.path(), "key-1");
-    let jwks_path = dir.path().join("jwks.json");
-    write_jwks(&jwks_path, &[&key]);
+    let (_dir, _key, jwks_path) = keyed();
     let host = Host::start(options(&jwks_path).with_chaos().plugin_setting(
         "car",
         "access = { \"POST /cars\" = \"public\", \"GET /cars/{id}\" = \"roles:fleet\" }",
@@ -483,10 +483,7 @@ async fn operators_override_rules_and_admins_use_their_jwt() {
 
 #[tokio::test]
 async fn rate_limits_key_on_the_token_subject() {
-    let dir = TestDir::new();
-    let key = RsaKey::generate(dir.path(), "key-1");
-    let jwks_path = dir.path().join("jwks.json");
-    write_jwks(&jwks_path, &[&key]);
+    let (_dir, key, jwks_path) = keyed();
     let host = Host::start(
         options(&jwks_path).host_config("[rate_limit]\nclient_rate = 0.1\nclient_burst = 2\n"),
     );
@@ -528,10 +525,7 @@ async fn without_a_key_source_authentication_is_off_and_says_so() {
 
 #[tokio::test]
 async fn an_event_carries_the_subject_of_the_request_that_caused_it() {
-    let dir = TestDir::new();
-    let key = RsaKey::generate(dir.path(), "key-1");
-    let jwks_path = dir.path().join("jwks.json");
-    write_jwks(&jwks_path, &[&key]);
+    let (_dir, _key, jwks_path) = keyed();
     let host = Host::start(options(&jwks_path).with_chaos());
     let api = host.api();
     let alice = api.with_bearer(&token("alice", &[]));
@@ -568,10 +562,7 @@ async fn an_event_carries_the_subject_of_the_request_that_caused_it() {
 
 #[tokio::test]
 async fn a_hot_swap_brings_the_new_version_s_rules() {
-    let dir = TestDir::new();
-    let key = RsaKey::generate(dir.path(), "key-1");
-    let jwks_path = dir.path().join("jwks.json");
-    write_jwks(&jwks_path, &[&key]);
+    let (_dir, _key, jwks_path) = keyed();
     let host = Host::start(options(&jwks_path));
     let api = host.api();
     let anonymous = api.anonymous();

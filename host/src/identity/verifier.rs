@@ -32,7 +32,7 @@ use super::{Principal, TokenError, crypto};
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Every algorithm this host verifies.
-const ASYMMETRIC: [Algorithm; 9] = [
+pub(super) const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
