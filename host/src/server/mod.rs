@@ -215,9 +215,9 @@ pub async fn run(
         addr: settings.listen,
         source,
     })?;
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
-    println!("ctxhost listening on http://{addr}");
     let (closing, closed) = watch::channel(false);
+    // Every listener is bound before the host says it listens: whoever waits for that line
+    // (an operator's script, the tests) may then reach `/metrics` at once.
     if let Some(at) = settings.metrics.listen.filter(|_| settings.metrics.enabled) {
         let metrics = TcpListener::bind(at)
             .await
@@ -229,6 +229,8 @@ pub async fn run(
             let _ = closed.wait_for(|c| *c).await;
         }));
     }
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+    println!("ctxhost listening on http://{addr}");
     let router = host.router();
     serve(listener, router, settings.http, async move {
         shutdown.await;
