@@ -51,6 +51,7 @@ pub use config::{ConfigError, HttpSettings, Overrides, Settings, auth_settings};
 pub use identity::{MintError, mint_token};
 pub use runtime::engine_config;
 pub use server::{Host, StartError, build, run, serve};
+pub use state::{CompactError, CompactReport, compact as compact_data_dir};
 pub use telemetry::trace::{
     Exporter, LogFormat, ParentlessRule, Protocol, Sampling, TraceConfigError, TraceInitError,
     TraceSettings, Tracing, install as install_tracing,

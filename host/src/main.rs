@@ -63,6 +63,13 @@ enum Command {
         #[arg(long, env = "CTXHOST_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Compact the state database of a data directory while no host runs on it: the space
+    /// of deleted rows goes back to the filesystem. Prints the size before and after.
+    Compact {
+        /// The data directory.
+        #[arg(long, env = "CTXHOST_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
     /// Inspect the plugins of a running host.
     Plugin {
         #[command(subcommand)]
@@ -158,6 +165,16 @@ fn main() -> anyhow::Result<()> {
                 std::time::Duration::from_secs(ttl_secs),
             )?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Compact { data_dir } => {
+            let r = ctxhost::compact_data_dir(&data_dir)?;
+            println!(
+                "compacted {}: {} -> {} bytes",
+                r.path.display(),
+                r.before,
+                r.after
+            );
             Ok(())
         }
         Command::Plugin { command } => {

@@ -1,9 +1,11 @@
 //! Durable state: one redb database holding a table per context and the host's own tables,
 //! the unit of work every invocation writes into, and the committer that makes units of work
 //! durable (optimistic validation, group commit), and recovery from storage errors (the
-//! committer reopens the database; `health` tells the probes).
+//! committer reopens the database; `health` tells the probes). `compact` gives the space
+//! of deleted rows back to the filesystem while no host runs.
 
 mod commit;
+mod compact;
 mod contention;
 mod db;
 mod error;
@@ -12,6 +14,7 @@ mod sequences;
 mod uow;
 
 pub(crate) use commit::{CommitOutcome, Committer};
+pub use compact::{CompactError, CompactReport, compact};
 pub(crate) use contention::contention_backoff;
 pub(crate) use db::{
     CURSORS, DEAD_LETTERS, Db, Table, VERSIONS, context_table, db_tables, inbox_table,
