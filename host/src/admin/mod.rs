@@ -180,9 +180,7 @@ fn info(c: &LoadedContext) -> PluginInfo {
                 method: r.method.clone(),
                 path: r.path.clone(),
                 access: c
-                    .access
-                    .iter()
-                    .find(|a| a.method == r.method && a.path == r.path)
+                    .access_of(&r.method, &r.path)
                     .map(|a| crate::api::RouteAccessInfo {
                         rule: a.rule.to_string(),
                         origin: a.origin.to_string(),

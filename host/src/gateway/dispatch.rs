@@ -279,9 +279,7 @@ async fn serve(
         .unwrap_or(Caller::Anonymous);
     let pattern = served.route.as_deref().unwrap_or_default();
     let rule = ctx
-        .access
-        .iter()
-        .find(|a| a.method == req.method().as_str() && a.path == pattern)
+        .access_of(req.method().as_str(), pattern)
         .map(|a| &a.rule)
         .unwrap_or(&Access::Authenticated);
     admit(gw.auth.is_some(), &caller, rule).map_err(GatewayError::Denied)?;

@@ -120,6 +120,13 @@ impl LoadedContext {
         InFlight(self.in_flight.clone())
     }
 
+    /// The access rule of the route `method path` (a declared pattern), if it is one.
+    pub fn access_of(&self, method: &str, path: &str) -> Option<&RouteAccess> {
+        self.access
+            .iter()
+            .find(|a| a.method == method && a.path == path)
+    }
+
     /// A short id of this version for logs and headers: `<name>@<first 12 hex of digest>`.
     pub fn short_id(&self) -> String {
         let hex = self.digest.strip_prefix("sha256:").unwrap_or(&self.digest);
