@@ -11,6 +11,7 @@ mod peer;
 mod profile;
 mod read;
 mod resilience;
+mod retention;
 mod swap;
 mod traces;
 mod variants;
@@ -99,9 +100,10 @@ async fn main() -> anyhow::Result<()> {
             "metrics",
             "traces",
             "auth",
+            "retention",
         ],
         "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
-        | "profile" | "metrics" | "traces" | "auth" => std::slice::from_ref(&what),
+        | "profile" | "metrics" | "traces" | "auth" | "retention" => std::slice::from_ref(&what),
         _ => usage(),
     };
     for suite in suites {
@@ -120,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
             "metrics" => variants::metrics(&bin, &plugins, connections, seconds, rounds).await?,
             "traces" => traces::run(&bin, &plugins, connections, seconds, rounds).await?,
             "auth" => auth::run_suite(&bin, &plugins, connections, seconds, rounds).await?,
+            "retention" => {
+                retention::run_suite(&bin, &plugins, connections, seconds, rounds).await?
+            }
             _ => usage(),
         }
     }

@@ -6,7 +6,8 @@
 //! ([`crate::bus::AmqpSettings`]), resilience `[resilience.*]` and `[rate_limit]`
 //! ([`crate::resilience`]), telemetry `[telemetry]` ([`crate::telemetry`]: metrics, and
 //! traces and the log format in [`crate::telemetry::trace::TraceSettings`]), identity
-//! `[auth]` ([`crate::identity::AuthSettings`]); [`Settings::resolve`] only reads the file
+//! `[auth]` ([`crate::identity::AuthSettings`]), retention `[storage]`
+//! ([`crate::storage::StorageSettings`]); [`Settings::resolve`] only reads the file
 //! and composes them.
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::resilience::{
     PolicyError, RateLimitFile, RateLimitSettings, ResilienceFile, ResilienceSettings,
 };
 use crate::runtime::{LimitsFile, PluginEntry, RuntimeConfigError, RuntimeFile, RuntimeSettings};
+use crate::storage::{StorageConfigError, StorageFile, StorageSettings};
 use crate::telemetry::trace::{TraceConfigError, TraceSettings};
 use crate::telemetry::{MetricsSettings, TelemetryConfigError, TelemetryFile};
 
@@ -73,6 +75,8 @@ pub enum ConfigError {
     Trace(#[from] TraceConfigError),
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
+    #[error("invalid setting {0}")]
+    Storage(#[from] StorageConfigError),
 }
 
 /// The file's shape: the server's own keys, then each subsystem's.
@@ -110,6 +114,8 @@ struct FileConfig {
     telemetry: TelemetryFile,
     #[serde(default)]
     auth: AuthFile,
+    #[serde(default)]
+    storage: StorageFile,
 }
 
 /// The `[http]` table: how long and how many connections a client may hold.
@@ -232,6 +238,8 @@ pub struct Settings {
     pub tracing: TraceSettings,
     /// Bearer-token verification (`[auth]`, `CTXHOST_AUTH_*` variables); off without a key.
     pub auth: AuthSettings,
+    /// Retention and pruning (`[storage]`).
+    pub storage: StorageSettings,
 }
 
 /// The `[auth]` settings alone (file `config`, else `ctxhost.toml` when present, under the
@@ -329,6 +337,7 @@ impl Settings {
         let metrics = MetricsSettings::resolve(&file.telemetry)?;
         let tracing = TraceSettings::resolve(&file.telemetry)?;
         let auth = AuthSettings::resolve(file.auth, &base)?;
+        let storage = StorageSettings::resolve(&file.storage)?;
         let upload_limit = file
             .upload_limit_mb
             .unwrap_or(64)
@@ -357,6 +366,7 @@ impl Settings {
             metrics,
             tracing,
             auth,
+            storage,
         })
     }
 }

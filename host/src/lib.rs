@@ -17,6 +17,9 @@
 //!   a context as one unit of work, problem answers.
 //! - `admin`: probes and the admin API (bearer token).
 //! - `swap`: hot swap (deploy, rollback, versions, watched directory, self-healing).
+//! - `storage`: retention (the background pruner of the event log, inboxes and dead
+//!   letters), the storage report, and the redelivery check; beside `runtime`, on `state`
+//!   and `bus`.
 //! - `runtime`: engine, loading and linking components, invocations, calls between contexts.
 //! - `capabilities`: the WIT imports given to components (store, events, config, log).
 //! - `bus`: event envelopes and transports (the embedded bus, RabbitMQ), delivery with an
@@ -42,6 +45,7 @@ mod resilience;
 mod runtime;
 mod server;
 mod state;
+mod storage;
 mod swap;
 mod sync;
 mod telemetry;
@@ -52,6 +56,7 @@ pub use identity::{MintError, mint_token};
 pub use runtime::engine_config;
 pub use server::{Host, StartError, build, run, serve};
 pub use state::{CompactError, CompactReport, compact as compact_data_dir};
+pub use storage::{Span, StorageConfigError, StorageSettings};
 pub use telemetry::trace::{
     Exporter, LogFormat, ParentlessRule, Protocol, Sampling, TraceConfigError, TraceInitError,
     TraceSettings, Tracing, install as install_tracing,

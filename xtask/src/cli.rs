@@ -101,6 +101,10 @@ pub(crate) enum Suite {
     /// bearer token on every request: GET /cars/{id} and durable POST /orders at 64
     /// clients, interleaved; paired ratios to off (cost targets under 5 % and 10 %)
     Auth,
+    /// The release host keeping every event against retention 0s pruned every second:
+    /// GET /cars/{id} and durable POST /orders at 64 clients, interleaved; paired ratios and
+    /// the write p99 while pruning runs (cost target under 5 %)
+    Retention,
     /// Every suite, in that order
     All,
 }
@@ -121,6 +125,7 @@ impl Suite {
             Suite::Metrics => "metrics",
             Suite::Traces => "traces",
             Suite::Auth => "auth",
+            Suite::Retention => "retention",
             Suite::All => "all",
         }
     }

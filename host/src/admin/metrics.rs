@@ -1,7 +1,7 @@
 //! `GET /metrics`: the telemetry's families in the Prometheus text format, followed by
 //! gauges of live state read at scrape time (instances in flight and idle, versions'
-//! health, breaker states, bulkheads, subscriber lag, the broker, the outbox, dead letters
-//! and the `process_*` families). Open by default, like a scrape target; behind the admin
+//! health, breaker states, bulkheads, subscriber lag, the broker, the outbox, dead letters,
+//! storage (`ctxhost_storage_*`) and the `process_*` families). Open by default, like a scrape target; behind the admin
 //! token with `[telemetry] metrics_auth = true`.
 
 use std::sync::Arc;
@@ -184,6 +184,10 @@ fn live_state(app: &Admin) -> Registry {
             "Events committed and not yet handed to the broker",
             g,
         );
+    }
+    match app.storage.report() {
+        Ok(report) => report.register(&mut r),
+        Err(e) => tracing::debug!(error = %e, "no storage figures for this scrape"),
     }
     if let Ok(n) = app.runtime.db().count_prefix(DEAD_LETTERS, "") {
         let g = Gauge::<i64>::default();

@@ -1,7 +1,7 @@
 //! The host's own endpoints: liveness, readiness and metrics (open; readiness in detail only with the
 //! admin token), the console page (open: static files that show nothing without the token),
 //! and the admin API behind a bearer token: plugins (list, deploy, rollback, versions), dead
-//! letters, redelivery, resilience state, topology. Its answers are the wire types of
+//! letters, redelivery, resilience state, topology, storage. Its answers are the wire types of
 //! [`crate::api`].
 
 mod auth;
@@ -26,6 +26,7 @@ use crate::gateway::problem::Problem;
 use crate::resilience::RateLimiter;
 use crate::runtime::{LoadedContext, Runtime};
 use crate::state::DEAD_LETTERS;
+use crate::storage::RedeliveryRefused;
 use crate::swap::Swapper;
 
 /// What the host's own endpoints need.
@@ -45,6 +46,8 @@ pub struct Admin {
     pub metrics: crate::telemetry::MetricsSettings,
     /// Verifies JWTs, which may carry the admin role; `None` when authentication is off.
     pub auth: Option<crate::identity::Authenticator>,
+    /// Retention and the storage report.
+    pub(crate) storage: Arc<crate::storage::Storage>,
 }
 
 /// The probes and the console, open, and the admin API behind the token.
@@ -58,6 +61,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/resilience", get(resilience))
         .route("/admin/topology", get(topology::topology))
         .route("/admin/subscriptions/{context}/redeliver", post(redeliver))
+        .route("/admin/storage", get(storage))
         .route_layer(axum::middleware::from_fn_with_state(
             admin.clone(),
             auth::require_token,
@@ -232,6 +236,16 @@ async fn dead_letters(State(app): State<Arc<Admin>>) -> Response {
     }
 }
 
+/// `GET /admin/storage`: what the database holds (event log, inboxes, dead letters, each
+/// context's keyspace), the file and the disk, the retention in force and what pruning
+/// removed.
+async fn storage(State(app): State<Arc<Admin>>) -> Response {
+    match app.storage.report() {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
 /// Body of a redelivery request.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -263,6 +277,13 @@ async fn redeliver(
             }
         }
     };
+    match app.storage.check_redelivery(req.from_seq) {
+        Ok(()) => {}
+        Err(e @ RedeliveryRefused::State(_)) => {
+            return Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+        }
+        Err(e) => return Problem::new(StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
     match app.transport.redeliver(&context, req.from_seq).await {
         Ok(None) => Json(json!({ "context": context, "fromSeq": req.from_seq })).into_response(),
         Ok(Some(sent)) => Json(json!({

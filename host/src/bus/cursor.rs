@@ -20,6 +20,25 @@ pub(super) fn read(bus: &BusCtx, key: &str) -> Result<u64, StateError> {
         .unwrap_or(0))
 }
 
+/// Every stored cursor: its key and sequence number.
+pub(super) fn all(bus: &BusCtx) -> Result<Vec<(String, u64)>, StateError> {
+    Ok(bus
+        .db()
+        .read_prefix(CURSORS, "")?
+        .into_iter()
+        .map(|(k, v)| {
+            let seq = v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            (k, seq)
+        })
+        .collect())
+}
+
+/// Whether a cursor key is a context's (the transports' own keys hold a `:`, which no
+/// context name does).
+pub(super) fn is_context(key: &str) -> bool {
+    !key.contains(':')
+}
+
 /// Store `seq` under `key`, durably.
 pub(super) async fn write(bus: &BusCtx, key: &str, seq: u64) -> Result<(), StateError> {
     let table = table();

@@ -104,7 +104,8 @@ async fn apply(
                     continue;
                 }
                 let savepoint = unit.savepoint();
-                unit.put(&inbox, &event.id, seq_bytes(*seq));
+                let applied = crate::state::inbox::encode(*seq, bus.db().clock().now_ms());
+                unit.put(&inbox, &event.id, Some(applied));
                 savepoint
             };
             let started = std::time::Instant::now();

@@ -17,7 +17,7 @@ use super::backoff::Backoff;
 use super::cursor;
 use super::delivery::{RetryPolicy, deliver_all};
 use super::envelope::Envelope;
-use super::{BusError, EventTransport, TransportStatus, subscribes};
+use super::{BusError, Consumed, EventTransport, TransportStatus, subscribes};
 use crate::bus::BusCtx;
 use crate::state::StateError;
 use crate::telemetry::metrics;
@@ -131,6 +131,38 @@ impl EventTransport for EmbeddedBus {
                 ))),
             }
         })
+    }
+
+    /// The lowest cursor of every subscriber the cursor table knows (a context not loaded
+    /// now still has the events after its cursor to apply when it comes back) and of every
+    /// worker running (one that has not stored a cursor yet holds the whole log).
+    fn consumed_through(&self) -> Result<Consumed, BusError> {
+        let head = *self.bus.committer().committed_events().borrow();
+        let mut low = Consumed {
+            seq: head,
+            held_by: None,
+        };
+        let mut take = |name: &str, seq: u64| {
+            if low.held_by.is_none() || seq < low.seq {
+                low = Consumed {
+                    seq: seq.min(head),
+                    held_by: Some(name.to_string()),
+                };
+            }
+        };
+        let stored = cursor::all(&self.bus)?;
+        for (name, seq) in &stored {
+            if cursor::is_context(name) {
+                take(name, *seq);
+            }
+        }
+        let running: Vec<String> = lock(&self.subscribers).keys().cloned().collect();
+        for name in running {
+            if !stored.iter().any(|(n, _)| *n == name) {
+                take(&name, 0);
+            }
+        }
+        Ok(low)
     }
 
     fn status(&self) -> TransportStatus {

@@ -138,4 +138,17 @@ pub trait EventTransport: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Option<u64>, BusError>> + Send + 'a>>;
     /// Current state, for `/readyz`.
     fn status(&self) -> TransportStatus;
+    /// How far every consumer of the local event log has it: the log's events up to
+    /// [`Consumed::seq`] may be removed without any consumer missing one.
+    fn consumed_through(&self) -> Result<Consumed, BusError>;
+}
+
+/// The position every consumer of the event log has passed, and which consumer is there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumed {
+    pub seq: u64,
+    /// The consumer holding the log at `seq` (a context's worker, or the broker relay);
+    /// `None` when the log has no consumer.
+    pub held_by: Option<String>,
 }

@@ -1,5 +1,6 @@
 //! Assembling and running the host, in three steps so tests can drive each one:
-//! [`build`] starts every part (state, runtime, contexts, event transport, hot swap) from
+//! [`build`] starts every part (state, runtime, contexts, event transport, retention, hot
+//! swap) from
 //! the settings; [`Host::router`] is the HTTP surface (the host's own endpoints, the gateway
 //! as their fallback); [`serve`] serves a router on a listener until shutdown, within the
 //! connection bounds of [`connections`]. [`run`] does all three, as `ctxhost serve` does.
@@ -23,6 +24,7 @@ use crate::identity::{AuthConfigError, Authenticator};
 use crate::resilience::{PolicyError, RateLimiter};
 use crate::runtime::{EngineError, LoadError, Runtime};
 use crate::state::{Committer, Db, RecoveryPolicy, StateError, db_tables};
+use crate::storage::Storage;
 use crate::swap::{SwapError, Swapper, VersionStore, load_at_start, watch_dir};
 
 /// Why the host could not start or stopped serving.
@@ -126,6 +128,7 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     let routes = RouteTable::build(loaded.iter().map(|c| (&c.name, c.routes.as_slice())))?;
     let routes = Arc::new(SharedRoutes::new(routes));
     let bus = BusCtx::new(db, committer, Arc::new(runtime.clone()));
+    let pruner_bus = bus.clone();
     let transport: Arc<dyn EventTransport> = match &settings.amqp {
         Some(amqp) => {
             crate::telemetry::trace::set_messaging_system("rabbitmq");
@@ -143,6 +146,13 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     }
     let contexts: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
     transport.start(contexts.clone(), stop_rx.clone());
+    let storage = Storage::start(
+        pruner_bus,
+        transport.clone(),
+        settings.storage,
+        settings.data_dir.clone(),
+        stop_rx.clone(),
+    );
     let swapper = Arc::new(Swapper::new(
         runtime.clone(),
         routes.clone(),
@@ -174,6 +184,7 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         upload_limit: settings.upload_limit,
         metrics: settings.metrics,
         auth,
+        storage,
     });
     Ok(Host {
         runtime,

@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use redb::{Durability, ReadableTable, Table as RedbTable, WriteTransaction};
 use tokio::sync::{oneshot, watch};
 
-use super::db::{Db, EVENTS, SEQUENCES, kv};
+use super::db::{Db, EVENTS, META, SEQUENCES, kv};
 use super::error::StateError;
 use super::error::chain;
 use super::uow::{ReadRecord, UnitOfWork, digest_value, range_digest};
 
+/// Key in the meta table of the highest sequence number retention removed from the log.
+const PRUNED_THROUGH: &str = "events-pruned-through";
 /// Most units of work committed in one transaction.
 const MAX_GROUP: usize = 256;
 /// First and longest wait between attempts to reopen the database after a storage error.
@@ -131,11 +133,20 @@ impl Committer {
     }
 }
 
+/// The sequence number of the last event committed: the log's last entry, or the last
+/// one retention removed when that is higher (the log may be empty).
 fn last_event_seq(db: &Db) -> Result<u64, StateError> {
     let txn = db.snapshot()?;
     let t = txn.open_table(EVENTS).map_err(StateError::storage)?;
     let last = t.last().map_err(StateError::storage)?;
-    Ok(last.map(|(k, _)| k.value()).unwrap_or(0))
+    let last = last.map(|(k, _)| k.value()).unwrap_or(0);
+    let meta = txn.open_table(kv(META)).map_err(StateError::storage)?;
+    let pruned = meta
+        .get(PRUNED_THROUGH)
+        .map_err(StateError::storage)?
+        .map(|v| decode_u64(v.value()))
+        .unwrap_or(0);
+    Ok(last.max(pruned))
 }
 
 /// Held by the committer thread: when the thread ends (or panics, or never starts), the
@@ -333,6 +344,23 @@ fn commit_group(
                     .unwrap_or(0);
                 if *taken > stored {
                     t.insert(key.as_str(), taken.to_be_bytes().as_slice())
+                        .map_err(StateError::storage)?;
+                }
+            }
+            if let Some((first, last)) = unit.prune_events {
+                events
+                    .retain_in(first..=last, |_, _| false)
+                    .map_err(StateError::storage)?;
+                // Sequence numbers go on from the highest ever handed out, even when the
+                // log is empty: consumers' cursors are positions in it.
+                let meta = open(&txn, &mut tables, META)?;
+                let through = meta
+                    .get(PRUNED_THROUGH)
+                    .map_err(StateError::storage)?
+                    .map(|v| decode_u64(v.value()))
+                    .unwrap_or(0);
+                if last > through {
+                    meta.insert(PRUNED_THROUGH, last.to_be_bytes().as_slice())
                         .map_err(StateError::storage)?;
                 }
             }

@@ -18,6 +18,7 @@ use redb::{
     WriteTransaction,
 };
 
+use super::clock::{self, HostClock};
 use super::error::StateError;
 use super::health::{RecoveryPolicy, StorageHealth, StorageStatus};
 use crate::sync::{read, write};
@@ -36,6 +37,8 @@ pub(super) const SEQUENCES: &str = "sys/sequences";
 pub(crate) const DEAD_LETTERS: &str = "sys/dead-letters";
 /// Deployed versions per context: context name to a JSON record (see `swap::versions`).
 pub(crate) const VERSIONS: &str = "sys/versions";
+/// The host's own small records (the host clock).
+pub(crate) const META: &str = "sys/meta";
 
 /// The table of a context's own keyspace.
 pub(crate) fn context_table(context: &str) -> Table {
@@ -53,7 +56,7 @@ pub(crate) fn db_tables(context: &str) -> Vec<Table> {
 }
 
 /// Definition of a string-keyed table by name.
-pub(super) fn kv(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+pub(crate) fn kv(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(name)
 }
 
@@ -69,6 +72,7 @@ struct Shared {
     current: RwLock<Option<Database>>,
     storage: Storage,
     health: StorageHealth,
+    clock: HostClock,
 }
 
 /// The host's database: shared by the committer (writes) and every invocation (snapshots).
@@ -110,11 +114,13 @@ impl Db {
             path: shown.to_string(),
             source: Arc::new(source),
         })?;
+        let saved = clock::saved(&db.begin_read().map_err(StateError::storage)?)?;
         let this = Db {
             inner: Arc::new(Shared {
                 current: RwLock::new(Some(db)),
                 storage,
                 health: StorageHealth::new(policy),
+                clock: HostClock::resume(saved.as_deref()),
             }),
         };
         this.ensure_tables(tables)?;
@@ -126,7 +132,7 @@ impl Db {
         let txn = self.begin_write()?;
         {
             txn.open_table(EVENTS).map_err(StateError::storage)?;
-            for name in [CURSORS, SEQUENCES, DEAD_LETTERS, VERSIONS] {
+            for name in [CURSORS, SEQUENCES, DEAD_LETTERS, VERSIONS, META] {
                 txn.open_table(kv(name)).map_err(StateError::storage)?;
             }
             for name in tables {
@@ -182,6 +188,12 @@ impl Db {
     /// Whether the database is open.
     pub(super) fn is_open(&self) -> bool {
         read(&self.inner.current).is_some()
+    }
+
+    /// The host clock (running time over the database's life), which inbox entries are
+    /// stamped and aged with.
+    pub(crate) fn clock(&self) -> &HostClock {
+        &self.inner.clock
     }
 
     pub(crate) fn health(&self) -> &StorageHealth {

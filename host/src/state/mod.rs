@@ -4,14 +4,17 @@
 //! committer reopens the database; `health` tells the probes). `compact` gives the space
 //! of deleted rows back to the filesystem while no host runs.
 
+mod clock;
 mod commit;
 mod compact;
 mod contention;
 mod db;
 mod error;
 mod health;
+pub(crate) mod inbox;
 mod sequences;
 mod uow;
+mod usage;
 
 pub(crate) use commit::{CommitOutcome, Committer};
 pub use compact::{CompactError, CompactReport, compact};
@@ -26,6 +29,7 @@ pub(crate) use uow::{
     LimitError, OutgoingEvent, ScanError, ScanRange, SharedUnit, UnitLimits, UnitOfWork, share,
     unshare,
 };
+pub(crate) use usage::TableUsage;
 
 #[cfg(test)]
 mod small_disk;

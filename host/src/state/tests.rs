@@ -477,3 +477,38 @@ async fn a_database_that_cannot_be_reopened_fails_liveness_after_the_limit_and_r
         Some(b"1".to_vec())
     );
 }
+
+#[tokio::test]
+async fn pruned_events_leave_the_log_and_sequence_numbers_go_on_after_a_reopen() {
+    let (db, dir) = temp_db(&[]);
+    let c = Committer::start(db.clone()).expect("committer");
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    for i in 0..5u8 {
+        u.publish(OutgoingEvent::new(vec![i]));
+    }
+    c.commit(u).await.expect("commit");
+    let mut prune = UnitOfWork::begin(&db).expect("begin");
+    prune.remove_events(1, 3);
+    assert!(!prune.is_read_only());
+    c.commit(prune).await.expect("commit");
+    assert_eq!(db.event_log_extent().expect("extent"), Some((4, 5)));
+    let mut prune = UnitOfWork::begin(&db).expect("begin");
+    prune.remove_events(4, 5);
+    c.commit(prune).await.expect("commit");
+    assert_eq!(db.event_log_extent().expect("extent"), None);
+
+    drop(c);
+    drop(db);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let db = Db::open(&dir, &[]).expect("reopen");
+    let c = Committer::start(db.clone()).expect("committer");
+    assert_eq!(*c.committed_events().borrow(), 5);
+    let mut u = UnitOfWork::begin(&db).expect("begin");
+    u.publish(OutgoingEvent::new(vec![9]));
+    assert_eq!(
+        c.commit(u).await.expect("commit"),
+        CommitOutcome::Committed {
+            events: Some((6, 6))
+        }
+    );
+}

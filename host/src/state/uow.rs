@@ -186,6 +186,9 @@ pub struct UnitOfWork {
     event_bytes: usize,
     /// Highest value taken per `<context>/<sequence>`, persisted with the commit.
     pub(crate) sequences: HashMap<String, u64>,
+    /// Remove the event log's entries in this range (inclusive) with the commit: retention's
+    /// pruning, applied by the committer inside a group like any other change.
+    pub(crate) prune_events: Option<(u64, u64)>,
 }
 
 pub(crate) fn digest_entry(hasher: &mut DefaultHasher, key: &str, value: Option<&[u8]>) {
@@ -211,12 +214,22 @@ impl UnitOfWork {
             events: Vec::new(),
             event_bytes: 0,
             sequences: HashMap::new(),
+            prune_events: None,
         })
     }
 
     /// True when committing would change nothing.
     pub fn is_read_only(&self) -> bool {
-        self.writes.is_empty() && self.events.is_empty() && self.sequences.is_empty()
+        self.writes.is_empty()
+            && self.events.is_empty()
+            && self.sequences.is_empty()
+            && self.prune_events.is_none()
+    }
+
+    /// Remove the event log's entries `first..=last` with this unit (host bookkeeping:
+    /// retention decides which events every consumer has).
+    pub(crate) fn remove_events(&mut self, first: u64, last: u64) {
+        self.prune_events = Some((first, last));
     }
 
     /// The value of `key` in `table` as this unit sees it.

@@ -153,6 +153,11 @@ struct SourceLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindOfEntryLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PublishedLabels {
     context: L,
     event_type: L,
@@ -206,6 +211,7 @@ pub(crate) struct Metrics {
     commit_group: Histogram,
     commits: Counter,
     conflicts: Family<SourceLabels, Counter>,
+    pruned: Family<KindOfEntryLabels, Counter>,
     published: Family<PublishedLabels, Counter>,
     published_series: AtomicUsize,
     delivered: Family<DeliveredLabels, Counter>,
@@ -274,6 +280,7 @@ impl Metrics {
             commit_group: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             commits: Counter::default(),
             conflicts: Family::default(),
+            pruned: Family::default(),
             published: Family::default(),
             published_series: AtomicUsize::new(0),
             delivered: Family::default(),
@@ -372,6 +379,11 @@ impl Metrics {
             "unit_conflicts",
             "Units of work whose reads had changed at commit and ran again, by source (http, event)",
             self.conflicts.clone(),
+        );
+        r.register(
+            "storage_pruned",
+            "Entries retention removed, by kind (events, inbox, dead_letters)",
+            self.pruned.clone(),
         );
         r.register(
             "events_published",
@@ -601,6 +613,15 @@ impl Metrics {
     }
 
     /// A unit of work of `source` (`http`, `event`) found a conflict at commit and runs again.
+    /// Retention removed `entries` of `kind` (events, inbox, dead_letters).
+    pub(crate) fn pruned(&self, kind: &'static str, entries: u64) {
+        if self.enabled() {
+            self.pruned
+                .get_or_create(&KindOfEntryLabels { kind })
+                .inc_by(entries);
+        }
+    }
+
     pub(crate) fn conflict(&self, source: &'static str) {
         if self.enabled() {
             self.conflicts.get_or_create(&SourceLabels { source }).inc();

@@ -33,7 +33,7 @@ use self::consumer::{ConsumerSpec, Stopped};
 use self::link::{Link, LinkState, redact};
 use self::topology::Topology;
 use super::envelope::Envelope;
-use super::{BusError, EventTransport, RetryPolicy, TransportStatus, subscribes};
+use super::{BusError, Consumed, EventTransport, RetryPolicy, TransportStatus, subscribes};
 use crate::bus::BusCtx;
 use crate::state::StateError;
 
@@ -161,6 +161,15 @@ impl EventTransport for AmqpBus {
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             tracing::info!(context, from_seq, sent, "redelivery requested");
             Ok(Some(sent))
+        })
+    }
+
+    /// The relay's cursor: the broker holds every event before it, in the queues of the
+    /// contexts that subscribe, wherever they run.
+    fn consumed_through(&self) -> Result<Consumed, BusError> {
+        Ok(Consumed {
+            seq: relay::read_cursor(&self.inner.bus)?,
+            held_by: Some("the broker relay".into()),
         })
     }
 
