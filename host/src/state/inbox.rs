@@ -1,6 +1,6 @@
 //! An inbox entry: the value kept under an applied event's id in `inbox/<context>`. It
 //! holds the event's sequence number and when it was applied on the [host
-//! clock](super::HostClock), which retention ages entries by. Entries written before the
+//! clock](super::clock::HostClock), which retention ages entries by. Entries written before the
 //! time was kept hold the sequence number alone; they count as applied when the host clock
 //! started (0), so retention removes them once the host has run for the inbox's retention.
 
