@@ -57,6 +57,11 @@ pub(crate) struct Options {
 
 /// Run the soak and print its report.
 pub(crate) async fn run(bin: &Path, plugin_dir: &Path, opts: &Options) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        opts.plot.extension().is_none_or(|e| e != "csv"),
+        "--plot {} would be overwritten by the CSV of the samples: name the plot .svg",
+        opts.plot.display()
+    );
     let env: Vec<(String, String)> = RETENTION
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
