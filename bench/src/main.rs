@@ -12,6 +12,7 @@ mod profile;
 mod read;
 mod resilience;
 mod retention;
+mod soak;
 mod swap;
 mod traces;
 mod variants;
@@ -36,6 +37,15 @@ fn table_row(name: &str, value: f64, ratio: Option<f64>) {
     }
 }
 
+/// `text` times `unit` seconds, when it is a positive number (else the usage).
+fn positive_secs(text: &str, unit: f64) -> std::time::Duration {
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v * unit).ok())
+        .unwrap_or_else(|| usage())
+}
+
 fn usage() -> ! {
     eprintln!(
         "usage: ctxhost-bench <SUITE> [--bin PATH] [--run-bin PATH] [--plugins DIR] [--connections N] [--seconds S] [--rounds R]\n\
@@ -51,7 +61,14 @@ fn usage() -> ! {
          \n               target/debug/ctxhost) against the release host (--bin)\
          \n  traces       reads and durable writes with traces off, sampled at 100 % and at 0 %\
          \n  auth         reads and durable writes with authentication off, HS256 and RS256 tokens\
-         \n  all          every suite above, in that order"
+         \n  all          every suite above, in that order (not soak)\
+         \n  soak         a long mixed load (orders, cancels, reads) with event retention 0s, sampling\
+         \n               the data directory, the entries per keyspace and resident memory; writes\
+         \n               a plot and the samples (--plot, default docs/soak.svg and docs/soak.csv)\
+         \n\
+         \nsoak options: [--minutes M] (of load, default 10) [--sample-secs S] (default 10)\
+         \n              [--clients N] (default 8) [--rate R] (orders/s in all, default 100; 0: unpaced)\
+         \n              [--plot PATH]"
     );
     std::process::exit(2)
 }
@@ -68,6 +85,13 @@ async fn main() -> anyhow::Result<()> {
     let mut connections = 64usize;
     let mut seconds = 5u64;
     let mut rounds = 3usize;
+    let mut soak = soak::Options {
+        duration: std::time::Duration::from_secs(600),
+        sample_every: std::time::Duration::from_secs(10),
+        clients: 8,
+        rate: 100.0,
+        plot: root.join("docs/soak.svg"),
+    };
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| usage());
         match a.as_str() {
@@ -77,6 +101,19 @@ async fn main() -> anyhow::Result<()> {
             "--connections" => connections = v.parse().unwrap_or_else(|_| usage()),
             "--seconds" => seconds = v.parse().unwrap_or_else(|_| usage()),
             "--rounds" => rounds = v.parse().unwrap_or_else(|_| usage()),
+            "--minutes" => soak.duration = positive_secs(&v, 60.0),
+            "--sample-secs" => soak.sample_every = positive_secs(&v, 1.0),
+            "--clients" => {
+                soak.clients = v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| usage())
+            }
+            "--rate" => {
+                soak.rate = v
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| *r >= 0.0)
+                    .unwrap_or_else(|| usage())
+            }
+            "--plot" => soak.plot = PathBuf::from(v),
             _ => usage(),
         }
     }
@@ -103,7 +140,9 @@ async fn main() -> anyhow::Result<()> {
             "retention",
         ],
         "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
-        | "profile" | "metrics" | "traces" | "auth" | "retention" => std::slice::from_ref(&what),
+        | "profile" | "metrics" | "traces" | "auth" | "retention" | "soak" => {
+            std::slice::from_ref(&what)
+        }
         _ => usage(),
     };
     for suite in suites {
@@ -125,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
             "retention" => {
                 retention::run_suite(&bin, &plugins, connections, seconds, rounds).await?
             }
+            "soak" => soak::run(&bin, &plugins, &soak).await?,
             _ => usage(),
         }
     }

@@ -105,7 +105,13 @@ pub(crate) enum Suite {
     /// GET /cars/{id} and durable POST /orders at 64 clients, interleaved; paired ratios and
     /// the write p99 while pruning runs (cost target under 5 %)
     Retention,
-    /// Every suite, in that order
+    /// A long mixed load (orders, cancels, reads; 8 clients, 100 orders/s) on a host with
+    /// event retention 0s, sampling every 10 s the data directory's size, the database's
+    /// entries per keyspace and resident memory; prints bytes per settled order, whether the
+    /// event log and inboxes stay bounded and the memory slope over the second half, and
+    /// writes docs/soak.svg and docs/soak.csv (10 minutes by default; not part of `all`)
+    Soak,
+    /// Every suite above except soak, in that order
     All,
 }
 
@@ -126,6 +132,7 @@ impl Suite {
             Suite::Traces => "traces",
             Suite::Auth => "auth",
             Suite::Retention => "retention",
+            Suite::Soak => "soak",
             Suite::All => "all",
         }
     }
@@ -330,8 +337,12 @@ Suites:
 {suites}
 
 BENCH_ARGS (after `--`): --connections N (default 64), --seconds S (default 5),
---rounds R (interleaved runs of each side of read, peer, profile and traces, default 3).
+--rounds R (interleaved runs of each side of read, peer, profile and traces, default 3);
+for soak: --minutes M (of load, default 10), --sample-secs S (default 10), --clients N
+(default 8), --rate R (orders/s in all, default 100; 0: unpaced), --plot PATH (default
+docs/soak.svg, the CSV beside it).
 Example: cargo xtask bench profile -- --seconds 4 --rounds 5
+Example: cargo xtask bench soak -- --minutes 2 --sample-secs 5
 Record results with the machine and the command in docs/BENCHMARKS.md.",
         suites = suite_list(),
     )
@@ -447,6 +458,17 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(parse(&["bench", "nope"]).is_err());
+    }
+
+    #[test]
+    fn bench_soak_takes_its_duration_after_the_separator() {
+        match parse(&["bench", "soak", "--", "--minutes", "2"]) {
+            Ok(Cmd::Bench { suite, args }) => {
+                assert_eq!(suite, Suite::Soak);
+                assert_eq!(args, ["--minutes", "2"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]
