@@ -109,7 +109,12 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     let recovery = RecoveryPolicy {
         unhealthy_after: settings.storage_unhealthy_after,
     };
-    let db = Db::open_with(&settings.data_dir, &tables, recovery)?;
+    let db = Db::open_with(
+        &settings.data_dir,
+        &tables,
+        recovery,
+        settings.storage.db_cache_bytes,
+    )?;
     let committer = Committer::start(db.clone())?;
     let runtime = Runtime::new(
         settings.runtime.engine.clone(),

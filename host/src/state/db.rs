@@ -40,6 +40,10 @@ pub(crate) const VERSIONS: &str = "sys/versions";
 /// The host's own small records (the host clock).
 pub(crate) const META: &str = "sys/meta";
 
+/// Memory the database keeps as its page cache unless told otherwise (`[storage]
+/// db_cache_mb`): bounded, so the host's resident memory does not grow with the file.
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The table of a context's own keyspace.
 pub(crate) fn context_table(context: &str) -> Table {
     Arc::from(format!("ctx/{context}"))
@@ -84,20 +88,26 @@ pub struct Db {
 impl Db {
     /// Open or create `<dir>/state.redb` and make sure the given tables exist.
     pub fn open(dir: &Path, tables: &[Table]) -> Result<Self, StateError> {
-        Self::open_with(dir, tables, RecoveryPolicy::default())
+        Self::open_with(dir, tables, RecoveryPolicy::default(), DEFAULT_CACHE_BYTES)
     }
 
-    /// [`Db::open`] with how long storage may stay unrecoverable before `/healthz` fails.
+    /// [`Db::open`] with how long storage may stay unrecoverable before `/healthz` fails,
+    /// and how much memory the database may keep as its page cache.
     pub fn open_with(
         dir: &Path,
         tables: &[Table],
         policy: RecoveryPolicy,
+        cache_bytes: usize,
     ) -> Result<Self, StateError> {
         let path = dir.join("state.redb");
         let shown = path.display().to_string();
         let probe = dir.join(".storage-probe");
         let storage = Storage {
-            open: Box::new(move || Database::create(&path)),
+            open: Box::new(move || {
+                redb::Builder::new()
+                    .set_cache_size(cache_bytes)
+                    .create(&path)
+            }),
             room: Box::new(move |bytes| room_for(&probe, bytes)),
         };
         Self::with_storage(storage, &shown, tables, policy)

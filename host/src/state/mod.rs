@@ -20,7 +20,8 @@ pub(crate) use commit::{CommitOutcome, Committer};
 pub use compact::{CompactError, CompactReport, compact};
 pub(crate) use contention::contention_backoff;
 pub(crate) use db::{
-    CURSORS, DEAD_LETTERS, Db, Table, VERSIONS, context_table, db_tables, inbox_table,
+    CURSORS, DEAD_LETTERS, DEFAULT_CACHE_BYTES, Db, Table, VERSIONS, context_table, db_tables,
+    inbox_table,
 };
 pub(crate) use error::StateError;
 pub(crate) use health::RecoveryPolicy;

@@ -69,6 +69,7 @@ pub(crate) struct RetentionReport {
     pub(crate) dead_letter: String,
     pub(crate) prune_interval: String,
     pub(crate) prune_batch: usize,
+    pub(crate) db_cache_mb: usize,
 }
 
 impl Storage {
@@ -109,6 +110,7 @@ impl Storage {
                 dead_letter: s.dead_letter_retention.to_string(),
                 prune_interval: super::format_duration(s.prune_interval),
                 prune_batch: s.prune_batch,
+                db_cache_mb: s.db_cache_bytes / (1024 * 1024),
             },
             pruned: self.stats.get(),
         })

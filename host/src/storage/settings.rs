@@ -17,6 +17,7 @@ pub(crate) struct StorageFile {
     pub(crate) dead_letter_retention: Option<String>,
     pub(crate) prune_interval: Option<String>,
     pub(crate) prune_batch: Option<usize>,
+    pub(crate) db_cache_mb: Option<usize>,
 }
 
 /// A `[storage]` setting that cannot be used.
@@ -41,6 +42,8 @@ pub struct StorageSettings {
     pub prune_interval: Duration,
     /// Most entries removed per transaction.
     pub prune_batch: usize,
+    /// Memory the database keeps as its page cache, in bytes.
+    pub db_cache_bytes: usize,
 }
 
 /// Defaults: a week of events, so a redelivery after an incident found on a Monday still
@@ -54,6 +57,7 @@ impl Default for StorageSettings {
             dead_letter_retention: Span::Of(Duration::from_secs(30 * 86_400)),
             prune_interval: Duration::from_secs(10),
             prune_batch: 1_000,
+            db_cache_bytes: crate::state::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -61,6 +65,7 @@ impl Default for StorageSettings {
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(3_600);
 const MAX_BATCH: usize = 100_000;
+const MAX_CACHE_MB: usize = 1024 * 1024;
 
 impl StorageSettings {
     /// The settings from the process's variables over `file`.
@@ -122,6 +127,31 @@ impl StorageSettings {
                 Err(reason) => return Err(StorageConfigError { key, reason }),
             },
         };
+        let number = |name: &str, key: &str, v: Option<usize>| match var(name)
+            .filter(|v| !v.trim().is_empty())
+        {
+            Some(text) => text
+                .trim()
+                .parse::<usize>()
+                .map(|n| Some((name.to_string(), n)))
+                .map_err(|_| StorageConfigError {
+                    key: name.to_string(),
+                    reason: format!("{text:?} is not a whole number"),
+                }),
+            None => Ok(v.map(|n| (format!("storage.{key}"), n))),
+        };
+        let db_cache_bytes = match number("CTXHOST_DB_CACHE_MB", "db_cache_mb", file.db_cache_mb)? {
+            None => d.db_cache_bytes,
+            Some((key, mb)) => match mb.checked_mul(1024 * 1024) {
+                Some(b) if (1..=MAX_CACHE_MB).contains(&mb) => b,
+                _ => {
+                    return Err(StorageConfigError {
+                        key,
+                        reason: format!("{mb} is not between 1 and {MAX_CACHE_MB} (MiB)"),
+                    });
+                }
+            },
+        };
         let batch = match var("CTXHOST_PRUNE_BATCH").filter(|v| !v.trim().is_empty()) {
             Some(v) => Some((
                 "CTXHOST_PRUNE_BATCH".to_string(),
@@ -150,6 +180,7 @@ impl StorageSettings {
             dead_letter_retention,
             prune_interval,
             prune_batch,
+            db_cache_bytes,
         })
     }
 }
