@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "resilience",
             "runtime",
             "state",
+            "storage",
             "swap",
             "sync",
             "telemetry",
@@ -36,6 +37,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "resilience",
             "runtime",
             "state",
+            "storage",
             "swap",
             "sync",
             "telemetry",
@@ -71,7 +73,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &["bus", "identity", "resilience", "runtime", "telemetry"],
+        &["bus", "identity", "resilience", "runtime", "storage", "telemetry"],
     ),
     (
         "runtime",
@@ -99,6 +101,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "time",
         ],
     ),
+    ("storage", &["bus", "state", "sync", "telemetry", "time"]),
     ("bus", &["state", "sync", "telemetry", "time"]),
     ("resilience", &["jitter", "sync", "telemetry", "time"]),
     ("state", &["jitter", "sync", "telemetry", "time"]),
