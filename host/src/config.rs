@@ -235,9 +235,9 @@ pub struct Settings {
     pub tracing: TraceSettings,
     /// Bearer-token verification (`[auth]`, `CTXHOST_AUTH_*` variables); off without a key.
     pub auth: AuthSettings,
-    /// Versions of each context kept on its stack and in its history (`keep_versions`); the
-    /// files of versions no longer kept are deleted.
-    pub keep_versions: usize,
+    /// Versions of each context kept on its stack and in its history (`keep_versions`; `None`:
+    /// the hot swap's default, 20); the files of versions no longer kept are deleted.
+    pub keep_versions: Option<usize>,
 }
 
 /// The `[auth]` settings alone (file `config`, else `ctxhost.toml` when present, under the
@@ -368,14 +368,13 @@ impl Settings {
             tracing,
             auth,
             keep_versions: match file.keep_versions {
-                None => crate::swap::DEFAULT_KEEP_VERSIONS,
                 Some(0) => {
                     return Err(ConfigError::Setting {
                         key: "keep_versions",
                         reason: "must be at least 1 (the running version)".into(),
                     });
                 }
-                Some(n) => n,
+                n => n,
             },
         })
     }
@@ -559,12 +558,12 @@ mod tests {
         let s = resolve("").expect("defaults");
         assert_eq!(
             (s.runtime.engine.cache_max_bytes, s.keep_versions),
-            (512 * 1024 * 1024, 20)
+            (512 * 1024 * 1024, None)
         );
         let s = resolve("cache_max_mb = 3\nkeep_versions = 2\n").expect("set");
         assert_eq!(
             (s.runtime.engine.cache_max_bytes, s.keep_versions),
-            (3 * 1024 * 1024, 2)
+            (3 * 1024 * 1024, Some(2))
         );
         for key in ["cache_max_mb", "keep_versions"] {
             let err = resolve(&format!("{key} = 0\n")).expect_err(key);

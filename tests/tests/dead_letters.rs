@@ -2,12 +2,12 @@
 //! (every one exactly once), read, retried one by one and all of a context after the cause
 //! is gone and a new version was swapped in (each effect applied exactly once, also when the
 //! events are delivered again afterwards), and deleted; what cannot be retried is refused
-//! with a problem.
+//! with a problem. Also over RabbitMQ, where a message that is not an event is kept too.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ctxhost_tests::{Api, Host, HostOptions, Resp, eventually, plugin_dir, with_marker};
+use ctxhost_tests::{Api, Host, HostOptions, Resp, broker, eventually, plugin_dir, with_marker};
 use serde_json::{Value, json};
 
 /// Events published, each dead-lettered.
@@ -302,4 +302,67 @@ async fn a_poison_event_retried_stays_with_its_new_reason() {
         .await;
     assert_eq!(kept["attempts"], 6, "{kept}");
     assert_eq!(kept["event"], letter["event"], "{kept}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rabbitmq_an_event_is_retried_and_a_message_that_is_not_one_is_refused() {
+    let ns = broker::Namespace::new();
+    let host = Host::start(HostOptions::new().with_chaos().amqp(ns.name()));
+    eventually(Duration::from_secs(30), || async {
+        let ready = host.get("/readyz").await.json();
+        match ready["transport"]["state"].as_str() {
+            Some("connected") => Ok(()),
+            other => Err(format!("transport {other:?}")),
+        }
+    })
+    .await;
+    fail_tally(&host, Some("broken over the broker")).await;
+    publish_tally(&host, "over-amqp").await;
+    let letters = |n: usize| {
+        let host = &host;
+        async move {
+            eventually(Duration::from_secs(60), || async {
+                let page = host.get_ok("/admin/dead-letters?context=chaos").await;
+                let items = page["items"].as_array().cloned().unwrap_or_default();
+                if items.len() < n {
+                    return Err(format!("{} dead letters so far", items.len()));
+                }
+                Ok(items)
+            })
+            .await
+        }
+    };
+    // Dead-lettered: the consumer of chaos is bound to the type; now a message of that
+    // type that is not an event.
+    letters(1).await;
+    broker::publish_raw(&ns, "ChaosTally", b"not an event")
+        .await
+        .expect("publish a raw message");
+    let letters = letters(2).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let (events, foreign): (Vec<&Value>, Vec<&Value>) =
+        letters.iter().partition(|l| l.get("event").is_some());
+    assert_eq!((events.len(), foreign.len()), (1, 1), "{letters:?}");
+    let foreign_id = id(foreign[0]);
+    assert!(foreign_id.starts_with("chaos/foreign/"), "{foreign_id}");
+
+    // Not an event: refused, and left as it was.
+    retry(&host, &foreign_id)
+        .await
+        .expect_problem_naming(422, "not an event");
+    fail_tally(&host, None).await;
+    let all = retry(&host, "chaos").await.expect(200);
+    assert_eq!(
+        (&all["retried"], &all["applied"], &all["notRetryable"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "{all}"
+    );
+    assert_eq!(all["failures"][0]["id"], json!(foreign_id), "{all}");
+    assert_eq!(tally(&host, "over-amqp").await, 1);
+    let r = delete(&host, &format!("/admin/dead-letters/{foreign_id}")).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(
+        host.get_ok("/admin/dead-letters").await,
+        json!({"items": [], "next": null})
+    );
 }

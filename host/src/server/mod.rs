@@ -114,8 +114,10 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         db.clone(),
         committer.clone(),
     )?;
-    let versions =
-        VersionStore::new(runtime.clone(), &settings.data_dir).keeping(settings.keep_versions);
+    let mut versions = VersionStore::new(runtime.clone(), &settings.data_dir);
+    if let Some(keep) = settings.keep_versions {
+        versions = versions.keeping(keep);
+    }
     load_at_start(&runtime, &versions, plugins)
         .await
         .map_err(|e| match e {

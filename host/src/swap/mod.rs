@@ -22,7 +22,7 @@ use crate::runtime::{
     Artifact, ContextLimits, LoadError, LoadedContext, PluginSource, Runtime, valid_name,
 };
 use crate::state::StateError;
-pub(crate) use versions::{DEFAULT_KEEP_VERSIONS, VersionRecord, VersionStore, Versions};
+pub(crate) use versions::{VersionRecord, VersionStore, Versions};
 pub(crate) use watch::watch_dir;
 
 /// Why a deployment or rollback was refused. The old version keeps serving.

@@ -53,7 +53,7 @@ impl Versions {
 }
 
 /// Versions kept on the stack and in the history, unless configured (`keep_versions`).
-pub(crate) const DEFAULT_KEEP_VERSIONS: usize = 20;
+const DEFAULT_KEEP_VERSIONS: usize = 20;
 
 /// A temporary file younger than this may still be being written.
 const TEMP_GRACE: Duration = Duration::from_secs(60);
