@@ -92,8 +92,11 @@ struct FileConfig {
     upload_limit_mb: Option<usize>,
     watch_dir: Option<PathBuf>,
     storage_unhealthy_after_s: Option<u64>,
+    /// Versions of each context kept (stack and history), with their files.
+    keep_versions: Option<usize>,
     // The runtime's keys (see `runtime::RuntimeFile`).
     cache_dir: Option<PathBuf>,
+    cache_max_mb: Option<u64>,
     deadline_ms: Option<u64>,
     memory_limit_mb: Option<usize>,
     instance_reuse: Option<u32>,
@@ -240,6 +243,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Retention and pruning (`[storage]`).
     pub storage: StorageSettings,
+    /// Versions of each context kept on its stack and in its history (`keep_versions`; `None`:
+    /// the hot swap's default, 20); the files of versions no longer kept are deleted.
+    pub keep_versions: Option<usize>,
 }
 
 /// The `[auth]` settings alone (file `config`, else `ctxhost.toml` when present, under the
@@ -299,6 +305,10 @@ impl Settings {
         };
         let runtime_file = RuntimeFile {
             cache_dir: file.cache_dir,
+            cache_max_mb: cache_max_mb(
+                std::env::var("CTXHOST_CACHE_MAX_MB").ok(),
+                file.cache_max_mb,
+            )?,
             deadline_ms: file.deadline_ms,
             memory_limit_mb: file.memory_limit_mb,
             instance_reuse: file.instance_reuse,
@@ -367,7 +377,27 @@ impl Settings {
             tracing,
             auth,
             storage,
+            keep_versions: match file.keep_versions {
+                Some(0) => {
+                    return Err(ConfigError::Setting {
+                        key: "keep_versions",
+                        reason: "must be at least 1 (the running version)".into(),
+                    });
+                }
+                n => n,
+            },
         })
+    }
+}
+
+/// `cache_max_mb`: the variable `CTXHOST_CACHE_MAX_MB` when set, else the file's key.
+fn cache_max_mb(var: Option<String>, file: Option<u64>) -> Result<Option<u64>, ConfigError> {
+    match var.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) => v.parse().map(Some).map_err(|e| ConfigError::Setting {
+            key: "cache_max_mb (CTXHOST_CACHE_MAX_MB)",
+            reason: format!("{v:?} is not a whole number of MiB: {e}"),
+        }),
+        None => Ok(file),
     }
 }
 
@@ -514,6 +544,44 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_bound_and_the_versions_kept_default_and_refuse_zero_by_name() {
+        assert_eq!(cache_max_mb(None, Some(5)).expect("file"), Some(5));
+        assert_eq!(
+            cache_max_mb(Some(" 7 ".into()), Some(5)).expect("variable"),
+            Some(7)
+        );
+        assert_eq!(
+            cache_max_mb(Some(String::new()), None).expect("unset"),
+            None
+        );
+        let err = cache_max_mb(Some("lots".into()), None).expect_err("not a number");
+        assert!(err.to_string().contains("CTXHOST_CACHE_MAX_MB"), "{err}");
+
+        let d = tmp();
+        let plugin = "[plugins.order]\npath = \"o.wasm\"\n";
+        let resolve = |text: &str| {
+            Settings::resolve(Overrides {
+                config: Some(write(&d, &format!("{text}{plugin}"))),
+                ..Default::default()
+            })
+        };
+        let s = resolve("").expect("defaults");
+        assert_eq!(
+            (s.runtime.engine.cache_max_bytes, s.keep_versions),
+            (512 * 1024 * 1024, None)
+        );
+        let s = resolve("cache_max_mb = 3\nkeep_versions = 2\n").expect("set");
+        assert_eq!(
+            (s.runtime.engine.cache_max_bytes, s.keep_versions),
+            (3 * 1024 * 1024, Some(2))
+        );
+        for key in ["cache_max_mb", "keep_versions"] {
+            let err = resolve(&format!("{key} = 0\n")).expect_err(key);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn rabbitmq_is_chosen_by_url_with_sane_defaults_and_clear_refusals() {
         let d = tmp();
         let plugin = "[plugins.order]\npath = \"o.wasm\"\n";
@@ -598,8 +666,10 @@ mod proptests {
     }
 
     /// Numeric keys, by table (`""`: the top level).
-    const NUMBERS: [(&str, &str); 26] = [
+    const NUMBERS: [(&str, &str); 28] = [
         ("", "body_limit"),
+        ("", "cache_max_mb"),
+        ("", "keep_versions"),
         ("", "upload_limit_mb"),
         ("", "storage_unhealthy_after_s"),
         ("", "deadline_ms"),

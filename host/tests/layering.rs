@@ -73,7 +73,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &["bus", "identity", "resilience", "runtime", "storage", "telemetry"],
+        &[
+            "bus",
+            "identity",
+            "resilience",
+            "runtime",
+            "storage",
+            "telemetry",
+        ],
     ),
     (
         "runtime",

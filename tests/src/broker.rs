@@ -1,6 +1,6 @@
 //! RabbitMQ for the tests of the AMQP transport: a unique [`Namespace`] per test (its broker
-//! objects deleted when dropped), a look into the dead-letter queue, and stopping and
-//! starting the local broker node.
+//! objects deleted when dropped), a look into the dead-letter queue, a message that is not
+//! an event ([`publish_raw`]), and stopping and starting the local broker node.
 //!
 //! The broker is the one at `CTXHOST_TEST_AMQP_URL` (default [`DEFAULT_AMQP_URL`]).
 //! [`stop_broker`] and [`start_broker`] drive the local node with `rabbitmqctl stop_app` and
@@ -19,11 +19,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 /// The broker the tests use when `CTXHOST_TEST_AMQP_URL` is not set.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -230,6 +230,31 @@ pub async fn queue_counts(ns: &Namespace, context: &str) -> Result<(u32, u32), S
             .await
             .map_err(|e| format!("queue {queue}: {e}"))?;
         Ok((declared.message_count(), declared.consumer_count()))
+    })
+    .await
+}
+
+/// Publishes `body` to `<namespace>.events` with the routing key `routing_key` and no
+/// properties: a message that is not an event of a host, for the tests of what a consumer
+/// does with one. Waits for the broker's confirmation.
+pub async fn publish_raw(ns: &Namespace, routing_key: &str, body: &[u8]) -> Result<(), String> {
+    let exchange = ns.events_exchange();
+    on_channel("publishing", async |ch| {
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("confirm.select: {e}"))?;
+        ch.basic_publish(
+            exchange.as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .map_err(|e| format!("basic.publish to {exchange}: {e}"))?
+        .await
+        .map_err(|e| format!("confirmation from {exchange}: {e}"))?;
+        Ok(())
     })
     .await
 }

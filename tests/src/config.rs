@@ -22,6 +22,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub struct HostOptions {
     chaos: bool,
     data_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     contexts: Option<Vec<String>>,
     amqp_namespace: Option<String>,
     amqp_prefetch: Option<u16>,
@@ -123,6 +124,13 @@ impl HostOptions {
         self
     }
 
+    /// Use this compilation cache instead of the one every test host shares (for tests of
+    /// the cache itself).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
     /// The plugins the host loads: the four rental contexts, and `chaos` if asked for.
     pub(crate) fn plugin_names(&self) -> Vec<&'static str> {
         let mut names = PLUGINS.to_vec();
@@ -162,12 +170,13 @@ impl HostOptions {
             );
         }
         let path = dir.join("ctxhost.toml");
+        let cache_dir = self.cache_dir.clone().unwrap_or_else(test_cache_dir);
         let text = config_text(
             self,
             &names,
             &plugin_dir,
             &self.data_dir_in(dir),
-            &test_cache_dir(),
+            &cache_dir,
         );
         std::fs::write(&path, text).expect("write the test host config");
         path

@@ -1,11 +1,12 @@
 //! The host's own endpoints: liveness, readiness and metrics (open; readiness in detail only with the
 //! admin token), the console page (open: static files that show nothing without the token),
 //! and the admin API behind a bearer token: plugins (list, deploy, rollback, versions), dead
-//! letters, redelivery, resilience state, topology, storage. Its answers are the wire types of
-//! [`crate::api`].
+//! letters (list, read, delete, retry), redelivery, resilience state, topology, storage. Its
+//! answers are the wire types of [`crate::api`].
 
 mod auth;
 mod console;
+mod dead_letters;
 mod metrics;
 mod plugins;
 mod topology;
@@ -25,7 +26,6 @@ use crate::bus::{BusError, EventTransport};
 use crate::gateway::problem::Problem;
 use crate::resilience::RateLimiter;
 use crate::runtime::{LoadedContext, Runtime};
-use crate::state::DEAD_LETTERS;
 use crate::storage::RedeliveryRefused;
 use crate::swap::Swapper;
 
@@ -33,6 +33,8 @@ use crate::swap::Swapper;
 pub struct Admin {
     pub runtime: Runtime,
     pub transport: Arc<dyn EventTransport>,
+    /// The state and contexts as the event transports see them, for the dead letters.
+    pub(crate) bus: crate::bus::BusCtx,
     pub swapper: Arc<Swapper>,
     /// The gateway's rate limits, for `GET /admin/resilience`.
     pub limiter: Arc<RateLimiter>,
@@ -57,7 +59,13 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/plugins/{name}", put(plugins::deploy))
         .route("/admin/plugins/{name}/rollback", post(plugins::rollback))
         .route("/admin/plugins/{name}/versions", get(plugins::versions))
-        .route("/admin/dead-letters", get(dead_letters))
+        .route("/admin/dead-letters", get(dead_letters::list))
+        .route(
+            "/admin/dead-letters/{*id}",
+            get(dead_letters::get)
+                .delete(dead_letters::delete)
+                .post(dead_letters::retry),
+        )
         .route("/admin/resilience", get(resilience))
         .route("/admin/topology", get(topology::topology))
         .route("/admin/subscriptions/{context}/redeliver", post(redeliver))
@@ -220,20 +228,6 @@ async fn resilience(State(app): State<Arc<Admin>>) -> Json<Value> {
     let mut body = app.runtime.resilience().snapshot();
     body["rateLimit"] = app.limiter.snapshot();
     Json(body)
-}
-
-/// `GET /admin/dead-letters`: events a context could not handle after every retry.
-async fn dead_letters(State(app): State<Arc<Admin>>) -> Response {
-    match app.runtime.db().read_prefix(DEAD_LETTERS, "") {
-        Ok(rows) => {
-            let list: Vec<Value> = rows
-                .into_iter()
-                .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-                .collect();
-            Json(Value::Array(list)).into_response()
-        }
-        Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
 }
 
 /// `GET /admin/storage`: what the database holds (event log, inboxes, dead letters, each

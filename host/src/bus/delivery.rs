@@ -65,16 +65,36 @@ fn seq_bytes(seq: u64) -> Option<Vec<u8>> {
     Some(seq.to_be_bytes().to_vec())
 }
 
+/// Host bookkeeping written in the same unit of work as an event's outcome (applied, or
+/// found in the inbox), so that it moves exactly when the effect commits.
+#[derive(Clone, Copy)]
+enum Mark<'a> {
+    /// Move this cursor (table, key) to the event's sequence number (the embedded bus).
+    Cursor(&'a Table, &'a str),
+    /// Delete this entry (table, key): the dead letter of an event applied again.
+    Remove(&'a Table, &'a str),
+}
+
+impl Mark<'_> {
+    fn write(self, unit: &mut UnitOfWork, seq: u64) {
+        match self {
+            Mark::Cursor(table, key) => unit.put(table, key, seq_bytes(seq)),
+            Mark::Remove(table, key) => unit.put(table, key, None),
+        }
+    }
+}
+
 /// Apply the events of `run` (in order) to `context` in one unit of work, each handler in its
-/// own savepoint, and commit once. Stops before the first event whose handler fails, leaving
-/// it and the rest uncommitted. Returns the outcomes (`Applied` or `Duplicate`) of the
-/// events it committed, from the start of `run`, and why it stopped early. A conflict at
-/// commit runs the pass again on fresh state.
+/// own savepoint, and commit once, with `mark` written for each event applied or found in
+/// the inbox. Stops before the first event whose handler fails, leaving it and the rest
+/// uncommitted. Returns the outcomes (`Applied` or `Duplicate`) of the events it committed,
+/// from the start of `run`, and why it stopped early. A conflict at commit runs the pass
+/// again on fresh state.
 async fn apply(
     bus: &BusCtx,
     context: &str,
     run: &[(u64, Envelope)],
-    cursor: Option<(&Table, &str)>,
+    mark: Option<Mark<'_>>,
 ) -> Result<(Vec<Delivered>, Option<Stop>), StateError> {
     let inbox = inbox_table(context);
     let mut reruns = 0;
@@ -96,8 +116,8 @@ async fn apply(
             let savepoint = {
                 let mut unit = lock(&shared);
                 if unit.get(&inbox, &event.id)?.is_some() {
-                    if let Some((table, key)) = cursor {
-                        unit.put(table, key, seq_bytes(*seq));
+                    if let Some(mark) = mark {
+                        mark.write(&mut unit, *seq);
                     }
                     done.push(Delivered::Duplicate);
                     took.push(None);
@@ -129,8 +149,8 @@ async fn apply(
             );
             let failure = match handled {
                 Ok(()) => {
-                    if let Some((table, key)) = cursor {
-                        lock(&shared).put(table, key, seq_bytes(*seq));
+                    if let Some(mark) = mark {
+                        mark.write(&mut lock(&shared), *seq);
                     }
                     done.push(Delivered::Applied);
                     took.push(Some(started.elapsed()));
@@ -182,7 +202,8 @@ pub(crate) async fn deliver_all(
     let mut outcomes = Vec::with_capacity(run.len());
     while outcomes.len() < run.len() {
         let rest = &run[outcomes.len()..];
-        let (done, stop) = apply(bus, context, &rest[..rest.len().min(MAX_BATCH)], cursor).await?;
+        let mark = cursor.map(|(table, key)| Mark::Cursor(table, key));
+        let (done, stop) = apply(bus, context, &rest[..rest.len().min(MAX_BATCH)], mark).await?;
         outcomes.extend(done);
         match stop {
             None => {}
@@ -217,7 +238,7 @@ async fn retry(
         let outcome = if last { "dead_lettered" } else { "retried" };
         metrics().delivered(event.publisher(), context, &event.event_type, outcome, None);
         if last {
-            let record = serde_json::json!({
+            let mut record = serde_json::json!({
                 "context": context,
                 "seq": seq,
                 "event": event,
@@ -226,6 +247,14 @@ async fn retry(
                 "attempts": attempts,
                 "deadLetteredAt": crate::time::now_rfc3339(),
             });
+            // `data` is text for operators; bytes that are not UTF-8 are also kept exactly,
+            // so that a retry applies the very event.
+            if std::str::from_utf8(&event.data).is_err() {
+                record["dataBase64"] = serde_json::json!(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    &event.data
+                ));
+            }
             let key = format!("{context}/{seq:020}-{}", event.id);
             let moved = cursor.map(|c| (c, *seq));
             record_dead_letter(bus, &key, &record, moved).await?;
@@ -237,7 +266,8 @@ async fn retry(
             .saturating_mul(1 << (attempts - 1).min(16))
             .min(policy.max_backoff);
         tokio::time::sleep(backoff).await;
-        let (mut done, stop) = apply(bus, context, std::slice::from_ref(item), cursor).await?;
+        let mark = cursor.map(|(table, key)| Mark::Cursor(table, key));
+        let (mut done, stop) = apply(bus, context, std::slice::from_ref(item), mark).await?;
         match (done.pop(), stop) {
             (Some(outcome), _) => return Ok(outcome),
             (None, Some(Stop::Failed(again))) => {
@@ -247,6 +277,28 @@ async fn retry(
             (None, _) => return Ok(Delivered::NoSuchContext),
         }
     }
+}
+
+/// Apply a dead-lettered event (`item`, kept under `dead_letter` in the dead-letter table)
+/// to `context` once more, through the same path as a first delivery (inbox check,
+/// handler, one commit), deleting the dead letter in the unit of work of the handler's
+/// effects. `Applied` or `Duplicate` (the inbox has the event: applied meanwhile; the dead
+/// letter goes too), `DeadLettered` with the new reason when the handler fails again (the
+/// dead letter stays, for the caller to update), or `NoSuchContext`.
+pub(crate) async fn apply_dead_letter(
+    bus: &BusCtx,
+    context: &str,
+    item: &(u64, Envelope),
+    dead_letter: &str,
+) -> Result<Delivered, StateError> {
+    let table: Table = Arc::from(crate::state::DEAD_LETTERS);
+    let mark = Mark::Remove(&table, dead_letter);
+    let (mut done, stop) = apply(bus, context, std::slice::from_ref(item), Some(mark)).await?;
+    Ok(match (done.pop(), stop) {
+        (Some(outcome), _) => outcome,
+        (None, Some(Stop::Failed(reason))) => Delivered::DeadLettered(reason),
+        (None, _) => Delivered::NoSuchContext,
+    })
 }
 
 /// Keep `record` in the dead-letter table under `key`, moving `cursor` to the given sequence

@@ -7,7 +7,7 @@
 //! `traceparent`, else 1), so records of every format read back byte for byte, and events
 //! stored before a format existed still decode.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// CloudEvents `specversion` of every event.
 pub(crate) const SPEC_VERSION: &str = "1.0";
@@ -15,8 +15,9 @@ const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
 const FORMAT_V3: u8 = 3;
 
-/// One event, as stored in the log and delivered to subscribers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One event, as stored in the log and delivered to subscribers. Its JSON form (without
+/// `data`) is how dead letters keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub struct Envelope {
     pub id: String,
@@ -31,11 +32,12 @@ pub struct Envelope {
     pub traceid: String,
     /// W3C `traceparent` of the span that published it (the CloudEvents distributed
     /// tracing extension); empty in events stored before the host wrote it.
+    #[serde(default)]
     pub traceparent: String,
     /// The subject (`sub`) of the principal whose request caused the event (the CloudEvents
     /// auth context extension's `authid`); empty for an anonymous request and in events
     /// stored before the host wrote it.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub authid: String,
     pub datacontenttype: String,
     #[serde(skip)]

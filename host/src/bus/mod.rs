@@ -3,11 +3,13 @@
 //! it through `delivery` (inbox check, handler, cursor, one commit).
 //!
 //! The embedded bus is the transport when no broker is configured; `amqp` carries events
-//! through RabbitMQ, between the contexts of one process or of several.
+//! through RabbitMQ, between the contexts of one process or of several. What a context
+//! could not apply waits in `dead_letters`, to be retried or deleted.
 
 pub(crate) mod amqp;
 mod backoff;
 mod cursor;
+pub(crate) mod dead_letters;
 pub(crate) mod delivery;
 mod embedded;
 pub(crate) mod envelope;

@@ -1,7 +1,7 @@
 //! The runtime's part of the configuration: the `[plugins.<name>]` tables, the limits of
 //! every invocation (`deadline_ms`, `memory_limit_mb`, `instance_reuse`, at the top level
 //! and per plugin), what a guest may make the host hold (`[limits]`) and the engine's
-//! settings (`max_instances`, `cache_dir`).
+//! settings (`max_instances`, `cache_dir`, `cache_max_mb`).
 //!
 //! ```toml
 //! deadline_ms = 5000          # CPU deadline of one invocation
@@ -9,6 +9,7 @@
 //! instance_reuse = 1          # invocations one instance may serve (1: always fresh)
 //! max_instances = 1000        # instances that may exist at once
 //! compile_timeout_ms = 120000 # longest compilation of one component
+//! cache_max_mb = 512          # compiled components kept in cache_dir (least recently used go)
 //!
 //! [limits]                    # what one unit of work / one context may make the host hold
 //! scan_entries = 1000         # entries one store scan may return
@@ -56,6 +57,9 @@ use crate::state::UnitLimits;
 const DEFAULT_DEADLINE_MS: u64 = 5_000;
 /// Longest compilation of one component, unless configured.
 const DEFAULT_COMPILE_TIMEOUT_MS: u64 = 120_000;
+/// Size of the compilation cache, unless configured: room for dozens of compiled
+/// components (a few MiB each).
+pub(crate) const DEFAULT_CACHE_MAX_MB: u64 = 512;
 /// Deepest chain of calls between contexts.
 const MAX_CALL_DEPTH: u32 = 8;
 /// Longest correlation id that may be configured: it travels as a message header, which
@@ -66,6 +70,8 @@ const MAX_CORRELATION_ID_BYTES: usize = 4096;
 #[derive(Debug, Default)]
 pub struct RuntimeFile {
     pub cache_dir: Option<PathBuf>,
+    /// `cache_max_mb` (or `CTXHOST_CACHE_MAX_MB`, which the caller has already applied).
+    pub cache_max_mb: Option<u64>,
     pub deadline_ms: Option<u64>,
     pub memory_limit_mb: Option<usize>,
     pub instance_reuse: Option<u32>,
@@ -254,6 +260,8 @@ pub enum RuntimeConfigError {
     NoPlugin(String),
     #[error("invalid setting {0}: more bytes than this machine can address")]
     MemoryLimit(String),
+    #[error("invalid setting cache_max_mb (CTXHOST_CACHE_MAX_MB): {0}")]
+    CacheMaxMb(&'static str),
     #[error("invalid setting limits.{key}: {why}")]
     Limit {
         key: &'static str,
@@ -335,6 +343,14 @@ impl RuntimeSettings {
             .cache_dir
             .map(relative)
             .unwrap_or_else(|| data_dir.join("cache"));
+        let cache_max_bytes = match file.cache_max_mb.unwrap_or(DEFAULT_CACHE_MAX_MB) {
+            0 => return Err(RuntimeConfigError::CacheMaxMb("must be at least 1")),
+            mb => mb
+                .checked_mul(1024 * 1024)
+                .ok_or(RuntimeConfigError::CacheMaxMb(
+                    "more bytes than a file system holds",
+                ))?,
+        };
         let default_limits = ContextLimits {
             deadline,
             memory_limit: mebibytes(file.memory_limit_mb.unwrap_or(128), || {
@@ -392,6 +408,7 @@ impl RuntimeSettings {
                 .fold(default_limits.memory_limit, usize::max),
             max_instances: file.max_instances.unwrap_or(1_000),
             cache_dir,
+            cache_max_bytes,
             compile_timeout: Duration::from_millis(
                 file.compile_timeout_ms
                     .unwrap_or(DEFAULT_COMPILE_TIMEOUT_MS)

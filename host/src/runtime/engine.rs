@@ -30,6 +30,8 @@ pub struct EngineSettings {
     pub max_instances: u32,
     /// Where compiled components are cached.
     pub cache_dir: PathBuf,
+    /// Most bytes the compiled components in `cache_dir` may hold (least recently used go).
+    pub cache_max_bytes: u64,
     /// Longest compilation of one component (at start and at deployment).
     pub compile_timeout: Duration,
     /// What one component instance may define and print.

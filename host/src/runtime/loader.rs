@@ -290,13 +290,15 @@ impl Runtime {
         let digest = artifact.digest();
         let engine = self.0.engine.clone();
         let cache_dir = self.settings().cache_dir.clone();
+        let cache_max = self.settings().cache_max_bytes;
         let hex = digest.trim_start_matches("sha256:").to_string();
         let bytes = artifact.bytes.clone();
         // Compilation cannot be interrupted: past the deadline the caller stops waiting (and
         // a deployment releases the swap lock); the thread finishes on its own.
         let limit = self.settings().compile_timeout;
-        let task =
-            tokio::task::spawn_blocking(move || compile_cached(&engine, &cache_dir, &hex, &bytes));
+        let task = tokio::task::spawn_blocking(move || {
+            compile_cached(&engine, &cache_dir, cache_max, &hex, &bytes)
+        });
         let component = tokio::time::timeout(limit, task)
             .await
             .map_err(|_| LoadError::CompileTimeout {

@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentFunc;
 
 use super::calls::{AbiError, check_abi, host_error, is_err};
-use super::config::valid_name;
+use super::config::{DEFAULT_CACHE_MAX_MB, valid_name};
 use super::context::ContextLimits;
 use super::engine::{EngineSettings, Runtime, engine_config};
 use super::invoke::InvokeError;
@@ -216,6 +216,7 @@ fn runtime_with(dir: &std::path::Path, max_instances: u32, compile_timeout: Dura
         memory_limit: 64 << 20,
         max_instances,
         cache_dir: ctxhost_tests::test_cache_dir(),
+        cache_max_bytes: DEFAULT_CACHE_MAX_MB * 1024 * 1024,
         compile_timeout,
         max_call_depth: 8,
         resilience: ResilienceSettings::resolve(&ResilienceFile::default(), deadline)

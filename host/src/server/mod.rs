@@ -121,13 +121,24 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
         db.clone(),
         committer.clone(),
     )?;
-    let versions = VersionStore::new(runtime.clone(), &settings.data_dir);
+    let mut versions = VersionStore::new(runtime.clone(), &settings.data_dir);
+    if let Some(keep) = settings.keep_versions {
+        versions = versions.keeping(keep);
+    }
     load_at_start(&runtime, &versions, plugins)
         .await
         .map_err(|e| match e {
             SwapError::Load(e) => StartError::Load(e),
             other => StartError::Versions(other),
         })?;
+    // Before any deployment: the files a crash or a refused deployment left behind.
+    let swept = versions.sweep_orphans();
+    if swept > 0 {
+        tracing::info!(
+            files = swept,
+            "deleted the files of versions no longer kept"
+        );
+    }
 
     let loaded = runtime.registry().all();
     let routes = RouteTable::build(loaded.iter().map(|c| (&c.name, c.routes.as_slice())))?;
@@ -137,11 +148,15 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     let transport: Arc<dyn EventTransport> = match &settings.amqp {
         Some(amqp) => {
             crate::telemetry::trace::set_messaging_system("rabbitmq");
-            Arc::new(AmqpBus::new(bus, amqp.clone(), RetryPolicy::default())?)
+            Arc::new(AmqpBus::new(
+                bus.clone(),
+                amqp.clone(),
+                RetryPolicy::default(),
+            )?)
         }
         None => {
             crate::telemetry::trace::set_messaging_system("ctxhost");
-            Arc::new(EmbeddedBus::new(bus, RetryPolicy::default()))
+            Arc::new(EmbeddedBus::new(bus.clone(), RetryPolicy::default()))
         }
     };
     let (stop, stop_rx) = watch::channel(false);
@@ -182,6 +197,7 @@ pub async fn build(settings: &Settings) -> Result<Host, StartError> {
     let admin = Arc::new(Admin {
         runtime: runtime.clone(),
         transport,
+        bus,
         swapper,
         limiter,
         token: admin_token(settings)?,

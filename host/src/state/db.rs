@@ -261,6 +261,42 @@ impl Db {
         Ok(out)
     }
 
+    /// At most `limit` entries of a string-keyed table whose key starts with `prefix`, in
+    /// key order, after the key `after` when given: one page of a listing.
+    pub fn read_page(
+        &self,
+        table: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let txn = self.snapshot()?;
+        let table = match txn.open_table(kv(table)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(StateError::storage(e)),
+        };
+        let start = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(a),
+            _ => std::ops::Bound::Included(prefix),
+        };
+        let mut out = Vec::new();
+        let range = table
+            .range::<&str>((start, std::ops::Bound::Unbounded))
+            .map_err(StateError::storage)?;
+        for item in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(StateError::storage)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// How many keys of `table` start with `prefix` (without reading their values).
     pub fn count_prefix(&self, table: &str, prefix: &str) -> Result<u64, StateError> {
         let txn = self.snapshot()?;

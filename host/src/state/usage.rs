@@ -139,39 +139,6 @@ impl Db {
             .filter_map(|h| h.name().strip_prefix("inbox/").map(str::to_string))
             .collect())
     }
-
-    /// Up to `limit` entries of a string-keyed table after the key `after` (from the start
-    /// when `None`), in key order: a bounded step of a scan over a large table.
-    pub(crate) fn read_page(
-        &self,
-        table: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        use std::ops::Bound;
-        let txn = self.snapshot()?;
-        let t = match txn.open_table(kv(table)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(StateError::storage(e)),
-        };
-        let start = match after {
-            Some(k) => Bound::Excluded(k),
-            None => Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        for item in t
-            .range::<&str>((start, Bound::Unbounded))
-            .map_err(StateError::storage)?
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(StateError::storage)?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
-    }
 }
 
 /// Free (for unprivileged writers) and total bytes of the filesystem holding `dir`.

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::settings::StorageSettings;
-use crate::bus::{BusCtx, Envelope, EventTransport};
+use crate::bus::{BusCtx, Envelope, EventTransport, dead_letters};
 use crate::state::{CommitOutcome, StateError, Table, UnitOfWork, inbox, inbox_table};
 
 /// Inbox entries read per scan step (several transactions' worth of removals).
@@ -185,6 +185,9 @@ impl Pruner {
         if let Some(age) = self.settings.inbox_retention.duration() {
             pass.inbox = self.prune_inboxes(age, shutdown).await?;
         }
+        if let Some(age) = self.settings.dead_letter_retention.duration() {
+            pass.dead_letters = self.prune_dead_letters(age, shutdown).await?;
+        }
         if self.clock_saved.is_none_or(|t| t.elapsed() >= CLOCK_EVERY) {
             let mut unit = UnitOfWork::begin(self.bus.db())?;
             self.bus.db().clock().save(&mut unit);
@@ -247,6 +250,31 @@ impl Pruner {
         Ok(removed)
     }
 
+    /// Remove the dead letters recorded longer than `age` ago, a batch per transaction.
+    async fn prune_dead_letters(
+        &self,
+        age: Duration,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<u64, StateError> {
+        let Some(cutoff) = SystemTime::now().checked_sub(age) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        while !*shutdown.borrow() {
+            let n =
+                dead_letters::prune_expired(&self.bus, cutoff, self.settings.prune_batch).await?;
+            removed += n as u64;
+            self.stats
+                .dead_letters
+                .fetch_add(n as u64, Ordering::Relaxed);
+            crate::telemetry::metrics().pruned("dead_letters", n as u64);
+            if n < self.settings.prune_batch {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Remove inbox entries older than `age` on the host clock: one bounded scan step per
     /// inbox and pass.
     async fn prune_inboxes(
@@ -263,10 +291,12 @@ impl Pruner {
                 if *shutdown.borrow() {
                     return Ok(removed);
                 }
-                let page =
-                    self.bus
-                        .db()
-                        .read_page(&table, after.as_deref(), self.settings.prune_batch)?;
+                let page = self.bus.db().read_page(
+                    &table,
+                    "",
+                    after.as_deref(),
+                    self.settings.prune_batch,
+                )?;
                 let now = self.bus.db().clock().now_ms();
                 let expired: Vec<&str> = page
                     .iter()

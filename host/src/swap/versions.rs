@@ -1,14 +1,22 @@
 //! The deployed versions of each context, kept in the data directory: the `.wasm` of every
 //! version under `plugins/<context>/<digest>.wasm`, and in the database the stack of active
 //! versions (the top one runs; rollback pops it) plus the history of deployments.
+//!
+//! Both are bounded (`keep_versions`): the file of a version that neither the stack, the
+//! history nor the configured file refers to any more is deleted once the record without
+//! it has committed (never before: a crash in between leaves a file too many, never a
+//! record without its file), and [`VersionStore::sweep_orphans`] deletes at start what such
+//! a crash, or a deployment refused after its file was written, left behind.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::Runtime;
-use crate::state::{CommitOutcome, StateError, Table, UnitOfWork, VERSIONS};
+use crate::state::{CommitOutcome, Committer, Db, StateError, Table, UnitOfWork, VERSIONS};
 
 /// One deployed version.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -32,27 +40,61 @@ pub struct Versions {
     pub configured: Option<String>,
 }
 
-/// Most versions kept on the stack and in the history.
-const KEEP: usize = 20;
+impl Versions {
+    /// The digests whose files this record needs: the stack, the history, the configured one.
+    fn referenced(&self) -> BTreeSet<&str> {
+        self.stack
+            .iter()
+            .chain(&self.history)
+            .map(|r| r.digest.as_str())
+            .chain(self.configured.as_deref())
+            .collect()
+    }
+}
+
+/// Versions kept on the stack and in the history, unless configured (`keep_versions`).
+const DEFAULT_KEEP_VERSIONS: usize = 20;
+
+/// A temporary file younger than this may still be being written.
+const TEMP_GRACE: Duration = Duration::from_secs(60);
 
 /// Reads and writes version records and artifacts.
 #[derive(Clone)]
 pub struct VersionStore {
-    runtime: Runtime,
+    db: Db,
+    committer: Committer,
     dir: PathBuf,
+    /// Most versions on the stack, and in the history, of each context.
+    keep: usize,
 }
 
 impl VersionStore {
     pub fn new(runtime: Runtime, data_dir: &Path) -> Self {
+        Self::on(runtime.db().clone(), runtime.committer().clone(), data_dir)
+    }
+
+    /// A store on the state `db` (committing through `committer`) and `data_dir`.
+    fn on(db: Db, committer: Committer, data_dir: &Path) -> Self {
         VersionStore {
-            runtime,
+            db,
+            committer,
             dir: data_dir.join("plugins"),
+            keep: DEFAULT_KEEP_VERSIONS,
+        }
+    }
+
+    /// This store, keeping `keep` versions (at least 1) on each context's stack and in its
+    /// history.
+    pub fn keeping(self, keep: usize) -> Self {
+        VersionStore {
+            keep: keep.max(1),
+            ..self
         }
     }
 
     /// Versions of `context`.
     pub fn load(&self, context: &str) -> Result<Versions, StateError> {
-        match self.runtime.db().read(VERSIONS, context)? {
+        match self.db.read(VERSIONS, context)? {
             Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| StateError::invalid(format!("unreadable versions of {context}: {e}"))),
             None => Ok(Versions::default()),
@@ -62,34 +104,125 @@ impl VersionStore {
     /// Every context with recorded versions.
     pub fn contexts(&self) -> Result<Vec<String>, StateError> {
         Ok(self
-            .runtime
-            .db()
+            .db
             .read_prefix(VERSIONS, "")?
             .into_iter()
             .map(|(k, _)| k)
             .collect())
     }
 
-    /// Save `versions` of `context`.
+    /// Save `versions` of `context`, bounded to the versions kept; then delete the files of
+    /// the versions the saved record no longer refers to (those of the record it replaced,
+    /// or of `versions`, that fell out).
     pub async fn save(&self, context: &str, versions: &Versions) -> Result<(), StateError> {
         let mut v = versions.clone();
-        if v.stack.len() > KEEP {
-            v.stack.drain(..v.stack.len() - KEEP);
+        if v.stack.len() > self.keep {
+            v.stack.drain(..v.stack.len() - self.keep);
         }
-        if v.history.len() > KEEP {
-            v.history.drain(..v.history.len() - KEEP);
+        if v.history.len() > self.keep {
+            v.history.drain(..v.history.len() - self.keep);
         }
         let bytes = serde_json::to_vec(&v).map_err(StateError::invalid)?;
         let table: Table = Arc::from(VERSIONS);
-        loop {
-            let mut unit = UnitOfWork::begin(self.runtime.db())?;
+        let replaced = loop {
+            let mut unit = UnitOfWork::begin(&self.db)?;
+            // Read in the unit: a save meanwhile is a conflict, so `replaced` is exactly
+            // what this commit replaces.
+            let replaced = unit.get(&table, context)?;
             unit.put(&table, context, Some(bytes.clone()));
-            if let CommitOutcome::Committed { .. } = self.runtime.committer().commit(unit).await? {
-                return Ok(());
+            if let CommitOutcome::Committed { .. } = self.committer.commit(unit).await? {
+                break replaced;
+            }
+        };
+        let replaced: Versions = replaced
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let kept = v.referenced();
+        let dropped: BTreeSet<&str> = replaced
+            .referenced()
+            .union(&versions.referenced())
+            .filter(|d| !kept.contains(*d))
+            .copied()
+            .collect();
+        for digest in dropped {
+            let path = self.artifact_path(context, digest);
+            if remove_file(&path) {
+                tracing::info!(context, digest, file = %path.display(), "deleted the file of a version no longer kept");
             }
         }
+        Ok(())
     }
 
+    /// Delete the files of `<data dir>/plugins` that no version record refers to: left by a
+    /// crash between a save and its deletions, or by a deployment refused after its file was
+    /// written; and temporary files older than a minute. Meant for the start, before any
+    /// deployment. Returns how many files it deleted; a context whose record cannot be read
+    /// is left alone.
+    pub fn sweep_orphans(&self) -> usize {
+        let contexts = match std::fs::read_dir(&self.dir) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot look for files of versions no longer kept");
+                return 0;
+            }
+        };
+        let mut deleted = 0;
+        for entry in contexts.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !crate::runtime::valid_name(&name) || !entry.path().is_dir() {
+                continue;
+            }
+            let versions = match self.load(&name) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(context = %name, error = %e, "cannot read the versions: their files are left as they are");
+                    continue;
+                }
+            };
+            let referenced: BTreeSet<PathBuf> = versions
+                .referenced()
+                .into_iter()
+                .map(|d| self.artifact_path(&name, d))
+                .collect();
+            deleted += self.sweep_context(&name, &entry.path(), &referenced);
+            if versions.stack.is_empty() && versions.history.is_empty() {
+                // Empty now: no version of this context remains.
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+        deleted
+    }
+
+    /// Delete the files of one context's directory that are not `referenced`.
+    fn sweep_context(&self, context: &str, dir: &Path, referenced: &BTreeSet<PathBuf>) -> usize {
+        let files = match std::fs::read_dir(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot look for files of versions no longer kept");
+                return 0;
+            }
+        };
+        let mut deleted = 0;
+        for file in files.flatten() {
+            let path = file.path();
+            let name = file.file_name().to_string_lossy().into_owned();
+            let orphan = if name.starts_with('.') && name.ends_with(".tmp") {
+                file.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > TEMP_GRACE))
+            } else {
+                name.ends_with(".wasm") && !referenced.contains(&path)
+            };
+            if orphan && remove_file(&path) {
+                tracing::info!(context, file = %path.display(), "deleted a file no version refers to");
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
+    /// Where the `.wasm` of version `digest` of `context` is kept.
     fn artifact_path(&self, context: &str, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.dir.join(context).join(format!("{hex}.wasm"))
@@ -113,3 +246,19 @@ impl VersionStore {
         std::fs::read(self.artifact_path(context, digest)).ok()
     }
 }
+
+/// Remove `path`; true when this call removed it (false when it was not there, or could not
+/// be removed: logged, and the sweep at the next start tries again).
+fn remove_file(path: &Path) -> bool {
+    match std::fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot delete the file of a version no longer kept");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -30,6 +30,11 @@ use sha2::{Digest, Sha256};
 
 /// Events of this type are refused forever (for poison-message tests).
 const POISON: &str = "ChaosPoison";
+/// Events of this type add one to the count under `tally-<correlation id>`, so tests can
+/// tell how often each was applied; refused while the key `fail-tally` holds a non-empty
+/// value (set it, and clear it with an empty one, with `POST /chaos/write`), for the tests
+/// of dead letters and their retries.
+const TALLY: &str = "ChaosTally";
 /// Events of this type make the handler store, under `who-<correlation id>`, the subject
 /// of the principal the delivery runs for (`anonymous` when none): the tests of identity
 /// read it back with `GET /chaos/read/{key}`.
@@ -88,7 +93,7 @@ impl context::Guest for Chaos {
                     path: (*path).into(),
                 })
                 .collect(),
-            subscriptions: vec![POISON.into(), WHO.into()],
+            subscriptions: vec![POISON.into(), WHO.into(), TALLY.into()],
         }
     }
 }
@@ -97,6 +102,9 @@ impl subscriber::Guest for Chaos {
     fn handle(event: subscriber::Event) -> Result<(), String> {
         if event.type_ == POISON {
             return Err("poisoned".into());
+        }
+        if event.type_ == TALLY {
+            return tally(&event.correlation_id);
         }
         if event.type_ == WHO {
             let who = ctxhost_sdk::identity::caller()
@@ -171,6 +179,25 @@ fn handle(req: Request) -> ApiResult {
         }
         _ => Err(Response::not_found("unhandled chaos route")),
     }
+}
+
+/// Apply a `ChaosTally` event: refused while `fail-tally` is set, else one more under
+/// `tally-<correlation id>`.
+fn tally(correlation_id: &str) -> Result<(), String> {
+    let failing = store::get("fail-tally").map_err(|e| e.to_string())?;
+    if let Some(reason) = failing.filter(|r| !r.is_empty()) {
+        return Err(format!(
+            "tally refused: {}",
+            String::from_utf8_lossy(&reason)
+        ));
+    }
+    let key = format!("tally-{correlation_id}");
+    let count = store::get(&key)
+        .map_err(|e| e.to_string())?
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    store::put(&key, (count + 1).to_string().as_bytes()).map_err(|e| e.to_string())
 }
 
 fn trap() -> ! {
