@@ -307,3 +307,42 @@ async fn with_rabbitmq_the_log_drains_while_a_consumer_is_down_and_it_catches_up
     })
     .await;
 }
+
+#[tokio::test]
+async fn dead_letters_are_kept_for_their_retention_and_then_removed() {
+    let host = Host::start(
+        HostOptions::new()
+            .with_chaos()
+            .env("CTXHOST_DEAD_LETTER_RETENTION", "3s")
+            .env("CTXHOST_PRUNE_INTERVAL", "200ms"),
+    );
+    host.post_json(
+        "/chaos/publish",
+        &json!({"type": "ChaosPoison", "correlationId": "kept", "data": {"n": 1}}),
+    )
+    .await
+    .expect(200);
+    // Dead-lettered after its retries, and still there a moment later.
+    eventually(SETTLE, || async {
+        let r = storage(&host).await;
+        ensure_that!(r["deadLetters"]["entries"] == 1, "no dead letter yet: {r}");
+        Ok(())
+    })
+    .await;
+    let kept = storage(&host).await;
+    assert_eq!(kept["retention"]["deadLetter"], "3s", "{kept}");
+    assert_eq!(kept["pruned"]["deadLetters"], 0, "{kept}");
+    // Past its retention the pruner removes it.
+    let gone = eventually(SETTLE, || async {
+        let r = storage(&host).await;
+        ensure_that!(r["deadLetters"]["entries"] == 0, "still kept: {r}");
+        Ok(r)
+    })
+    .await;
+    assert_eq!(gone["pruned"]["deadLetters"], 1, "{gone}");
+    let page = host
+        .get("/admin/dead-letters?context=chaos")
+        .await
+        .expect(200);
+    assert_eq!(page["items"], json!([]), "{page}");
+}
