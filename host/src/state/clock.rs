@@ -3,17 +3,10 @@
 //! entry's) counts only time in which a duplicate could have been delivered and dropped:
 //! a host down for a week and started again does not find its inbox entries a week older.
 //!
-//! The clock is read at open and saved by retention's passes; after a crash it resumes from
+//! The database reads the clock at open and retention's passes save it; after a crash it resumes from
 //! the last save, a little behind, which only makes entries look younger (the safe side).
 
-use std::sync::Arc;
 use std::time::Instant;
-
-use super::db::META;
-use super::{StateError, Table, UnitOfWork};
-
-/// Key of the clock in the meta table.
-const KEY: &str = "host-clock-ms";
 
 /// Milliseconds of host running time.
 #[derive(Debug)]
@@ -24,6 +17,9 @@ pub(crate) struct HostClock {
 }
 
 impl HostClock {
+    /// The key the clock is saved under in the meta table.
+    pub(super) const KEY: &'static str = "host-clock-ms";
+
     /// A clock resuming from a saved value (`None`: a new database, or one from before the
     /// clock existed, whose clock starts now).
     pub(super) fn resume(saved: Option<&[u8]>) -> Self {
@@ -42,28 +38,6 @@ impl HostClock {
         let ran = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.base_ms.saturating_add(ran)
     }
-
-    /// Buffer the clock's value now into `unit`, so a later start resumes from it.
-    pub(crate) fn save(&self, unit: &mut UnitOfWork) {
-        let table: Table = Arc::from(META);
-        unit.put(&table, KEY, Some(self.now_ms().to_be_bytes().to_vec()));
-    }
-
-    /// The key the clock is saved under, for opening.
-    pub(super) fn key() -> &'static str {
-        KEY
-    }
-}
-
-/// Read the saved clock of a database being opened.
-pub(super) fn saved(txn: &redb::ReadTransaction) -> Result<Option<Vec<u8>>, StateError> {
-    let t = match txn.open_table(super::db::kv(META)) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(StateError::storage(e)),
-    };
-    let v = t.get(HostClock::key()).map_err(StateError::storage)?;
-    Ok(v.map(|g| g.value().to_vec()))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use redb::{
     WriteTransaction,
 };
 
-use super::clock::{self, HostClock};
+use super::clock::HostClock;
 use super::error::StateError;
 use super::health::{RecoveryPolicy, StorageHealth, StorageStatus};
 use crate::sync::{read, write};
@@ -124,7 +124,7 @@ impl Db {
             path: shown.to_string(),
             source: Arc::new(source),
         })?;
-        let saved = clock::saved(&db.begin_read().map_err(StateError::storage)?)?;
+        let saved = saved_clock(&db.begin_read().map_err(StateError::storage)?)?;
         let this = Db {
             inner: Arc::new(Shared {
                 current: RwLock::new(Some(db)),
@@ -204,6 +204,13 @@ impl Db {
     /// stamped and aged with.
     pub(crate) fn clock(&self) -> &HostClock {
         &self.inner.clock
+    }
+
+    /// Buffer the host clock's value now into `unit`, so a later start resumes from it.
+    pub(crate) fn save_clock(&self, unit: &mut super::UnitOfWork) {
+        let table: Table = Arc::from(META);
+        let now = self.inner.clock.now_ms();
+        unit.put(&table, HostClock::KEY, Some(now.to_be_bytes().to_vec()));
     }
 
     pub(crate) fn health(&self) -> &StorageHealth {
@@ -337,6 +344,17 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// The host clock a database holds (none before its first save).
+fn saved_clock(txn: &redb::ReadTransaction) -> Result<Option<Vec<u8>>, StateError> {
+    let t = match txn.open_table(kv(META)) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(StateError::storage(e)),
+    };
+    let v = t.get(HostClock::KEY).map_err(StateError::storage)?;
+    Ok(v.map(|g| g.value().to_vec()))
 }
 
 /// Write `bytes` to `probe` durably and remove it again: the filesystem has that much room.

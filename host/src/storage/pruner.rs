@@ -190,7 +190,7 @@ impl Pruner {
         }
         if self.clock_saved.is_none_or(|t| t.elapsed() >= CLOCK_EVERY) {
             let mut unit = UnitOfWork::begin(self.bus.db())?;
-            self.bus.db().clock().save(&mut unit);
+            self.bus.db().save_clock(&mut unit);
             self.bus.committer().commit(unit).await?;
             self.clock_saved = Some(Instant::now());
         }
