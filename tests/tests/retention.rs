@@ -130,6 +130,13 @@ async fn the_embedded_log_and_inboxes_drain_and_a_redelivery_past_them_is_refuse
     let why = refused["detail"].as_str().unwrap_or_default();
     assert!(why.contains("removed by retention"), "{refused}");
     assert!(why.contains(&format!("start from is {head}")), "{refused}");
+    // An unknown context is still answered as unknown.
+    host.post_json(
+        "/admin/subscriptions/nope/redeliver",
+        &json!({"fromSeq": 0}),
+    )
+    .await
+    .expect_problem(404);
     // From the head on there is nothing to apply twice.
     host.post_json(
         "/admin/subscriptions/view/redeliver",

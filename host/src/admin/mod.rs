@@ -271,6 +271,19 @@ async fn redeliver(
             }
         }
     };
+    // An unknown context is answered as such before any question about the log.
+    let subscribes = app
+        .runtime
+        .registry()
+        .get(&context)
+        .is_some_and(|c| !c.subscriptions.is_empty());
+    if !subscribes {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            BusError::UnknownSubscriber(context).to_string(),
+        )
+        .into_response();
+    }
     match app.storage.check_redelivery(req.from_seq) {
         Ok(()) => {}
         Err(e @ RedeliveryRefused::State(_)) => {
