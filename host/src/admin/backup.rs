@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Admin;
 use crate::gateway::problem::Problem;
 use crate::state::StateError;
-use crate::state::backup::{chain, dump};
+use crate::state::backup::{BackupError, chain, dump};
 
 /// Bytes the writer gathers before handing them to the body.
 const CHUNK: usize = 64 * 1024;
@@ -103,6 +103,9 @@ pub(super) async fn backup(State(app): State<Arc<Admin>>) -> Response {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "backup sent"
             ),
+            Err(BackupError::Write(_)) => {
+                tracing::info!("backup abandoned: the client went away");
+            }
             Err(e) => {
                 let detail = chain(&e);
                 tracing::warn!(error = %detail, "backup failed; its body is cut short");
