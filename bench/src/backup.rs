@@ -3,7 +3,8 @@
 //! load without them, on one host. Rounds alternate which run comes first, the consumers
 //! catch up between runs, and the paired ratio (with / without) is taken per round, then
 //! its median reported. Back-to-back backups are the worst case: an operator's nightly
-//! backup is running for a fraction of the time only.
+//! backup is running for a fraction of the time only. At the end, `ctxhost backup` and
+//! `ctxhost restore` of the final database, timed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -140,5 +141,49 @@ pub(crate) async fn run(
             println!("  failure: {f}");
         }
     }
+    command_line_round_trip(bin, &host).await
+}
+
+/// `ctxhost backup` of the host (idle now) to a file and `ctxhost restore` of that file into
+/// a new directory, each timed, with what they print.
+async fn command_line_round_trip(bin: &Path, host: &BenchHost) -> anyhow::Result<()> {
+    let file = host.dir.join("final.backup");
+    let run = |args: Vec<std::ffi::OsString>| {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(args)
+            .env("CTXHOST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("CTXHOST_URL")
+            .env_remove("CTXHOST_DATA_DIR");
+        async move {
+            let t0 = Instant::now();
+            let out = cmd.output().await?;
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            anyhow::ensure!(
+                out.status.success(),
+                "{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok::<_, anyhow::Error>((t0.elapsed().as_secs_f64(), text))
+        }
+    };
+    let (backup_s, backup_said) = run(vec![
+        "backup".into(),
+        "--url".into(),
+        host.base.clone().into(),
+        "--to".into(),
+        file.clone().into(),
+    ])
+    .await?;
+    let (restore_s, restore_said) = run(vec![
+        "restore".into(),
+        "--from".into(),
+        file.into(),
+        "--data-dir".into(),
+        host.dir.join("restored").into(),
+    ])
+    .await?;
+    println!("\nThe final database through the command line, the host idle:\n");
+    println!("- `ctxhost backup` (stream, write, check): {backup_s:.2} s: {backup_said}");
+    println!("- `ctxhost restore` (check, write, rename): {restore_s:.2} s: {restore_said}");
     Ok(())
 }
