@@ -2,6 +2,7 @@
 //! ratios (these machines are noisy: never trust a lone absolute figure).
 
 mod auth;
+mod backup;
 mod events;
 mod host;
 mod instantiate;
@@ -61,6 +62,7 @@ fn usage() -> ! {
          \n               target/debug/ctxhost) against the release host (--bin)\
          \n  traces       reads and durable writes with traces off, sampled at 100 % and at 0 %\
          \n  auth         reads and durable writes with authentication off, HS256 and RS256 tokens\
+         \n  backup       durable writes with and without online backups running back to back\
          \n  all          every suite above, in that order (not soak)\
          \n  soak         a long mixed load (orders, cancels, reads) with event retention 0s, sampling\
          \n               the data directory, the entries per keyspace and resident memory; writes\
@@ -138,9 +140,10 @@ async fn main() -> anyhow::Result<()> {
             "traces",
             "auth",
             "retention",
+            "backup",
         ],
         "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
-        | "profile" | "metrics" | "traces" | "auth" | "retention" | "soak" => {
+        | "profile" | "metrics" | "traces" | "auth" | "retention" | "backup" | "soak" => {
             std::slice::from_ref(&what)
         }
         _ => usage(),
@@ -164,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
             "retention" => {
                 retention::run_suite(&bin, &plugins, connections, seconds, rounds).await?
             }
+            "backup" => backup::run(&bin, &plugins, connections, seconds, rounds).await?,
             "soak" => soak::run(&bin, &plugins, &soak).await?,
             _ => usage(),
         }

@@ -7,6 +7,8 @@
 //! starts a [`Host`], [`Host::router`] is its HTTP surface, [`serve`] serves it, and [`run`]
 //! does all of that as `ctxhost serve` does. [`api`] holds the admin API's wire types.
 //! [`install_tracing`] installs the log and, when configured, trace export.
+//! [`verify_backup`] and [`restore_backup`] check and restore the backups that
+//! `GET /admin/backup` streams (`ctxhost backup`, `ctxhost restore`).
 //!
 //! # Layout
 //!
@@ -55,9 +57,31 @@ pub use config::{ConfigError, HttpSettings, Overrides, Settings, auth_settings};
 pub use identity::{MintError, mint_token};
 pub use runtime::engine_config;
 pub use server::{Host, StartError, build, run, serve};
+pub use state::backup::{BackupError, BackupSummary, RestoreReport};
 pub use state::{CompactError, CompactReport, compact as compact_data_dir};
 pub use storage::{Span, StorageConfigError, StorageSettings};
 pub use telemetry::trace::{
     Exporter, LogFormat, ParentlessRule, Protocol, Sampling, TraceConfigError, TraceInitError,
     TraceSettings, Tracing, install as install_tracing,
 };
+
+/// Read and check the whole backup file at `path` (magic, version, framing, counts, digest),
+/// writing nothing; what it holds.
+pub fn verify_backup(path: &std::path::Path) -> Result<BackupSummary, BackupError> {
+    state::backup::verify(path, &[swap::ARTIFACT_DIR])
+}
+
+/// Restore the backup file at `from` into the data directory `data_dir`, after checking all
+/// of it: `data_dir` must be new or empty, unless `force`, which replaces its state database
+/// and kept versions (`plugins/`) and keeps the rest; refused while a host runs on it.
+pub fn restore_backup(
+    from: &std::path::Path,
+    data_dir: &std::path::Path,
+    force: bool,
+) -> Result<RestoreReport, BackupError> {
+    let opts = state::backup::RestoreOptions {
+        force,
+        file_dirs: &[swap::ARTIFACT_DIR],
+    };
+    state::backup::restore(from, data_dir, &opts)
+}

@@ -1,6 +1,6 @@
 //! The `ctxhost` command: serve the configured contexts, or talk to a running host.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -69,6 +69,32 @@ enum Command {
         /// The data directory.
         #[arg(long, env = "CTXHOST_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+    },
+    /// Take an online backup of a running host: its state database as of one transaction
+    /// and the plugin versions it keeps, in one file, while the host keeps serving. Written
+    /// to FILE.partial, checked whole, then renamed to FILE; prints what it holds.
+    Backup {
+        /// The backup file to write (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Restore a backup into a data directory, after checking all of it (nothing is written
+    /// from a damaged file); a host started on the directory serves the backup's state and
+    /// plugin versions.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The data directory to restore into: new or empty, unless --force.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Restore into a data directory that is not empty: its state database and kept
+        /// versions (plugins/) are replaced, everything else stays. Refused while a host
+        /// runs on it.
+        #[arg(long)]
+        force: bool,
     },
     /// Inspect the plugins of a running host.
     Plugin {
@@ -177,6 +203,33 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Backup { to, target } => rt.block_on(backup(&target, &to)),
+        Command::Restore {
+            from,
+            data_dir,
+            force,
+        } => {
+            let started = std::time::Instant::now();
+            let r = ctxhost::restore_backup(&from, &data_dir, force)?;
+            let b = &r.backup;
+            println!(
+                "restored {} into {}{}: snapshot of {}, {} tables, {} entries, {} component files ({} bytes), in {:.2} s",
+                from.display(),
+                r.dir.display(),
+                if r.replaced {
+                    " (its state database and kept versions replaced)"
+                } else {
+                    ""
+                },
+                b.taken_at(),
+                b.tables,
+                b.entries,
+                b.files,
+                b.file_bytes,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::Plugin { command } => {
             let _tracing = ctxhost::install_tracing(&TraceSettings {
                 exporter: None,
@@ -249,6 +302,19 @@ impl AdminTarget {
             })
     }
 
+    /// A request to the admin API, with the token, and its URL.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<(String, reqwest::RequestBuilder)> {
+        let endpoint = format!("{}{path}", self.url.trim_end_matches('/'));
+        let req = reqwest::Client::new()
+            .request(method, &endpoint)
+            .bearer_auth(self.token()?);
+        Ok((endpoint, req))
+    }
+
     /// Send a request to the admin API and read its answer as `T`, or the problem it
     /// reported.
     async fn call<T: serde::de::DeserializeOwned>(
@@ -257,10 +323,7 @@ impl AdminTarget {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<T> {
-        let endpoint = format!("{}{path}", self.url.trim_end_matches('/'));
-        let mut req = reqwest::Client::new()
-            .request(method, &endpoint)
-            .bearer_auth(self.token()?);
+        let (endpoint, mut req) = self.request(method, path)?;
         if let Some(b) = body {
             req = req.header("content-type", "application/wasm").body(b);
         }
@@ -274,14 +337,92 @@ impl AdminTarget {
             .await
             .with_context(|| format!("cannot read the answer of {endpoint}"))?;
         if !status.is_success() {
-            let detail = serde_json::from_str::<ProblemDetails>(&text)
-                .map(|p| p.detail)
-                .unwrap_or(text);
-            anyhow::bail!("{endpoint} answered {status}: {detail}");
+            return Err(refused(&endpoint, status, text));
         }
         serde_json::from_str(&text)
             .with_context(|| format!("{endpoint} answered {status} with an unexpected body"))
     }
+}
+
+/// The error of an answer `status` with body `text` (a problem, or anything else).
+fn refused(endpoint: &str, status: reqwest::StatusCode, text: String) -> anyhow::Error {
+    let detail = serde_json::from_str::<ProblemDetails>(&text)
+        .map(|p| p.detail)
+        .unwrap_or(text);
+    anyhow::anyhow!("{endpoint} answered {status}: {detail}")
+}
+
+/// `ctxhost backup`: stream the host's backup into `<to>.partial`, check it whole, and
+/// only then rename it to `to`; a failed backup leaves no file behind.
+async fn backup(target: &AdminTarget, to: &Path) -> anyhow::Result<()> {
+    if std::fs::symlink_metadata(to).is_ok() {
+        anyhow::bail!("{} exists: remove it or choose another name", to.display());
+    }
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let started = std::time::Instant::now();
+    eprintln!("backing up {} to {}...", target.url, to.display());
+    let checked = match download(target, &partial).await {
+        Ok(()) => ctxhost::verify_backup(&partial)
+            .context("the backup received does not pass its checks; nothing was kept"),
+        Err(e) => Err(e),
+    };
+    let summary = match checked {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&partial, to) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e).with_context(|| format!("cannot rename the backup to {}", to.display()));
+    }
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    println!(
+        "backup written to {}: {} bytes, {} tables, {} entries, {} component files ({} bytes), snapshot of {}, in {:.2} s",
+        to.display(),
+        summary.bytes,
+        summary.tables,
+        summary.entries,
+        summary.files,
+        summary.file_bytes,
+        summary.taken_at(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Write the body of `GET /admin/backup` to `path` as it arrives, durably.
+async fn download(target: &AdminTarget, path: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (endpoint, req) = target.request(reqwest::Method::GET, "/admin/backup")?;
+    let mut res = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {endpoint}"))?;
+    let status = res.status();
+    if !status.is_success() {
+        let text = res.text().await.unwrap_or_default();
+        return Err(refused(&endpoint, status, text));
+    }
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    while let Some(chunk) = res
+        .chunk()
+        .await
+        .with_context(|| format!("the backup from {endpoint} stopped before its end"))?
+    {
+        file.write_all(&chunk)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn deploy(target: &AdminTarget, name: &str, file: &std::path::Path) -> anyhow::Result<()> {

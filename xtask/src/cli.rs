@@ -105,6 +105,9 @@ pub(crate) enum Suite {
     /// GET /cars/{id} and durable POST /orders at 64 clients, interleaved; paired ratios and
     /// the write p99 while pruning runs (cost target under 5 %)
     Retention,
+    /// The release host's durable POST /orders at 64 clients with and without online
+    /// backups (GET /admin/backup) running back to back; paired ratio with/without
+    Backup,
     /// A long mixed load (orders, cancels, reads; 8 clients, 100 orders/s) on a host with
     /// event retention 0s, sampling every 10 s the data directory's size, the database's
     /// entries per keyspace and resident memory; prints bytes per settled order, whether the
@@ -132,6 +135,7 @@ impl Suite {
             Suite::Traces => "traces",
             Suite::Auth => "auth",
             Suite::Retention => "retention",
+            Suite::Backup => "backup",
             Suite::Soak => "soak",
             Suite::All => "all",
         }

@@ -2,9 +2,11 @@
 //! admin token), the console page (open: static files that show nothing without the token),
 //! and the admin API behind a bearer token: plugins (list, deploy, rollback, versions), dead
 //! letters (list, read, delete, retry), redelivery, resilience state, topology, storage. Its
-//! answers are the wire types of [`crate::api`].
+//! answers are the wire types of [`crate::api`]. `GET /admin/backup` streams an online
+//! backup (see `backup`).
 
 mod auth;
+mod backup;
 mod console;
 mod dead_letters;
 mod metrics;
@@ -70,6 +72,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/topology", get(topology::topology))
         .route("/admin/subscriptions/{context}/redeliver", post(redeliver))
         .route("/admin/storage", get(storage))
+        .route("/admin/backup", get(backup::backup))
         .route_layer(axum::middleware::from_fn_with_state(
             admin.clone(),
             auth::require_token,

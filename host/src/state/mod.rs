@@ -2,8 +2,10 @@
 //! the unit of work every invocation writes into, and the committer that makes units of work
 //! durable (optimistic validation, group commit), and recovery from storage errors (the
 //! committer reopens the database; `health` tells the probes). `compact` gives the space
-//! of deleted rows back to the filesystem while no host runs.
+//! of deleted rows back to the filesystem while no host runs. `backup` writes a snapshot
+//! (and the files it refers to) to one file while the host serves, and restores it.
 
+pub(crate) mod backup;
 mod clock;
 mod commit;
 mod compact;

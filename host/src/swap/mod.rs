@@ -22,7 +22,7 @@ use crate::runtime::{
     Artifact, ContextLimits, LoadError, LoadedContext, PluginSource, Runtime, valid_name,
 };
 use crate::state::StateError;
-pub(crate) use versions::{VersionRecord, VersionStore, Versions};
+pub(crate) use versions::{ARTIFACT_DIR, VersionRecord, VersionStore, Versions};
 pub(crate) use watch::watch_dir;
 
 /// Why a deployment or rollback was refused. The old version keeps serving.
@@ -225,6 +225,14 @@ impl Swapper {
     /// The versions kept for `name`.
     pub fn versions(&self, name: &str) -> Result<Versions, SwapError> {
         Ok(self.versions.load(name)?)
+    }
+
+    /// The files of the versions `snapshot` records, for a backup of it.
+    pub(crate) fn kept_files(
+        &self,
+        snapshot: &redb::ReadTransaction,
+    ) -> Result<Vec<crate::state::backup::DataFile>, StateError> {
+        self.versions.kept_files(snapshot)
     }
 
     fn artifact_for(

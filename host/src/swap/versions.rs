@@ -16,7 +16,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::Runtime;
+use crate::state::backup::{DataFile, snapshot_entries};
 use crate::state::{CommitOutcome, Committer, Db, StateError, Table, UnitOfWork, VERSIONS};
+
+/// The directory of the data directory that holds the kept versions.
+pub(crate) const ARTIFACT_DIR: &str = "plugins";
 
 /// One deployed version.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -78,7 +82,7 @@ impl VersionStore {
         VersionStore {
             db,
             committer,
-            dir: data_dir.join("plugins"),
+            dir: data_dir.join(ARTIFACT_DIR),
             keep: DEFAULT_KEEP_VERSIONS,
         }
     }
@@ -239,6 +243,44 @@ impl VersionStore {
         let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &path)
+    }
+
+    /// The files of every version `snapshot` records (the stacks, the histories and the
+    /// configured files) that exist, opened, each named by its path in the data directory:
+    /// what a backup of that snapshot holds besides the database.
+    pub(crate) fn kept_files(
+        &self,
+        snapshot: &redb::ReadTransaction,
+    ) -> Result<Vec<DataFile>, StateError> {
+        let mut out = Vec::new();
+        for (context, record) in snapshot_entries(snapshot, VERSIONS)? {
+            let v: Versions = serde_json::from_slice(&record).map_err(|e| {
+                StateError::invalid(format!("unreadable versions of {context}: {e}"))
+            })?;
+            for digest in v.referenced() {
+                let path = self.artifact_path(&context, digest);
+                let opened = std::fs::File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f)));
+                let (len, file) = match opened {
+                    Ok(found) => found,
+                    // Never kept, or deleted since the snapshot because a deployment that
+                    // committed after it dropped the version: the backup goes without it.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(StateError::invalid(format!(
+                            "cannot read the kept version {}: {e}",
+                            path.display()
+                        )));
+                    }
+                };
+                let hex = digest.trim_start_matches("sha256:");
+                out.push(DataFile {
+                    name: format!("{ARTIFACT_DIR}/{context}/{hex}.wasm"),
+                    file,
+                    len,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The bytes of a kept version, if still there.
