@@ -21,7 +21,7 @@ use crate::state::{DEAD_LETTERS, StateError, TableUsage};
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StorageReport {
     pub(crate) event_log: EventLogReport,
-    pub(crate) inbox: BTreeMap<String, Entries>,
+    pub(crate) inbox: BTreeMap<String, TableUsage>,
     pub(crate) dead_letters: Entries,
     pub(crate) contexts: BTreeMap<String, TableUsage>,
     pub(crate) file: FileReport,
@@ -88,11 +88,7 @@ impl Storage {
                 bytes: usage.event_log.bytes,
                 consumed: self.transport.consumed_through().ok(),
             },
-            inbox: usage
-                .inboxes
-                .iter()
-                .map(|(c, u)| (c.clone(), Entries { entries: u.entries }))
-                .collect(),
+            inbox: usage.inboxes.clone(),
             dead_letters: Entries {
                 entries: usage.host_entries(DEAD_LETTERS),
             },
