@@ -101,9 +101,9 @@ pub(crate) async fn run(bin: &Path, plugin_dir: &Path, opts: &Options) -> anyhow
     };
     sampler.probe().await;
     println!(
-        "| t s | data dir MiB | event log | inboxes | contexts | dead letters | RSS MiB | orders | settled |"
+        "| t s | data dir MiB | event log | inboxes | contexts | dead letters | RSS MiB | db cache MiB | orders | settled |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 
     let start = Instant::now();
     sampler.start = start;
@@ -199,7 +199,7 @@ impl Sampler<'_> {
         };
         let count = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         println!(
-            "| {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.t_s,
             mib(s.data_bytes as f64),
             count(s.event_log()),
@@ -208,6 +208,10 @@ impl Sampler<'_> {
             count(s.dead_letters()),
             s.rss_kib
                 .map_or_else(|| "-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            s.storage
+                .as_ref()
+                .and_then(|st| st.cache_bytes)
+                .map_or_else(|| "-".to_owned(), |b| format!("{:.1}", mib(b as f64))),
             s.orders,
             s.settled
         );
@@ -314,6 +318,21 @@ fn report(samples: &[Sample], counts: &Counts, opts: &Options) {
             rss(first),
             rss(last)
         ),
+    }
+    let cache_mib = |s: &Sample| {
+        s.storage
+            .as_ref()
+            .and_then(|st| st.cache_bytes)
+            .map(|b| mib(b as f64))
+    };
+    if let (Some(c0), Some(c1), Some((per_min, points, _))) = (
+        cache_mib(first),
+        cache_mib(last),
+        analysis::memory_less_cache_slope(samples),
+    ) {
+        println!(
+            "database page cache: {c0:.1} MiB at the start, {c1:.1} MiB at the end; resident memory less the cache: {per_min:+.0} KiB per minute over the second half (least squares over {points} samples)"
+        );
     }
 
     let log_verdict = event_log.as_ref().map(Boundedness::verdict);

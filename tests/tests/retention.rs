@@ -99,6 +99,10 @@ async fn the_embedded_log_and_inboxes_drain_and_a_redelivery_past_them_is_refuse
         drained["file"]["bytes"].as_u64().unwrap_or(0) > 0,
         "{drained}"
     );
+    // The page cache holds what was just written, within db_cache_mb.
+    let cached = drained["file"]["cacheBytes"].as_u64().unwrap_or(0);
+    let limit = drained["retention"]["dbCacheMb"].as_u64().unwrap_or(0) * 1024 * 1024;
+    assert!(cached > 0 && cached <= limit, "{drained}");
     assert!(
         drained["disk"]["freeBytes"].as_u64().unwrap_or(0) > 0,
         "{drained}"
@@ -113,6 +117,7 @@ async fn the_embedded_log_and_inboxes_drain_and_a_redelivery_past_them_is_refuse
         "ctxhost_storage_inbox_entries{context=\"view\"} 0",
         "ctxhost_storage_context_entries{context=\"order\"}",
         "ctxhost_storage_file_bytes",
+        "ctxhost_storage_cache_bytes",
         "ctxhost_storage_pruned_total{kind=\"events\"}",
     ] {
         assert!(metrics.body.contains(family), "no {family} in /metrics");

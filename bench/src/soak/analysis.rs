@@ -125,9 +125,27 @@ impl Boundedness {
 /// Least-squares slope of resident memory against time over the second half, KiB per
 /// minute, with the number of samples it used and their mean (KiB).
 pub(crate) fn memory_slope(samples: &[Sample]) -> Option<(f64, usize, f64)> {
+    kib_slope(samples, |s| s.rss_kib)
+}
+
+/// [`memory_slope`] of the resident memory less the database's page cache: what grows
+/// besides the cache, which fills up to its configured size with the file.
+pub(crate) fn memory_less_cache_slope(samples: &[Sample]) -> Option<(f64, usize, f64)> {
+    kib_slope(samples, |s| {
+        let cache = s.storage.as_ref()?.cache_bytes? / 1024;
+        Some(s.rss_kib?.saturating_sub(cache))
+    })
+}
+
+/// Least-squares slope of `kib` over the second half, KiB per minute; with the number of
+/// points and their mean.
+fn kib_slope(
+    samples: &[Sample],
+    kib: impl Fn(&Sample) -> Option<u64>,
+) -> Option<(f64, usize, f64)> {
     let points: Vec<(f64, f64)> = second_half(samples)
         .iter()
-        .filter_map(|s| Some((s.t_s / 60.0, s.rss_kib? as f64)))
+        .filter_map(|s| Some((s.t_s / 60.0, kib(s)? as f64)))
         .collect();
     let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len().max(1) as f64;
     Some((slope(&points)?, points.len(), mean))
@@ -297,6 +315,28 @@ mod tests {
             x.rss_kib = Some(50_000 + (x.t_s * 100.0) as u64);
         }
         assert!(matches!(memory_verdict(&leaking), Verdict::Missed(_)));
+    }
+
+    #[test]
+    fn the_memory_less_the_page_cache_leaves_out_the_cache_filling_up() {
+        let mut s = samples(&[
+            (0.0, 0, 0),
+            (60.0, 1, 0),
+            (120.0, 2, 0),
+            (180.0, 3, 0),
+            (240.0, 4, 0),
+        ]);
+        assert!(memory_less_cache_slope(&s).is_none(), "no cache figure yet");
+        // The cache grows 1 MiB per minute, as the resident memory does.
+        for x in &mut s {
+            if let Some(st) = x.storage.as_mut() {
+                st.cache_bytes = Some((x.t_s / 60.0 * 1024.0 * 1024.0) as u64);
+            }
+        }
+        let (per_min, n, _) = memory_less_cache_slope(&s).unwrap();
+        assert_eq!(n, 3);
+        assert!(per_min.abs() < 1.0, "{per_min}");
+        assert!((memory_slope(&s).unwrap().0 - 1024.0).abs() < 1.0);
     }
 
     #[test]

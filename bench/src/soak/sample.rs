@@ -24,6 +24,8 @@ pub(crate) struct Storage {
     pub contexts: BTreeMap<String, (Option<u64>, Option<u64>)>,
     /// Size of the database file as the host sees it (`file.bytes`).
     pub file_bytes: Option<u64>,
+    /// Bytes of the file the host keeps in memory, its page cache (`file.cacheBytes`).
+    pub cache_bytes: Option<u64>,
     /// Free space of the disk under the data directory (`disk.freeBytes`).
     pub disk_free: Option<u64>,
 }
@@ -63,6 +65,10 @@ impl Storage {
             file_bytes: v
                 .get("file")
                 .and_then(|f| f.get("bytes"))
+                .and_then(|b| b.as_u64()),
+            cache_bytes: v
+                .get("file")
+                .and_then(|f| f.get("cacheBytes"))
                 .and_then(|b| b.as_u64()),
             disk_free: v
                 .get("disk")
@@ -156,7 +162,7 @@ pub(crate) fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Fixed columns of the CSV, before the ones named after contexts.
-const FIXED_COLUMNS: [&str; 14] = [
+const FIXED_COLUMNS: [&str; 15] = [
     "t_s",
     "data_dir_bytes",
     "rss_kib",
@@ -171,6 +177,7 @@ const FIXED_COLUMNS: [&str; 14] = [
     "context_bytes",
     "db_file_bytes",
     "disk_free_bytes",
+    "db_cache_bytes",
 ];
 
 /// The samples as CSV: one header line, one line per sample; the fixed columns, then
@@ -210,6 +217,7 @@ pub(crate) fn csv(samples: &[Sample]) -> String {
             cell(s.context_bytes()),
             cell(st.and_then(|s| s.file_bytes)),
             cell(st.and_then(|s| s.disk_free)),
+            cell(st.and_then(|s| s.cache_bytes)),
         ];
         out.push_str(&cells.join(","));
         for name in &inboxes {
@@ -249,7 +257,7 @@ mod tests {
             "inbox": {"car": {"entries": 3}, "view": {"entries": 4}},
             "deadLetters": {"entries": 0},
             "contexts": {"order": {"entries": 10, "bytes": 2000}, "car": {"entries": 1, "bytes": 50}},
-            "file": {"bytes": 1048576},
+            "file": {"bytes": 1048576, "cacheBytes": 65536},
             "disk": {"freeBytes": 5000}
         })
     }
@@ -265,6 +273,7 @@ mod tests {
         assert_eq!(s.context_entries(), Some(11));
         assert_eq!(s.context_bytes(), Some(2050));
         assert_eq!(s.file_bytes, Some(1048576));
+        assert_eq!(s.cache_bytes, Some(65536));
         assert_eq!(s.disk_free, Some(5000));
     }
 
@@ -322,10 +331,10 @@ mod tests {
         for line in &lines[1..] {
             assert_eq!(line.split(',').count(), header.len(), "{line}");
         }
-        assert_eq!(lines[1], "0.0,0,,0,0,,,,,,,,,,,,,,,");
+        assert_eq!(lines[1], "0.0,0,,0,0,,,,,,,,,,,,,,,,");
         assert_eq!(
             lines[2],
-            "10.0,4096,50000,100,90,12,88,99,7,0,11,2050,1048576,5000,3,4,1,50,10,2000"
+            "10.0,4096,50000,100,90,12,88,99,7,0,11,2050,1048576,5000,65536,3,4,1,50,10,2000"
         );
     }
 

@@ -195,6 +195,14 @@ impl Db {
         (self.inner.storage.room)(bytes).map_err(|e| StateError::storage(redb::Error::Io(e)))
     }
 
+    /// Bytes the database's page cache holds now (read cache and write buffer), at most the
+    /// `db_cache_mb` it was opened with; 0 while the database is being reopened.
+    pub(crate) fn cache_used_bytes(&self) -> u64 {
+        read(&self.inner.current)
+            .as_ref()
+            .map_or(0, |db| db.cache_stats().used_bytes() as u64)
+    }
+
     /// Whether the database is open.
     pub(super) fn is_open(&self) -> bool {
         read(&self.inner.current).is_some()

@@ -512,3 +512,36 @@ async fn pruned_events_leave_the_log_and_sequence_numbers_go_on_after_a_reopen()
         }
     );
 }
+
+#[tokio::test]
+async fn the_page_cache_figure_follows_the_data_up_to_the_cache_size() {
+    const CACHE: usize = 1024 * 1024;
+    let kv = t("ctx/a");
+    let dir = std::env::temp_dir().join(format!("ctxhost-state-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let db = Db::open_with(
+        &dir,
+        std::slice::from_ref(&kv),
+        RecoveryPolicy::default(),
+        CACHE,
+    )
+    .expect("open db");
+    let c = Committer::start(db.clone()).expect("committer");
+    put_committed(&db, &c, &kv, "k/0", "zero").await;
+    let small = db.cache_used_bytes();
+    assert!(small > 0, "a page just written is cached");
+    // Four times the cache's size of values, a unit of 64 KiB at a time.
+    let value = vec![b'x'; 1024];
+    for unit in 0..64 {
+        let mut u = UnitOfWork::begin(&db).expect("begin");
+        for i in 0..64 {
+            u.put(&kv, &format!("k/{unit:02}/{i:02}"), Some(value.clone()));
+        }
+        c.commit(u).await.expect("commit");
+    }
+    let full = db.cache_used_bytes();
+    assert!(
+        full > small && full <= CACHE as u64,
+        "the cache grew from {small} to {full} bytes, past its {CACHE}"
+    );
+}

@@ -50,8 +50,12 @@ pub(crate) struct Entries {
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct FileReport {
     pub(crate) bytes: u64,
+    /// Bytes of the file the host keeps in memory (the page cache, bounded by
+    /// `db_cache_mb`): resident memory grows with it until the cache is full.
+    pub(crate) cache_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -95,6 +99,7 @@ impl Storage {
             contexts: usage.contexts.clone(),
             file: FileReport {
                 bytes: usage.file_bytes,
+                cache_bytes: db.cache_used_bytes(),
             },
             disk: DiskReport {
                 free_bytes: usage.disk_free_bytes,
@@ -197,6 +202,11 @@ impl StorageReport {
             "storage_file_bytes",
             "Size of the database file",
             gauge(self.file.bytes),
+        );
+        r.register(
+            "storage_cache_bytes",
+            "Bytes of the database file kept in memory (page cache, bounded by db_cache_mb)",
+            gauge(self.file.cache_bytes),
         );
         if let Some(free) = self.disk.free_bytes {
             r.register(
