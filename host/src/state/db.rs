@@ -259,21 +259,7 @@ impl Db {
         table: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        let txn = self.snapshot()?;
-        let table = match txn.open_table(kv(table)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(StateError::storage(e)),
-        };
-        let mut out = Vec::new();
-        for item in table.range(prefix..).map_err(StateError::storage)? {
-            let (k, v) = item.map_err(StateError::storage)?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.read_page(table, prefix, None, usize::MAX)
     }
 
     /// At most `limit` entries of a string-keyed table whose key starts with `prefix`, in
