@@ -530,3 +530,29 @@ pub async fn availability_is(cars: &Api, car: u64, stock: Option<u64>, available
     })
     .await;
 }
+
+/// A list sorted by its members' JSON text, so two reads can be compared whatever their order.
+pub fn sorted(mut items: Vec<Value>) -> Vec<Value> {
+    items.sort_by_key(|v| v.to_string());
+    items
+}
+
+/// Everything a client can read about the rental state of `customers` (cars, orders,
+/// payments, availability and each customer's view rows), every list sorted.
+pub async fn rental_snapshot<S: AsRef<str>>(api: &Api, customers: &[S]) -> Value {
+    let mut view = serde_json::Map::new();
+    for customer in customers {
+        let customer = customer.as_ref();
+        view.insert(
+            customer.to_owned(),
+            json!(sorted(api.customer_orders(customer).await)),
+        );
+    }
+    json!({
+        "cars": sorted(api.cars().await),
+        "orders": sorted(api.orders().await),
+        "payments": sorted(api.payments().await),
+        "availability": sorted(api.get_list("/availability").await),
+        "customers": view,
+    })
+}

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use ctxhost_tests::{
     ADMIN_TOKEN, Api, Created, Host, HostOptions, OrderLoad, SETTLE, TestDir,
-    assert_rental_consistent, assert_view_matches_orders, host_binary, id, plugin_dir, with_marker,
+    assert_rental_consistent, assert_view_matches_orders, host_binary, id, plugin_dir,
+    rental_snapshot, with_marker,
 };
 use serde_json::{Value, json};
 
@@ -68,30 +69,6 @@ async fn restore(from: &Path, dir: &Path, force: bool) -> Output {
 fn succeeded(out: &Output, what: &str) -> String {
     assert!(out.status.success(), "{what} failed: {}", said(out));
     said(out)
-}
-
-/// A list sorted by its members' JSON text, so two reads can be compared whatever their order.
-fn sorted(mut items: Vec<Value>) -> Vec<Value> {
-    items.sort_by_key(|v| v.to_string());
-    items
-}
-
-/// Everything a client can read about the rental state of `customers`.
-async fn rows(api: &Api, customers: &[String]) -> Value {
-    let mut view = serde_json::Map::new();
-    for customer in customers {
-        view.insert(
-            customer.clone(),
-            json!(sorted(api.customer_orders(customer).await)),
-        );
-    }
-    json!({
-        "cars": sorted(api.cars().await),
-        "orders": sorted(api.orders().await),
-        "payments": sorted(api.payments().await),
-        "availability": sorted(api.get_list("/availability").await),
-        "customers": view,
-    })
 }
 
 /// Each loaded context's digest, and the digests of car's kept versions.
@@ -187,7 +164,7 @@ async fn a_backup_under_load_restores_the_same_rows_and_versions_and_a_consisten
     let last = files.path().join("last.backup");
     succeeded(&backup(&host, &last).await, "the backup after the load");
     assert!(!files.path().join("last.backup.partial").exists());
-    let original = rows(&host, &customers).await;
+    let original = rental_snapshot(&host, &customers).await;
     let original_versions = versions(&host).await;
     assert_eq!(original_versions.1.len(), 2, "{original_versions:?}");
 
@@ -196,7 +173,11 @@ async fn a_backup_under_load_restores_the_same_rows_and_versions_and_a_consisten
     assert!(said.contains("restored"), "{said}");
     let restored = Host::start(HostOptions::new().data_dir(&restored_dir));
     assert_ne!(restored.url(""), host.url(""));
-    assert_eq!(rows(&restored, &customers).await, original, "restored rows");
+    assert_eq!(
+        rental_snapshot(&restored, &customers).await,
+        original,
+        "restored rows"
+    );
     assert_eq!(
         versions(&restored).await,
         original_versions,
@@ -204,7 +185,7 @@ async fn a_backup_under_load_restores_the_same_rows_and_versions_and_a_consisten
     );
     // Its consumers had nothing left to apply: still the same once they had the time.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(rows(&restored, &customers).await, original);
+    assert_eq!(rental_snapshot(&restored, &customers).await, original);
     // And it goes on with fresh ids.
     let next = restored.place_order(car, 1, "after-restore").await;
     let highest = by_id(&original["orders"])
@@ -225,7 +206,7 @@ async fn a_backup_under_load_restores_the_same_rows_and_versions_and_a_consisten
     let partial = Host::start(HostOptions::new().data_dir(&mid_dir));
     assert_rental_consistent(&partial, &partial, car, STOCK, &Created::new(), SETTLE).await;
     assert_view_matches_orders(&partial, &partial, SETTLE).await;
-    let partial_rows = rows(&partial, &customers).await;
+    let partial_rows = rental_snapshot(&partial, &customers).await;
     let (all_orders, some_orders) = (by_id(&original["orders"]), by_id(&partial_rows["orders"]));
     assert!(
         !some_orders.is_empty() && some_orders.len() < all_orders.len(),

@@ -4,33 +4,10 @@
 use std::time::{Duration, Instant};
 
 use ctxhost_tests::{
-    Api, Host, HostOptions, OrderLoad, assert_rental_consistent, availability_is, id, settled, text,
+    Api, Host, HostOptions, OrderLoad, assert_rental_consistent, availability_is, id,
+    rental_snapshot, settled, sorted, text,
 };
-use serde_json::{Value, json};
-
-/// A list sorted by its members' JSON text, so two reads can be compared whatever their order.
-fn sorted(mut items: Vec<Value>) -> Vec<Value> {
-    items.sort_by_key(|v| v.to_string());
-    items
-}
-
-/// Everything a client can read about the rental state.
-async fn snapshot(api: &Api, customers: &[&str]) -> Value {
-    let mut view_rows = serde_json::Map::new();
-    for customer in customers {
-        view_rows.insert(
-            (*customer).to_owned(),
-            json!(sorted(api.customer_orders(customer).await)),
-        );
-    }
-    json!({
-        "cars": sorted(api.cars().await),
-        "orders": sorted(api.orders().await),
-        "payments": sorted(api.payments().await),
-        "availability": sorted(api.get_list("/availability").await),
-        "customers": view_rows,
-    })
-}
+use serde_json::json;
 
 async fn cancel(api: &Api, order_id: u64) {
     let answer = api
@@ -57,7 +34,7 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
     availability_is(&host, avante, None, 3).await;
     availability_is(&host, morning, None, 2).await;
 
-    let before = snapshot(&host, &["alice", "bob"]).await;
+    let before = rental_snapshot(&host, &["alice", "bob"]).await;
     assert_eq!(
         before["orders"].as_array().map(Vec::len),
         Some(3),
@@ -71,7 +48,7 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
 
     host.restart();
 
-    let after = snapshot(&host, &["alice", "bob"]).await;
+    let after = rental_snapshot(&host, &["alice", "bob"]).await;
     assert_eq!(after, before, "state changed across a restart");
 
     // The restarted host keeps working: new ids are fresh and the saga still runs.
@@ -115,7 +92,7 @@ async fn redelivered_events_after_a_restart_are_applied_once() {
     cancel(&host, returned).await;
     settled(&host, &host, "alice", returned, "CANCELLED", "CANCELLED").await;
     availability_is(&host, car, None, 3).await;
-    let before = snapshot(&host, &["alice"]).await;
+    let before = rental_snapshot(&host, &["alice"]).await;
 
     host.restart();
 
@@ -187,7 +164,7 @@ async fn redelivered_events_after_a_restart_are_applied_once() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let after = snapshot(&host, &["alice"]).await;
+    let after = rental_snapshot(&host, &["alice"]).await;
     for part in ["orders", "payments"] {
         let mut now = after[part].as_array().unwrap().clone();
         now.retain(|v| id(v, if part == "orders" { "id" } else { "orderId" }) != marker);
