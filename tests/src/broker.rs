@@ -310,7 +310,7 @@ async fn read_queue(queue: String, remove: bool) -> Result<Vec<QueueMessage>, St
 /// when it fails or runs over 60 s. Blocks: from async code, call it through
 /// `tokio::task::spawn_blocking`.
 pub fn stop_broker() {
-    if let Err(e) = rabbitmqctl("stop_app") {
+    if let Err(e) = rabbitmqctl(&["stop_app"]) {
         panic!("stopping the broker failed: {e}");
     }
 }
@@ -326,7 +326,7 @@ pub fn start_broker() {
 
 /// [`start_broker`] without the panic.
 pub fn try_start_broker() -> Result<(), String> {
-    rabbitmqctl("start_app")?;
+    rabbitmqctl(&["start_app"])?;
     wait_for_broker(BROKER_COMMAND_TIMEOUT)
 }
 
@@ -384,7 +384,7 @@ impl BrokerOutage {
     /// Stops the broker (see [`stop_broker`]). Blocks.
     pub fn begin() -> Self {
         let mut outage = Self { down: true };
-        if let Err(e) = rabbitmqctl("stop_app") {
+        if let Err(e) = rabbitmqctl(&["stop_app"]) {
             // Whatever state it is in, make sure it runs again.
             let _ = try_start_broker();
             outage.down = false;
@@ -411,14 +411,15 @@ impl Drop for BrokerOutage {
     }
 }
 
-/// Runs `rabbitmqctl <command>`, killing it after 60 s; `Err` with its output on failure.
-fn rabbitmqctl(command: &str) -> Result<(), String> {
+/// Runs `rabbitmqctl <args>`, killing it after 60 s; `Err` with its output on failure.
+fn rabbitmqctl(args: &[&str]) -> Result<(), String> {
     let program = std::env::var("CTXHOST_TEST_RABBITMQCTL")
         .ok()
         .filter(|p| !p.trim().is_empty())
         .unwrap_or_else(|| "rabbitmqctl".to_owned());
+    let command = args.join(" ");
     let mut child = Command::new(&program)
-        .arg(command)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -472,6 +473,73 @@ fn rabbitmqctl(command: &str) -> Result<(), String> {
         Ok(s) => Err(format!("`{program} {command}` failed ({s}):\n{output}")),
         Err(e) => Err(format!("`{program} {command}` {e}:\n{output}")),
     }
+}
+
+/// A broker user of one test, allowed only the objects of one [`Namespace`] (configure,
+/// write and read permissions on `<namespace>.*` in the default virtual host): what a host
+/// on another machine connects as, since `guest` may only connect from loopback. Created
+/// with `rabbitmqctl` on the local node and deleted when dropped.
+pub struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    /// Creates the user for `ns`, with a password of its own; panics with `rabbitmqctl`'s
+    /// output when that fails.
+    pub fn for_namespace(ns: &Namespace) -> BrokerUser {
+        let name = format!("{}-user", ns.name());
+        let password = crate::unique_name("pw").replace('-', "");
+        let user = BrokerUser { name, password };
+        if let Err(e) = rabbitmqctl(&["add_user", &user.name, &user.password]) {
+            panic!("creating the broker user {}: {e}", user.name);
+        }
+        let objects = format!("^{}\\.", ns.name().replace('.', "\\."));
+        if let Err(e) = rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            "/",
+            &user.name,
+            &objects,
+            &objects,
+            &objects,
+        ]) {
+            panic!("granting the broker user {} its namespace: {e}", user.name);
+        }
+        user
+    }
+
+    /// The user's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The AMQP URL of the default virtual host at `addr` as this user.
+    pub fn url_at(&self, addr: std::net::SocketAddr) -> String {
+        format!("amqp://{}:{}@{addr}/%2f", self.name, self.password)
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&["delete_user", &self.name]) {
+            eprintln!("could not delete the broker user {}: {e}", self.name);
+        }
+    }
+}
+
+/// The address (`host:port`) of the tests' broker, from [`amqp_url`].
+pub fn broker_addr() -> Result<std::net::SocketAddr, String> {
+    let url = amqp_url();
+    let uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| format!("{} is not an AMQP URI: {e}", redacted(&url)))?;
+    let target = format!("{}:{}", uri.authority.host, uri.authority.port);
+    target
+        .to_socket_addrs()
+        .map_err(|e| format!("{target}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{target}: no address"))
 }
 
 /// One AMQP connection to `url`, bounded by [`AMQP_TIMEOUT`].

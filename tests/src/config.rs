@@ -26,6 +26,9 @@ pub struct HostOptions {
     contexts: Option<Vec<String>>,
     amqp_namespace: Option<String>,
     amqp_prefetch: Option<u16>,
+    amqp_url: Option<String>,
+    listen: Option<String>,
+    netns: Option<PathBuf>,
     /// Environment variables of the host process.
     env: Vec<(String, String)>,
     /// What the methods below add, merged into the generated settings at start: top-level
@@ -105,6 +108,31 @@ impl HostOptions {
     pub fn amqp_prefetch(mut self, prefetch: u16) -> Self {
         self.amqp_prefetch = Some(prefetch);
         self
+    }
+
+    /// The broker URL of the `[amqp]` table, instead of the tests' broker
+    /// ([`broker::amqp_url`]); with [`HostOptions::amqp`].
+    pub fn amqp_url(mut self, url: &str) -> Self {
+        self.amqp_url = Some(url.to_owned());
+        self
+    }
+
+    /// Listen on `addr` (`ip:port`) instead of a free port on 127.0.0.1.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = Some(addr.to_owned());
+        self
+    }
+
+    /// Start the host inside the network namespace at `path` (see [`crate::netns`]); give
+    /// it an address there to listen on with [`HostOptions::listen`].
+    pub fn netns(mut self, path: impl Into<PathBuf>) -> Self {
+        self.netns = Some(path.into());
+        self
+    }
+
+    /// The network namespace given with [`HostOptions::netns`], if any.
+    pub(crate) fn chosen_netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
     }
 
     /// Sets the variable `key` to `value` in the host process's environment.
@@ -195,7 +223,8 @@ pub(crate) fn config_table(
 ) -> Table {
     let path_value = |path: &Path| Value::from(path.to_string_lossy().into_owned());
     let mut table = Table::new();
-    table.insert("listen".to_owned(), Value::from("127.0.0.1:0"));
+    let listen = opts.listen.as_deref().unwrap_or("127.0.0.1:0");
+    table.insert("listen".to_owned(), Value::from(listen));
     table.insert("admin_token".to_owned(), Value::from(ADMIN_TOKEN));
     table.insert("cache_dir".to_owned(), path_value(cache_dir));
     table.insert("data_dir".to_owned(), path_value(data_dir));
@@ -210,7 +239,8 @@ pub(crate) fn config_table(
     }
     if let Some(namespace) = &opts.amqp_namespace {
         let mut amqp = Table::new();
-        amqp.insert("url".to_owned(), Value::from(broker::amqp_url()));
+        let url = opts.amqp_url.clone().unwrap_or_else(broker::amqp_url);
+        amqp.insert("url".to_owned(), Value::from(url));
         amqp.insert("namespace".to_owned(), Value::from(namespace.as_str()));
         if let Some(prefetch) = opts.amqp_prefetch {
             amqp.insert("prefetch".to_owned(), Value::from(i64::from(prefetch)));
@@ -218,8 +248,8 @@ pub(crate) fn config_table(
         table.insert("amqp".to_owned(), Value::Table(amqp));
     } else {
         assert!(
-            opts.amqp_prefetch.is_none(),
-            "amqp_prefetch without amqp(namespace)"
+            opts.amqp_prefetch.is_none() && opts.amqp_url.is_none(),
+            "amqp_prefetch or amqp_url without amqp(namespace)"
         );
     }
     if let Some(Value::Table(plugins)) = opts.extra.get("plugins") {

@@ -1,7 +1,8 @@
-//! Process supervision of the real `ctxhost` binary: [`Host`] starts it on a free port with
-//! a configuration written from [`HostOptions`], kills it (SIGKILL), stops it (SIGTERM) and
-//! starts it again on the same data directory. Also where the binary and the plugins are
-//! found, and the temporary directories and unique names of the tests.
+//! Process supervision of the real `ctxhost` binary: [`Host`] starts it on a free port (or
+//! in a network namespace of its own) with a configuration written from [`HostOptions`],
+//! kills it (SIGKILL), stops it (SIGTERM) and starts it again on the same data directory.
+//! Also where the binary and the plugins are found, and the temporary directories and unique
+//! names of the tests.
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -34,6 +35,7 @@ pub struct Host {
     log_path: PathBuf,
     binary: PathBuf,
     env: Vec<(String, String)>,
+    netns: Option<PathBuf>,
     starts: u32,
 }
 
@@ -56,6 +58,7 @@ impl Host {
             log_path,
             binary,
             env: opts.env_vars().to_vec(),
+            netns: opts.chosen_netns().map(Path::to_path_buf),
             starts: 0,
         };
         host.spawn();
@@ -190,6 +193,9 @@ impl Host {
         }
         for (key, value) in &self.env {
             cmd.env(key, value);
+        }
+        if let Some(netns) = &self.netns {
+            crate::netns::enter(&mut cmd, netns);
         }
         let mut child = cmd
             .spawn()

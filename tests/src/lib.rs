@@ -19,6 +19,9 @@
 //!   missing ([`ensure_program`]).
 //! - [`broker`]: RabbitMQ for the tests of the AMQP transport ([`HostOptions::amqp`]).
 //! - [`otlp`]: a real OTLP trace receiver (HTTP/protobuf or gRPC) for the trace tests.
+//! - [`netns`]: several machines on one, network namespaces joined by a bridge
+//!   ([`netns::Network`]), and a relay to a service that listens on loopback only.
+//! - [`oci`]: an OCI image unpacked and its entry point run as a container runtime would.
 //! - `browser`: a headless Chromium driven over WebDriver, for the console ([`Browser`]).
 //!
 //! The binary and the plugins come from `CTXHOST_BIN` and `CTXHOST_PLUGIN_DIR` (set by
@@ -31,6 +34,8 @@ mod host;
 mod http;
 pub mod jwt;
 mod load;
+pub mod netns;
+pub mod oci;
 pub mod otlp;
 mod poll;
 mod rental;
@@ -44,7 +49,8 @@ pub use http::{Api, Resp, as_list, id, text};
 pub use load::{Load, LoadRequest};
 pub use poll::eventually;
 pub use rental::{
-    Created, LoadOutcome, OrderLoad, SETTLE, assert_rental_consistent, assert_view_matches_orders,
+    Created, LoadOutcome, OrderLoad, SETTLE, assert_rental_consistent,
+    assert_rental_consistent_across, assert_view_matches_orders, availability_across,
     availability_is, check_placed_order, rental_snapshot, settled, sorted, view_row, view_row_for,
 };
 pub use tools::{ensure_program, find_program};

@@ -359,6 +359,21 @@ pub async fn assert_rental_consistent(
     created: &Created,
     settle: Duration,
 ) {
+    assert_rental_consistent_across(orders_api, cars_api, cars_api, car, stock, created, settle)
+        .await;
+}
+
+/// [`assert_rental_consistent`] with `/cars` served by `cars_api` and the view by `view_api`
+/// (for contexts spread over three processes).
+pub async fn assert_rental_consistent_across(
+    orders_api: &Api,
+    cars_api: &Api,
+    view_api: &Api,
+    car: u64,
+    stock: u64,
+    created: &Created,
+    settle: Duration,
+) {
     check_pairs(
         &orders_api.orders().await,
         &orders_api.payments().await,
@@ -407,7 +422,7 @@ pub async fn assert_rental_consistent(
             stock as i64 - available == rented_qty,
             "stock {stock} - available {available} != rented qty {rented_qty}"
         );
-        let (view, _) = cars_api
+        let (view, _) = view_api
             .availability(car)
             .await
             .ok_or("car not in the view")?;
@@ -515,16 +530,27 @@ pub async fn settled(
 /// Waits up to [`SETTLE`] until the car and the view both say `available` for `car` (and the
 /// car's stock is `stock`, when given). `cars` serves the car and the view.
 pub async fn availability_is(cars: &Api, car: u64, stock: Option<u64>, available: i64) {
+    availability_across(cars, cars, car, stock, available).await;
+}
+
+/// [`availability_is`] with the car served by `cars` and the view by `view`.
+pub async fn availability_across(
+    cars: &Api,
+    view: &Api,
+    car: u64,
+    stock: Option<u64>,
+    available: i64,
+) {
     eventually(SETTLE, || async {
         let car_now = cars.car(car).await;
         ensure_that!(car_now["available"] == json!(available), "car: {car_now}");
         if let Some(stock) = stock {
             ensure_that!(car_now["stock"] == json!(stock), "car: {car_now}");
         }
-        let (view, _) = cars.availability(car).await.ok_or("car not in the view")?;
+        let (in_view, _) = view.availability(car).await.ok_or("car not in the view")?;
         ensure_that!(
-            view == available,
-            "view availability {view}, want {available}"
+            in_view == available,
+            "view availability {in_view}, want {available}"
         );
         Ok(())
     })

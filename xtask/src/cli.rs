@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::image::Tool;
 use crate::packages::{self, HOST, Use, WASM_TARGET};
 
 /// The project's own commands, in plain Rust so they work wherever cargo does.
@@ -36,6 +37,22 @@ pub(crate) enum Cmd {
     /// Build, then run every test, rustfmt and clippy (what CI runs)
     #[command(after_help = test_help())]
     Test,
+    /// Build the OCI image: the static host and the plugins, from scratch
+    #[command(after_help = IMAGE_HELP)]
+    Image {
+        /// Build the host in the release profile instead of the (optimised) dev profile
+        #[arg(long)]
+        release: bool,
+        /// The image's name
+        #[arg(long, default_value = "ctxhost")]
+        name: String,
+        /// Its tag (also tagged `latest`) [default: the workspace's version]
+        #[arg(long)]
+        tag: Option<String>,
+        /// The tool that builds it [default: the first of podman, buildah, docker that works]
+        #[arg(long, value_enum)]
+        tool: Option<Tool>,
+    },
     /// Build the host in release, then run a benchmark suite
     #[command(after_help = bench_help())]
     Bench {
@@ -146,6 +163,29 @@ impl Suite {
         matches!(self, Suite::Profile | Suite::All)
     }
 }
+
+const IMAGE_HELP: &str = "\
+Builds the Wasm components (see `cargo xtask build --help`) and the host statically linked
+for x86_64-unknown-linux-musl (adding the target with rustup, and Debian's musl-tools when
+no musl C compiler is found and this runs as root), stages them in target/image/context/
+and builds deploy/image/Containerfile from `scratch` (no base image is pulled):
+
+  /usr/bin/ctxhost                       the host, the entry point:
+                                         ctxhost serve --config /etc/ctxhost/ctxhost.toml
+  /usr/lib/ctxhost/plugins/<name>.wasm   order, payment, car, view
+  /etc/ctxhost/ctxhost.toml              deploy/image/ctxhost.toml: the four contexts, the
+                                         embedded bus, listening on 0.0.0.0:8080
+  /etc/passwd, /etc/group                the user ctxhost (uid and gid 65532), which it runs as
+  /var/lib/ctxhost                       the data directory (a volume), owned by 65532
+
+It stops gracefully on SIGTERM. The image is tagged <name>:<tag> and <name>:latest in the
+tool's local store and saved as an OCI archive, target/image/ctxhost.oci.tar, which a
+cluster can load offline; the last line gives its size. docs/DEPLOYMENT.md goes on from
+there.
+
+Examples:
+  cargo xtask image
+  cargo xtask image --release --tag 1.4.0 --tool buildah";
 
 /// Width the help texts are wrapped to.
 const WIDTH: usize = 92;
@@ -283,18 +323,20 @@ fn test_help() -> String {
 Builds everything (see `cargo xtask build --help`), then
   1. makes sure RabbitMQ answers on 127.0.0.1:5672, starting `rabbitmq-server -detached`
      when it does not (the RabbitMQ transport's tests use that broker; fails otherwise);
-  2. runs the tests of the native packages, the end-to-end tests (tests/) included, with
-     CTXHOST_BIN and CTXHOST_PLUGIN_DIR pointing at the built host (target/debug/ctxhost)
-     and components:
+  2. builds the container image as `cargo xtask image` does (installing podman from
+     Debian's packages when no image tool works and this runs as root);
+  3. runs the tests of the native packages, the end-to-end tests (tests/) included, with
+     CTXHOST_BIN, CTXHOST_PLUGIN_DIR and CTXHOST_IMAGE_ARCHIVE pointing at the built host
+     (target/debug/ctxhost), components and image (target/image/ctxhost.oci.tar):
 {test_workspace}
-  3. runs the native unit tests of the plugins and the SDK:
+  4. runs the native unit tests of the plugins and the SDK:
 {test_unit}
-  4. cargo fmt --all --check (adding rustfmt with rustup when missing);
-  5. runs clippy (adding it with rustup when missing), natively with all targets and for
+  5. cargo fmt --all --check (adding rustfmt with rustup when missing);
+  6. runs clippy (adding it with rustup when missing), natively with all targets and for
      {WASM_TARGET}:
 {clippy_native}
 {clippy_wasm}
-  6. cargo doc with warnings denied (broken intra-doc links fail): the host with its
+  7. cargo doc with warnings denied (broken intra-doc links fail): the host with its
      private items, and the SDK for {WASM_TARGET}.
 Every step after the build runs even when an earlier one failed; the command exits
 non-zero if any step failed. CI runs this command (.ci/run).",

@@ -6,8 +6,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::Suite;
+use crate::image::{self, ImageOptions};
 use crate::packages::{self, BENCH, HOST, WASM_TARGET};
-use crate::toolchain::{ensure_component, ensure_rabbitmq, ensure_wasm_target};
+use crate::toolchain::{ensure_component, ensure_image_tool, ensure_rabbitmq, ensure_wasm_target};
 use crate::workspace::{Profile, Workspace, add_packages, run_checked, step};
 
 /// `cargo xtask build`: the Wasm components (release) and the host (dev profile).
@@ -23,7 +24,7 @@ pub(crate) fn build(ws: &Workspace) -> Result<()> {
 }
 
 /// Adds the Wasm target when missing and builds every Wasm component in release.
-fn build_components(ws: &Workspace) -> Result<()> {
+pub(crate) fn build_components(ws: &Workspace) -> Result<()> {
     ensure_wasm_target()?;
     let components = ws.existing(&packages::components());
     if components.is_empty() {
@@ -99,6 +100,21 @@ pub(crate) fn test(ws: &Workspace) -> Result<()> {
         }
     };
 
+    // The image's test unpacks and runs the image built here.
+    step("the container image (what the image's test runs)");
+    let image = ensure_image_tool().and_then(|tool| {
+        image::image(
+            ws,
+            &ImageOptions {
+                profile: Profile::Dev,
+                name: "ctxhost".to_owned(),
+                tag: None,
+                tool: Some(tool),
+            },
+        )
+    });
+    check("the container image", image);
+
     step(&format!(
         "native and end-to-end tests: {}",
         packages::native_lint().join(", ")
@@ -110,6 +126,7 @@ pub(crate) fn test(ws: &Workspace) -> Result<()> {
     }
     cmd.env("CTXHOST_BIN", ws.host_binary(Profile::Dev));
     cmd.env("CTXHOST_PLUGIN_DIR", ws.plugin_dir());
+    cmd.env("CTXHOST_IMAGE_ARCHIVE", image::archive_path(ws));
     check(
         "native and end-to-end tests",
         run_checked(cmd, "native and end-to-end tests"),

@@ -4,6 +4,7 @@
 //!   (release, wasm) and the host (dev profile, optimised by Cargo.toml).
 //! - `run`: builds, then runs `ctxhost serve --config ctxhost.toml` in the foreground.
 //! - `test`: builds, then runs every test and lint; this is what CI runs.
+//! - `image`: builds the OCI image (static host, plugins, `FROM scratch`).
 //! - `bench [SUITE]`, `bench-resilience`: builds in release and runs a benchmark suite.
 //!
 //! `cargo xtask <command> --help` gives the details. Which package is built, tested and
@@ -11,6 +12,7 @@
 
 mod cli;
 mod commands;
+mod image;
 mod packages;
 mod toolchain;
 mod workspace;
@@ -21,7 +23,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Cmd, Suite};
-use crate::workspace::Workspace;
+use crate::workspace::{Profile, Workspace};
 
 fn main() -> ExitCode {
     match dispatch(Cli::parse()) {
@@ -43,6 +45,24 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Build => commands::build(&ws),
         Cmd::Run { args } => commands::run(&ws, &args),
         Cmd::Test => commands::test(&ws),
+        Cmd::Image {
+            release,
+            name,
+            tag,
+            tool,
+        } => {
+            let opts = image::ImageOptions {
+                profile: if release {
+                    Profile::Release
+                } else {
+                    Profile::Dev
+                },
+                name,
+                tag,
+                tool,
+            };
+            image::image(&ws, &opts)
+        }
         Cmd::Bench { suite, args } => commands::bench(&ws, suite, &args),
         Cmd::BenchResilience { clients, seconds } => {
             // The `resilience` suite, with this command's historical flags and defaults.

@@ -1,15 +1,18 @@
-//! What the commands need besides cargo: the Wasm target, rustfmt and clippy (added with
-//! rustup when missing), and the RabbitMQ broker of the tests (started when not reachable).
+//! What the commands need besides cargo: the Wasm and musl targets, rustfmt and clippy (added
+//! with rustup when missing), a C compiler for musl and a tool that builds images (installed
+//! from Debian's packages when missing and running as root), and the RabbitMQ broker of the
+//! tests (started when not reachable).
 
 use std::env;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::image::Tool;
 use crate::packages::WASM_TARGET;
 use crate::workspace::{cargo, step};
 
@@ -20,32 +23,38 @@ const RABBITMQ_START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Makes sure the Wasm target is installed, adding it with rustup when it is not.
 pub(crate) fn ensure_wasm_target() -> Result<()> {
-    if wasm_target_installed() {
+    ensure_target(WASM_TARGET)
+}
+
+/// Makes sure the standard library for `target` is installed, adding it with rustup when it
+/// is not.
+pub(crate) fn ensure_target(target: &str) -> Result<()> {
+    if target_installed(target) {
         return Ok(());
     }
     step(&format!(
-        "adding the {WASM_TARGET} target (rustup target add {WASM_TARGET})"
+        "adding the {target} target (rustup target add {target})"
     ));
     let status = match Command::new("rustup")
-        .args(["target", "add", WASM_TARGET])
+        .args(["target", "add", target])
         .status()
     {
         Ok(status) => status,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
-            "the {WASM_TARGET} Rust target is not installed and `rustup` was not found to add \
-             it; install rustup, or add the {WASM_TARGET} standard library to your toolchain \
+            "the {target} Rust target is not installed and `rustup` was not found to add \
+             it; install rustup, or add the {target} standard library to your toolchain \
              by other means"
         ),
         Err(err) => return Err(err).context("running `rustup target add`"),
     };
     if !status.success() {
-        bail!("`rustup target add {WASM_TARGET}` failed ({status})");
+        bail!("`rustup target add {target}` failed ({status})");
     }
     Ok(())
 }
 
-/// Whether the active toolchain has the standard library for the Wasm target.
-fn wasm_target_installed() -> bool {
+/// Whether the active toolchain has the standard library for `target`.
+fn target_installed(target: &str) -> bool {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
     let Ok(output) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
         return false;
@@ -57,8 +66,79 @@ fn wasm_target_installed() -> bool {
     Path::new(&sysroot)
         .join("lib")
         .join("rustlib")
-        .join(WASM_TARGET)
+        .join(target)
         .is_dir()
+}
+
+/// A C compiler for musl (the C parts of the host's dependencies): `x86_64-linux-musl-gcc`
+/// or `musl-gcc`, installing Debian's `musl-tools` when neither is there and this runs as
+/// root.
+pub(crate) fn ensure_musl_compiler() -> Result<PathBuf> {
+    let find = || {
+        ["x86_64-linux-musl-gcc", "musl-gcc"]
+            .iter()
+            .find_map(|name| find_program(name))
+    };
+    if let Some(cc) = find() {
+        return Ok(cc);
+    }
+    apt_install(
+        &["musl-tools"],
+        "no C compiler for musl (x86_64-linux-musl-gcc or musl-gcc) was found: install \
+         musl-tools (Debian) or musl-gcc",
+    )?;
+    find().context("musl-gcc is still missing after installing musl-tools")
+}
+
+/// A tool that builds images: the first of podman, buildah and docker that works, or podman
+/// installed from Debian's packages when none does and this runs as root (what CI does).
+pub(crate) fn ensure_image_tool() -> Result<Tool> {
+    if let Some(tool) = Tool::detect() {
+        return Ok(tool);
+    }
+    apt_install(
+        &["podman"],
+        "building the image needs podman, buildah or docker (with its daemon running): none \
+         works here; install one (Debian: apt-get install podman)",
+    )?;
+    Tool::detect().context("podman does not work even after installing it")
+}
+
+/// `program` on `PATH`, if there.
+fn find_program(program: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Installs Debian `packages` with apt-get (after `apt-get update`) when running as root;
+/// otherwise fails with `why`.
+fn apt_install(packages: &[&str], why: &str) -> Result<()> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        bail!("{why}");
+    }
+    step(&format!("installing {} with apt-get", packages.join(" ")));
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .with_context(|| format!("{why} (and apt-get could not be run)"))?;
+        if !status.success() {
+            bail!("`apt-get {}` failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    apt(&install)
 }
 
 /// Makes sure `cargo <probe>` works, adding the rustup component when it does not.

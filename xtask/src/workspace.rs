@@ -20,8 +20,17 @@ pub(crate) enum Profile {
 }
 
 impl Profile {
-    /// The directory of its outputs under the target directory.
-    fn dir(self) -> &'static str {
+    /// Its name on cargo's command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Profile::Dev => "dev",
+            Profile::Release => "release",
+        }
+    }
+
+    /// The directory of its outputs under the target directory (of a target's directory,
+    /// when built for one).
+    pub(crate) fn dir(self) -> &'static str {
         match self {
             Profile::Dev => "debug",
             Profile::Release => "release",
