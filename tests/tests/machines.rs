@@ -155,6 +155,27 @@ async fn three_machines_joined_by_rabbitmq_run_the_story_and_survive_a_killed_ca
     );
     assert_eq!(seen.created.len(), ORDERS, "orders answered 201");
 
+    // While the car machine is down, what it has not taken waits for it in its durable
+    // queue, and the orders behind those events stay PAID.
+    eventually(SETTLE, || async {
+        let (ready, consumers) = broker::queue_counts(&ns, "car").await?;
+        ensure_that!(
+            consumers == 0 && ready > 0,
+            "{}: {ready} ready, {consumers} consumers",
+            ns.queue("car")
+        );
+        Ok(())
+    })
+    .await;
+    let waiting = op
+        .orders()
+        .await
+        .iter()
+        .filter(|o| o["carId"] == json!(fleet) && text(o, "status") == "PAID")
+        .count();
+    assert!(waiting > 0, "no order waits for the car machine");
+    eprintln!("{waiting} orders waiting for the car machine");
+
     car_host.start_again();
     wait_connected(&car_host).await;
     let cars = car_host.api();
