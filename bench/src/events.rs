@@ -233,8 +233,18 @@ pub(crate) async fn caught_up(
     base: &str,
     car: u64,
 ) -> anyhow::Result<i64> {
-    let rented = rented_by_car(client, base, car).await?;
-    wait_view(client, base, car, STOCK as i64 - rented, CATCH_UP).await?;
+    caught_up_across(client, base, base, car).await
+}
+
+/// [`caught_up`] with the car context at `car_base` and the view at `view_base`.
+pub(crate) async fn caught_up_across(
+    client: &reqwest::Client,
+    car_base: &str,
+    view_base: &str,
+    car: u64,
+) -> anyhow::Result<i64> {
+    let rented = rented_by_car(client, car_base, car).await?;
+    wait_view(client, view_base, car, STOCK as i64 - rented, CATCH_UP).await?;
     Ok(rented)
 }
 
@@ -263,7 +273,7 @@ async fn rented_by_car(client: &reqwest::Client, base: &str, car: u64) -> anyhow
     }
 }
 
-async fn wait_view(
+pub(crate) async fn wait_view(
     client: &reqwest::Client,
     base: &str,
     car: u64,
@@ -290,7 +300,7 @@ async fn wait_view(
     }
 }
 
-async fn wait_connected(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_connected(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let v: serde_json::Value = client

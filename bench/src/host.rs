@@ -17,6 +17,33 @@ pub(crate) struct BenchHost {
     pub dir: PathBuf,
 }
 
+/// Where a [`BenchHost`] runs and what it serves.
+#[derive(Clone, Copy)]
+pub(crate) struct Placement<'a> {
+    /// TOML appended to the generated configuration.
+    pub extra: &'a str,
+    /// Environment variables of the host.
+    pub env: &'a [(String, String)],
+    /// The contexts it runs (`contexts = [...]`); all four when empty.
+    pub contexts: &'a [&'a str],
+    /// Where it listens.
+    pub listen: &'a str,
+    /// The network namespace it runs in (`/run/netns/<name>`); this one when `None`.
+    pub netns: Option<&'a Path>,
+}
+
+impl Default for Placement<'_> {
+    fn default() -> Self {
+        Placement {
+            extra: "",
+            env: &[],
+            contexts: &[],
+            listen: "127.0.0.1:0",
+            netns: None,
+        }
+    }
+}
+
 impl BenchHost {
     /// Start `bin` with the four rental plugins of `plugin_dir`.
     pub(crate) fn start(bin: &Path, plugin_dir: &Path, extra: &str) -> anyhow::Result<Self> {
@@ -30,6 +57,31 @@ impl BenchHost {
         extra: &str,
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_as(
+            bin,
+            plugin_dir,
+            &Placement {
+                extra,
+                env,
+                ..Placement::default()
+            },
+        )
+    }
+
+    /// A host placed as `placement` says: which contexts, where it listens, in which
+    /// network namespace.
+    pub(crate) fn start_as(
+        bin: &Path,
+        plugin_dir: &Path,
+        placement: &Placement<'_>,
+    ) -> anyhow::Result<Self> {
+        let Placement {
+            extra,
+            env,
+            contexts,
+            listen,
+            netns,
+        } = *placement;
         let dir = std::env::temp_dir().join(format!(
             "ctxhost-bench-{}-{}",
             std::process::id(),
@@ -37,10 +89,15 @@ impl BenchHost {
         ));
         std::fs::create_dir_all(&dir)?;
         let mut config = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ncache_dir = {:?}\nadmin_token = {ADMIN_TOKEN:?}\n{extra}\n",
+            "listen = {listen:?}\ndata_dir = {:?}\ncache_dir = {:?}\nadmin_token = {ADMIN_TOKEN:?}\n",
             dir.join("data"),
             plugin_dir.join("ctxhost-bench-cache"),
         );
+        if !contexts.is_empty() {
+            config.push_str(&format!("contexts = {contexts:?}\n"));
+        }
+        config.push_str(extra);
+        config.push('\n');
         for name in ["order", "payment", "car", "view"] {
             config.push_str(&format!(
                 "[plugins.{name}]\npath = {:?}\n",
@@ -50,7 +107,11 @@ impl BenchHost {
         let config_path = dir.join("ctxhost.toml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.join("ctxhost.log"))?;
-        let mut child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(netns) = netns {
+            ctxhost_tests::netns::enter(&mut cmd, netns);
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("CTXHOST_LOG", "warn")

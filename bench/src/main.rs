@@ -7,6 +7,7 @@ mod events;
 mod host;
 mod instantiate;
 mod load;
+mod machines;
 mod memory;
 mod peer;
 mod profile;
@@ -63,7 +64,9 @@ fn usage() -> ! {
          \n  traces       reads and durable writes with traces off, sampled at 100 % and at 0 %\
          \n  auth         reads and durable writes with authentication off, HS256 and RS256 tokens\
          \n  backup       durable writes with and without online backups running back to back\
-         \n  all          every suite above, in that order (not soak)\
+         \n  all          every suite above, in that order (not soak, not machines)\
+         \n  machines     orders end to end: one host against three hosts on three machines (network\
+         \n               namespaces joined by RabbitMQ); needs root and the broker\
          \n  soak         a long mixed load (orders, cancels, reads) with event retention 0s, sampling\
          \n               the data directory, the entries per keyspace and resident memory; writes\
          \n               a plot and the samples (--plot, default docs/soak.svg and docs/soak.csv)\
@@ -143,9 +146,8 @@ async fn main() -> anyhow::Result<()> {
             "backup",
         ],
         "swap" | "read" | "peer" | "instantiate" | "write" | "memory" | "events" | "resilience"
-        | "profile" | "metrics" | "traces" | "auth" | "retention" | "backup" | "soak" => {
-            std::slice::from_ref(&what)
-        }
+        | "profile" | "metrics" | "traces" | "auth" | "retention" | "backup" | "soak"
+        | "machines" => std::slice::from_ref(&what),
         _ => usage(),
     };
     for suite in suites {
@@ -169,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             }
             "backup" => backup::run(&bin, &plugins, connections, seconds, rounds).await?,
             "soak" => soak::run(&bin, &plugins, &soak).await?,
+            "machines" => machines::run(&bin, &plugins, connections, seconds, rounds).await?,
             _ => usage(),
         }
     }

@@ -530,10 +530,14 @@ impl Drop for BrokerUser {
 
 /// The address (`host:port`) of the tests' broker, from [`amqp_url`].
 pub fn broker_addr() -> Result<std::net::SocketAddr, String> {
-    let url = amqp_url();
+    addr_of(&amqp_url())
+}
+
+/// The socket address of the broker of an AMQP URL.
+pub fn addr_of(url: &str) -> Result<std::net::SocketAddr, String> {
     let uri: lapin::uri::AMQPUri = url
         .parse()
-        .map_err(|e| format!("{} is not an AMQP URI: {e}", redacted(&url)))?;
+        .map_err(|e| format!("{} is not an AMQP URI: {e}", redacted(url)))?;
     let target = format!("{}:{}", uri.authority.host, uri.authority.port);
     target
         .to_socket_addrs()

@@ -131,7 +131,12 @@ pub(crate) enum Suite {
     /// event log and inboxes stay bounded and the memory slope over the second half, and
     /// writes docs/soak.svg and docs/soak.csv (10 minutes by default; not part of `all`)
     Soak,
-    /// Every suite above except soak, in that order
+    /// Orders/s from POST to the view with the four contexts in one host against the three
+    /// hosts of the deployment (order+payment, car, view) on three machines: network
+    /// namespaces joined only by RabbitMQ; the one-host layout on such a machine too, and the
+    /// embedded bus for reference; paired ratio (needs root and the broker; not part of `all`)
+    Machines,
+    /// Every suite above except soak and machines, in that order
     All,
 }
 
@@ -154,6 +159,7 @@ impl Suite {
             Suite::Retention => "retention",
             Suite::Backup => "backup",
             Suite::Soak => "soak",
+            Suite::Machines => "machines",
             Suite::All => "all",
         }
     }
