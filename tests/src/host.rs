@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -201,21 +201,7 @@ impl Host {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
 
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            // Keep reading to the end so the host never blocks on a full pipe.
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.trim().strip_prefix(READY_PREFIX)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim_end_matches('/').to_owned());
-                }
-            }
-        });
-
+        let rx = ready_address(child.stdout.take().expect("piped stdout"));
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => {
                 let addr: SocketAddr = addr
@@ -260,6 +246,24 @@ impl Drop for Host {
             self.dir.keep = true;
         }
     }
+}
+
+/// Reads a host's stdout to the end in a thread of its own (so the host never blocks on a
+/// full pipe) and sends the address of its `ctxhost listening on http://<addr>` line, once.
+pub(crate) fn ready_address(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.trim().strip_prefix(READY_PREFIX)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.trim_end_matches('/').to_owned());
+            }
+        }
+    });
+    rx
 }
 
 /// `<prefix>-<pid>-<counter>-<nanos>`: unique across the tests of a process and across runs.

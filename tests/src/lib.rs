@@ -50,8 +50,9 @@ pub use load::{Load, LoadRequest};
 pub use poll::eventually;
 pub use rental::{
     Created, LoadOutcome, OrderLoad, SETTLE, assert_rental_consistent,
-    assert_rental_consistent_across, assert_view_matches_orders, availability_across,
-    availability_is, check_placed_order, rental_snapshot, settled, sorted, view_row, view_row_for,
+    assert_rental_consistent_across, assert_some_rented_some_rejected, assert_view_matches_orders,
+    availability_across, availability_is, check_placed_order, rental_snapshot, settled, sorted,
+    view_row, view_row_for,
 };
 pub use tools::{ensure_program, find_program};
 pub use wasm::with_marker;

@@ -10,25 +10,23 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::host::ready_address;
 use crate::http::Api;
 use crate::netns::{Machine, open_netns};
 use crate::tools::ensure_program;
 
 /// How long the container may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
-/// The line the host prints on stdout once it serves.
-const READY_PREFIX: &str = "ctxhost listening on http://";
 
 /// The archive of the image under test: `CTXHOST_IMAGE_ARCHIVE` (set by `cargo xtask test`)
 /// or `target/image/ctxhost.oci.tar`; panics when it is not there.
@@ -284,19 +282,7 @@ impl Container {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the image's entry point {argv:?}: {e}"));
 
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.trim().strip_prefix(READY_PREFIX)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim_end_matches('/').to_owned());
-                }
-            }
-        });
+        let rx = ready_address(child.stdout.take().expect("piped stdout"));
         let mut container = Container {
             child: Some(child),
             api: Api::new(
@@ -317,7 +303,7 @@ impl Container {
             Err(e) => {
                 let status = container.kill();
                 panic!(
-                    "the image's host did not print `{READY_PREFIX}<addr>` within \
+                    "the image's host did not print its listening line within \
                      {START_TIMEOUT:?} ({e}; exit {status:?})\n{}",
                     container.log_text()
                 );

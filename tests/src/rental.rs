@@ -527,6 +527,23 @@ pub async fn settled(
     .await;
 }
 
+/// Asserts that of the orders of `car` (at `orders_api`) some were rented and some rejected:
+/// what a load whose demand is above the car's stock must end with.
+pub async fn assert_some_rented_some_rejected(orders_api: &Api, car: u64) {
+    let orders = orders_api.orders().await;
+    let count = |status: &str| {
+        orders
+            .iter()
+            .filter(|o| o["carId"] == json!(car) && text(o, "status") == status)
+            .count()
+    };
+    let (rented, rejected) = (count("RENTED"), count("REJECTED"));
+    assert!(
+        rented > 0 && rejected > 0,
+        "orders of car {car}: {rented} rented, {rejected} rejected"
+    );
+}
+
 /// Waits up to [`SETTLE`] until the car and the view both say `available` for `car` (and the
 /// car's stock is `stock`, when given). `cars` serves the car and the view.
 pub async fn availability_is(cars: &Api, car: u64, stock: Option<u64>, available: i64) {

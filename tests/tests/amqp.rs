@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use ctxhost_tests::broker::{self, BrokerOutage, Namespace};
 use ctxhost_tests::{
     Api, Created, Host, HostOptions, OrderLoad, assert_rental_consistent,
-    assert_view_matches_orders, availability_is, ensure_that, eventually, id, settled, text,
+    assert_some_rented_some_rejected, assert_view_matches_orders, availability_is, ensure_that,
+    eventually, id, settled, text,
 };
 use serde_json::{Value, json};
 
@@ -309,20 +310,8 @@ async fn amqp_two_processes_joined_only_by_the_broker_catch_up_after_car_stops()
     assert_rental_consistent(&a_api, &b_api, car, STOCK, &seen.created, CONVERGE).await;
     assert_view_matches_orders(&a_api, &b_api, CONVERGE).await;
 
-    let orders = a.orders().await;
-    let of_fleet = |status: &str| {
-        orders
-            .iter()
-            .filter(|o| o["carId"] == json!(car) && text(o, "status") == status)
-            .count()
-    };
     // The demand (about 2 units an order) is above the stock: some rented, some rejected.
-    assert!(
-        of_fleet("RENTED") > 0 && of_fleet("REJECTED") > 0,
-        "{} rented, {} rejected",
-        of_fleet("RENTED"),
-        of_fleet("REJECTED")
-    );
+    assert_some_rented_some_rejected(&a_api, car).await;
     // The story's car was not touched again by the catch-up.
     availability_is(&b_api, story_car, Some(3), 1).await;
     wait_connected(&a, CONNECT).await;

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use ctxhost_tests::broker::{self, BrokerUser, Namespace};
 use ctxhost_tests::netns::{Machine, Network, TcpRelay};
 use ctxhost_tests::{
-    Api, Host, HostOptions, OrderLoad, assert_rental_consistent_across, assert_view_matches_orders,
-    availability_across, ensure_that, eventually, id, settled, text,
+    Api, Host, HostOptions, OrderLoad, assert_rental_consistent_across,
+    assert_some_rented_some_rejected, assert_view_matches_orders, availability_across, ensure_that,
+    eventually, id, settled, text,
 };
 use serde_json::{Value, json};
 
@@ -190,19 +191,7 @@ async fn three_machines_joined_by_rabbitmq_run_the_story_and_survive_a_killed_ca
 
     // Demand (about 2 units an order) is above the stock: some rented, some rejected; and
     // the story's car was not touched by the catch-up.
-    let orders = op.orders().await;
-    let of_fleet = |status: &str| {
-        orders
-            .iter()
-            .filter(|o| o["carId"] == json!(fleet) && text(o, "status") == status)
-            .count()
-    };
-    assert!(
-        of_fleet("RENTED") > 0 && of_fleet("REJECTED") > 0,
-        "{} rented, {} rejected",
-        of_fleet("RENTED"),
-        of_fleet("REJECTED")
-    );
+    assert_some_rented_some_rejected(&op_api, fleet).await;
     availability_across(&cars, &view, car, Some(3), 1).await;
     for host in [&op, &view] {
         wait_connected(host).await;
