@@ -144,6 +144,21 @@ pub(crate) async fn run(
          view shows it, {clients} clients, {seconds} s, {rounds} round(s), medians\n"
     );
     println!(
+        "| round | embedded, end-to-end orders/s | one host, RabbitMQ | three machines, RabbitMQ | three/one |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (i, ((e, o), t)) in embedded.iter().zip(&one).zip(&three).enumerate() {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.3} |",
+            i + 1,
+            e.end_to_end_per_s,
+            o.end_to_end_per_s,
+            t.end_to_end_per_s,
+            t.end_to_end_per_s / o.end_to_end_per_s
+        );
+    }
+    println!();
+    println!(
         "| layout | accepted orders/s | end-to-end orders/s | view drain after load s | POST p99 ms | failed |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
