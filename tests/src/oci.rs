@@ -1,9 +1,9 @@
 //! An OCI image run as a container runtime would run it, without one: [`OciImage::unpack`]
 //! reads an OCI archive (as `cargo xtask image` saves it) and lays its layers out as a root
 //! filesystem; [`Container::start`] runs the image's entry point and command in it, chrooted,
-//! as the image's user, with the root filesystem mounted read-only, a directory of the test
-//! mounted as the image's volume, the image's environment only, and a network namespace of
-//! its own (a [`Machine`]).
+//! as the image's user, with the root filesystem mounted read-only, directories of the test
+//! mounted as its volume, ConfigMaps or Secrets ([`Mount`]), the image's environment (and
+//! what the test adds) only, and a network namespace of its own (a [`Machine`]).
 //!
 //! Needs root (mounts, chroot, setns) and `tar`.
 
@@ -165,6 +165,35 @@ impl OciImage {
     }
 }
 
+/// A directory of the test bound into a [`Container`], as a volume, ConfigMap or Secret is.
+pub struct Mount {
+    /// The directory on this machine.
+    pub source: PathBuf,
+    /// Where the container sees it.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+impl Mount {
+    /// `source` at `target`, writable (a volume).
+    pub fn volume(source: &Path, target: &str) -> Mount {
+        Mount {
+            source: source.to_path_buf(),
+            target: target.to_owned(),
+            read_only: false,
+        }
+    }
+
+    /// `source` at `target`, read-only (a ConfigMap or a Secret).
+    pub fn read_only(source: &Path, target: &str) -> Mount {
+        Mount {
+            read_only: true,
+            ..Mount::volume(source, target)
+        }
+    }
+}
+
 /// The image's entry point running on a [`Machine`].
 pub struct Container {
     child: Option<Child>,
@@ -174,15 +203,16 @@ pub struct Container {
 
 impl Container {
     /// Runs `image`'s `Entrypoint` + `Cmd` in its root filesystem as its user, in `machine`'s
-    /// network namespace, with `volume` mounted at `volume_at` (a path in the image) and the
-    /// rest read-only; waits for the host's ready line and talks to it at the machine's
-    /// address on `port`. The container's stderr goes to `log` (appended).
+    /// network namespace, with `mounts` bound into it (their mount points made as a runtime
+    /// would) and the rest read-only; `env` is added to the image's environment. Waits for
+    /// the host's ready line and talks to it at the machine's address on `port`. The
+    /// container's stderr goes to `log` (appended).
     pub fn start(
         image: &OciImage,
         machine: &Machine,
         port: u16,
-        volume: &Path,
-        volume_at: &str,
+        mounts: &[Mount],
+        env: &[(&str, &str)],
         log: &Path,
     ) -> Container {
         let argv: Vec<String> = image
@@ -200,8 +230,19 @@ impl Container {
 
         let cstr = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("a path without NUL");
         let rootfs = cstr(&image.rootfs);
-        let mount_point = cstr(&image.rootfs.join(volume_at.trim_start_matches('/')));
-        let volume_c = cstr(volume);
+        // (source, mount point, flags of a read-only remount, or None to stay writable)
+        let binds: Vec<(CString, CString, Option<libc::c_ulong>)> = mounts
+            .iter()
+            .map(|m| {
+                let point = image.rootfs.join(m.target.trim_start_matches('/'));
+                fs::create_dir_all(&point)
+                    .unwrap_or_else(|e| panic!("mount point {}: {e}", point.display()));
+                let read_only = m.read_only.then(|| {
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | mount_flags(&m.source)
+                });
+                (cstr(&m.source), cstr(&point), read_only)
+            })
+            .collect();
         let workdir_c = CString::new(workdir).expect("a working directory without NUL");
         let slash = CString::new("/").expect("no NUL");
         let netns = open_netns(&machine.netns_path());
@@ -224,6 +265,9 @@ impl Container {
             if let Some((key, value)) = pair.split_once('=') {
                 cmd.env(key, value);
             }
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
         }
         let netns_fd = netns.as_raw_fd();
         // SAFETY: the closure runs between fork and exec and makes system calls only
@@ -263,13 +307,24 @@ impl Container {
                     libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked,
                     std::ptr::null(),
                 ))?;
-                check(libc::mount(
-                    volume_c.as_ptr(),
-                    mount_point.as_ptr(),
-                    null,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ))?;
+                for (source, point, read_only) in &binds {
+                    check(libc::mount(
+                        source.as_ptr(),
+                        point.as_ptr(),
+                        null,
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ))?;
+                    if let Some(flags) = read_only {
+                        check(libc::mount(
+                            null,
+                            point.as_ptr(),
+                            null,
+                            *flags,
+                            std::ptr::null(),
+                        ))?;
+                    }
+                }
                 check(libc::chroot(rootfs.as_ptr()))?;
                 check(libc::chdir(workdir_c.as_ptr()))?;
                 check(libc::setgroups(0, std::ptr::null()))?;

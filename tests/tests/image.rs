@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ctxhost_tests::netns::Network;
-use ctxhost_tests::oci::{Container, OciImage, chown, image_archive, owner};
+use ctxhost_tests::oci::{Container, Mount, OciImage, chown, image_archive, owner};
 use ctxhost_tests::{TestDir, availability_is, id, plugin_dir, rental_snapshot, settled, text};
 use serde_json::json;
 
@@ -104,7 +104,8 @@ async fn the_image_holds_only_the_host_and_plugins_and_its_entry_point_serves_th
     std::fs::create_dir_all(&volume).expect("the volume");
     chown(&volume, uid, gid);
     let log = dir.path().join("container.log");
-    let mut container = Container::start(&image, machine, PORT, &volume, DATA, &log);
+    let mounts = [Mount::volume(&volume, DATA)];
+    let mut container = Container::start(&image, machine, PORT, &mounts, &[], &log);
     let api = container.api();
 
     for probe in ["/healthz", "/readyz"] {
@@ -150,7 +151,7 @@ async fn the_image_holds_only_the_host_and_plugins_and_its_entry_point_serves_th
 
     // Started again on the same volume: the same state.
     drop(container);
-    let container = Container::start(&image, machine, PORT, &volume, DATA, &log);
+    let container = Container::start(&image, machine, PORT, &mounts, &[], &log);
     let api = container.api();
     assert_eq!(
         rental_snapshot(&api, &["alice-img", "bob-img"]).await,
@@ -160,4 +161,129 @@ async fn the_image_holds_only_the_host_and_plugins_and_its_entry_point_serves_th
     let car_now = api.car(car).await;
     assert_eq!(text(&car_now, "name"), "Image");
     assert_eq!(car_now["available"], json!(1));
+}
+
+/// The development layout of `deploy/kubernetes/overlays/dev` on the image: its ConfigMap
+/// (the overlay's `config/ctxhost.toml`) mounted read-only over `/etc/ctxhost`, a Secret with
+/// the overlay's keys at `/run/secrets/ctxhost` (files 0440, group 65532, as `fsGroup` and
+/// `defaultMode` give them), the data volume. Authentication, the admin token and payment's
+/// signing key must all come from those files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_image_runs_the_dev_overlays_configmap_and_secret() {
+    if let Some(why) = Network::unavailable() {
+        eprintln!("SKIPPED the dev overlay on the image: {why}");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+
+    const HS256_SECRET: &str = "image-test-hs256-secret-of-at-least-32-bytes";
+    const ADMIN_TOKEN: &str = "image-test-admin-token";
+    let archive = image_archive();
+    let dir = TestDir::new();
+    let image = OciImage::unpack(&archive, dir.path());
+    let (uid, gid) = image.user();
+
+    let overlay = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/kubernetes/overlays/dev/config");
+    let config = dir.path().join("configmap");
+    std::fs::create_dir_all(&config).expect("the ConfigMap's directory");
+    std::fs::copy(overlay.join("ctxhost.toml"), config.join("ctxhost.toml"))
+        .expect("the overlay's configuration");
+    let secrets = dir.path().join("secret");
+    std::fs::create_dir_all(&secrets).expect("the Secret's directory");
+    for (name, value) in [
+        ("admin-token", ADMIN_TOKEN),
+        ("hs256-secret", HS256_SECRET),
+        ("signing-key", "image-test-signing-key"),
+    ] {
+        let path = secrets.join(name);
+        std::fs::write(&path, value).expect("a secret file");
+        chown(&path, 0, gid);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440))
+            .expect("the secret's mode");
+    }
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&volume).expect("the volume");
+    chown(&volume, uid, gid);
+
+    let net = Network::new(&["dev"]);
+    let mounts = [
+        Mount::read_only(&config, "/etc/ctxhost"),
+        Mount::read_only(&secrets, "/run/secrets/ctxhost"),
+        Mount::volume(&volume, DATA),
+    ];
+    let log = dir.path().join("container.log");
+    let container = Container::start(&image, net.machine("dev"), PORT, &mounts, &[], &log);
+    let api = container.api();
+
+    let token = |sub: &str, roles: &[&str]| {
+        ctxhost_tests::jwt::hs256(
+            HS256_SECRET.as_bytes(),
+            &json!({
+                "sub": sub,
+                "roles": roles,
+                "iat": ctxhost_tests::jwt::now(),
+                "exp": ctxhost_tests::jwt::now() + 600,
+            }),
+            json!({}),
+        )
+    };
+    let admin = api.with_bearer(&token("root", &["admin"]));
+    let alice = api.with_bearer(&token("alice-dev", &["customer"]));
+
+    // Authentication is on, with the Secret's key.
+    let refused = api
+        .anonymous()
+        .post_json("/cars", &json!({"name": "Dev", "stock": 3}))
+        .await;
+    assert_eq!(
+        refused.status, 401,
+        "anonymous POST /cars: {}",
+        refused.body
+    );
+    let forged = api
+        .with_bearer(&ctxhost_tests::jwt::hs256(
+            b"not-the-secret-of-the-overlay-at-all-32b",
+            &json!({"sub": "root", "roles": ["admin"], "exp": ctxhost_tests::jwt::now() + 600}),
+            json!({}),
+        ))
+        .post_json("/cars", &json!({"name": "Dev", "stock": 3}))
+        .await;
+    assert_eq!(
+        forged.status, 401,
+        "a token of another key: {}",
+        forged.body
+    );
+
+    let car = admin.create_car("Dev", 3).await;
+    let order = alice
+        .post_json("/orders", &json!({"carId": car, "qty": 2}))
+        .await
+        .expect(201);
+    let order_id = id(&order, "id");
+    settled(&admin, &admin, "alice-dev", order_id, "RENTED", "APPROVED").await;
+    // payment read its signing key from the Secret: the receipt is there.
+    let payment = admin.payment(id(&order, "paymentId")).await;
+    assert!(
+        payment["receipt"].as_str().is_some_and(|r| !r.is_empty()),
+        "no receipt, so the signing key was not read from the Secret: {payment}"
+    );
+
+    // The admin API takes the Secret's admin token, and no other.
+    let plugins = api.with_bearer(ADMIN_TOKEN).get("/admin/plugins").await;
+    assert_eq!(plugins.status, 200, "/admin/plugins: {}", plugins.body);
+    let other = api
+        .with_bearer("not-the-admin-token")
+        .get("/admin/plugins")
+        .await;
+    assert_eq!(
+        other.status, 401,
+        "/admin/plugins, a wrong token: {}",
+        other.body
+    );
+    // The host wrote the compilation cache into the volume, not onto the read-only root.
+    assert!(
+        volume.join("cache").is_dir(),
+        "no compilation cache in the volume"
+    );
 }
