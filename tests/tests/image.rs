@@ -4,7 +4,8 @@
 //! read-only, a directory of the test as the data volume, only the image's environment,
 //! and a network namespace of its own. The rental story then runs over HTTP at that
 //! namespace's address; SIGTERM stops it cleanly, and a second start serves the same state
-//! from the volume.
+//! from the volume. A second test runs it with the Kubernetes dev overlay's ConfigMap and a
+//! Secret mounted the way Kubernetes mounts them.
 //!
 //! Needs root (mounts, chroot, network namespaces); elsewhere the test says why and
 //! returns. CI runs as root, after `cargo xtask test` has built the image.
