@@ -192,6 +192,11 @@ async fn three_machines_joined_by_rabbitmq_run_the_story_and_survive_a_killed_ca
     // Demand (about 2 units an order) is above the stock: some rented, some rejected; and
     // the story's car was not touched by the catch-up.
     assert_some_rented_some_rejected(&op_api, fleet).await;
+    // Nothing was given up on: the broker's dead-letter queue is empty.
+    let dead = broker::dead_letter_messages(&ns)
+        .await
+        .unwrap_or_else(|e| panic!("reading {}: {e}", ns.dead_letter_queue()));
+    assert!(dead.is_empty(), "dead letters: {dead:?}");
     availability_across(&cars, &view, car, Some(3), 1).await;
     for host in [&op, &view] {
         wait_connected(host).await;
