@@ -334,10 +334,7 @@ pub fn try_start_broker() -> Result<(), String> {
 /// succeeds, for at most `timeout`.
 pub fn wait_for_broker(timeout: Duration) -> Result<(), String> {
     let url = amqp_url();
-    let uri: lapin::uri::AMQPUri = url
-        .parse()
-        .map_err(|e| format!("{} is not an AMQP URI: {e}", redacted(&url)))?;
-    let target = format!("{}:{}", uri.authority.host, uri.authority.port);
+    let target = authority_of(&url)?;
     let deadline = Instant::now() + timeout;
     let mut last = String::from("not tried");
     while Instant::now() < deadline {
@@ -509,11 +506,6 @@ impl BrokerUser {
         user
     }
 
-    /// The user's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The AMQP URL of the default virtual host at `addr` as this user.
     pub fn url_at(&self, addr: std::net::SocketAddr) -> String {
         format!("amqp://{}:{}@{addr}/%2f", self.name, self.password)
@@ -535,15 +527,20 @@ pub fn broker_addr() -> Result<std::net::SocketAddr, String> {
 
 /// The socket address of the broker of an AMQP URL.
 pub fn addr_of(url: &str) -> Result<std::net::SocketAddr, String> {
-    let uri: lapin::uri::AMQPUri = url
-        .parse()
-        .map_err(|e| format!("{} is not an AMQP URI: {e}", redacted(url)))?;
-    let target = format!("{}:{}", uri.authority.host, uri.authority.port);
+    let target = authority_of(url)?;
     target
         .to_socket_addrs()
         .map_err(|e| format!("{target}: {e}"))?
         .next()
         .ok_or_else(|| format!("{target}: no address"))
+}
+
+/// `host:port` of the broker of an AMQP URL.
+fn authority_of(url: &str) -> Result<String, String> {
+    let uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| format!("{} is not an AMQP URI: {e}", redacted(url)))?;
+    Ok(format!("{}:{}", uri.authority.host, uri.authority.port))
 }
 
 /// One AMQP connection to `url`, bounded by [`AMQP_TIMEOUT`].

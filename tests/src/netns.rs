@@ -158,13 +158,14 @@ impl Drop for Network {
     }
 }
 
-/// Moves the calling thread into the network namespace at `path` (`setns(2)`). Meant for
-/// `Command::pre_exec`, between fork and exec: `fd` is the namespace file opened before.
+/// Moves the calling thread into the network namespace of `fd` (`setns(2)`), a namespace
+/// file opened with [`open_netns`]. Meant for `Command::pre_exec`, between fork and exec.
 ///
 /// # Safety
 ///
-/// Only async-signal-safe work is done (one system call), as `pre_exec` requires.
-pub unsafe fn enter_raw(fd: libc::c_int) -> io::Result<()> {
+/// `fd` must stay open for the call. Only async-signal-safe work is done (one system
+/// call), as `pre_exec` requires.
+pub(crate) unsafe fn enter_raw(fd: libc::c_int) -> io::Result<()> {
     // SAFETY: setns(2) on a file descriptor the caller keeps open.
     if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } == 0 {
         Ok(())
@@ -175,7 +176,7 @@ pub unsafe fn enter_raw(fd: libc::c_int) -> io::Result<()> {
 
 /// Opens the namespace file at `path` for [`enter_raw`]; panics with the reason when it
 /// cannot.
-pub fn open_netns(path: &Path) -> File {
+pub(crate) fn open_netns(path: &Path) -> File {
     File::open(path)
         .unwrap_or_else(|e| panic!("cannot open network namespace {}: {e}", path.display()))
 }
@@ -218,7 +219,7 @@ fn try_ip(args: &[&str]) -> Result<(), String> {
 }
 
 /// A TCP relay: listens on `listen` and copies every connection both ways to `target`.
-/// The relay and the connections it carries end when it is dropped (or [`TcpRelay::cut`]).
+/// The relay and the connections it carries end when it is dropped.
 pub struct TcpRelay {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -263,14 +264,6 @@ impl TcpRelay {
     pub fn accepted(&self) -> u32 {
         self.accepted.load(Ordering::Relaxed)
     }
-
-    /// Closes every connection it carries now (new ones are still accepted).
-    pub fn cut(&self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        for stream in open.drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
 }
 
 impl Drop for TcpRelay {
@@ -279,7 +272,10 @@ impl Drop for TcpRelay {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
-        self.cut();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for stream in open.drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
     }
 }
 

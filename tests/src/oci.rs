@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::host::ready_address;
 use crate::http::Api;
-use crate::netns::{Machine, open_netns};
+use crate::netns::{Machine, enter_raw, open_netns};
 use crate::tools::ensure_program;
 
 /// How long the container may take to print its ready line.
@@ -284,7 +284,7 @@ impl Container {
                     }
                 };
                 let null = std::ptr::null::<libc::c_char>();
-                check(libc::setns(netns_fd, libc::CLONE_NEWNET))?;
+                enter_raw(netns_fd)?;
                 check(libc::unshare(libc::CLONE_NEWNS))?;
                 check(libc::mount(
                     null,

@@ -125,7 +125,14 @@ pub(crate) fn image(ws: &Workspace, opts: &ImageOptions) -> Result<()> {
     let context = dir.join("context");
     stage(ws, &host, &context)?;
 
-    let tag = opts.tag.clone().unwrap_or_else(|| workspace_version(ws));
+    let tag = match &opts.tag {
+        Some(tag) => tag.clone(),
+        None => ws
+            .versions
+            .get(HOST)
+            .cloned()
+            .with_context(|| format!("`cargo metadata` gave no version of {HOST}"))?,
+    };
     let reference = format!("{}:{tag}", opts.name);
     let latest = format!("{}:latest", opts.name);
     step(&format!("building {reference} with {}", tool.program()));
@@ -321,24 +328,6 @@ fn elf_interpreter(path: &Path) -> Result<Option<String>> {
         }
     }
     Ok(None)
-}
-
-/// The version of the workspace's packages (`[workspace.package] version`).
-fn workspace_version(ws: &Workspace) -> String {
-    let manifest = ws.root.join("Cargo.toml");
-    let text = fs::read_to_string(&manifest).unwrap_or_default();
-    text.lines()
-        .skip_while(|l| l.trim() != "[workspace.package]")
-        .skip(1)
-        .take_while(|l| !l.trim_start().starts_with('['))
-        .find_map(|l| {
-            let (key, value) = l.split_once('=')?;
-            (key.trim() == "version").then(|| value.trim().trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| {
-            warn("no [workspace.package] version in Cargo.toml; tagging the image `dev`");
-            "dev".to_owned()
-        })
 }
 
 /// Prints the image's size: unpacked (its files) and as the archive a cluster loads.

@@ -1,6 +1,7 @@
 //! The workspace as the commands see it (from `cargo metadata`), and running cargo and other
 //! programs with their command line echoed.
 
+use std::collections::BTreeMap;
 use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,8 @@ pub(crate) struct Workspace {
     pub members: Vec<String>,
     /// Names of its default members (what a bare `cargo build` builds).
     pub default_members: Vec<String>,
+    /// Each member's version, by name.
+    pub versions: BTreeMap<String, String>,
 }
 
 impl Workspace {
@@ -115,7 +118,17 @@ impl Workspace {
                 .map(name_of)
                 .collect()
         };
+        let versions = packages
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_owned(),
+                    p["version"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
         Ok(Self {
+            versions,
             members: ids("workspace_members")?,
             default_members: ids("workspace_default_members")?,
             root,
