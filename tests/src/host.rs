@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -94,31 +94,11 @@ impl Host {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-        // SAFETY: plain kill(2) on the pid of a child we own and have not yet reaped.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(
-            rc,
-            0,
-            "SIGTERM to the host failed: {}",
-            std::io::Error::last_os_error()
-        );
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_status)) => return,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "the host did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
-                        self.log_tail(60)
-                    );
-                }
-            }
+        if sigterm_and_wait(&mut child, STOP_TIMEOUT).is_none() {
+            panic!(
+                "the host did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                self.log_tail(60)
+            );
         }
     }
 
@@ -244,6 +224,33 @@ impl Drop for Host {
             eprintln!("{}", self.log_tail(80));
             eprintln!("(test files kept in {})", self.dir.path().display());
             self.dir.keep = true;
+        }
+    }
+}
+
+/// Sends SIGTERM to `child` and waits up to `timeout` for its exit status; `None` when it
+/// did not exit in time (it is then killed with SIGKILL and reaped). Panics when the signal
+/// cannot be sent.
+pub(crate) fn sigterm_and_wait(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: plain kill(2) on the pid of a child we own and have not yet reaped.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(
+        rc,
+        0,
+        "SIGTERM to pid {pid} failed: {}",
+        std::io::Error::last_os_error()
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
         }
     }
 }
